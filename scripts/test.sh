@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy, unit and integration tests.
+# The integration tests start their own redis-server (installed here if missing)
+# and a WeChat stand-in, all on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ensure_packages redis-server
+
+echo ">> cargo fmt --check"
+cargo fmt --all -- --check
+echo ">> cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo ">> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast
+  cargo test --doc --quiet
+else
+  cargo test --no-fail-fast
+fi

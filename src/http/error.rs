@@ -1,0 +1,123 @@
+//! `ApiError`: every error the HTTP API answers, and its mapping to the contract's
+//! status and `{"error", "message"}` body — in this one place.
+//!
+//! Errors of the lower layers ([`WechatError`], [`StoreError`]) convert into it;
+//! their details go to the log, never into a response.
+
+use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::{session::StoreError, wechat::WechatError};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// The body or a field is not what the route takes; the text says what is wrong.
+    InvalidRequest(&'static str),
+    PayloadTooLarge,
+    SessionRequired,
+    InvalidSession,
+    NotFound,
+    MethodNotAllowed,
+    Wechat(WechatError),
+    StoreUnavailable,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// The contract's `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::SessionRequired => "session_required",
+            ApiError::InvalidSession => "invalid_session",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::Wechat(e) => match e {
+                WechatError::InvalidCode(_) => "invalid_code",
+                WechatError::UserBlocked => "user_blocked",
+                WechatError::RateLimited => "rate_limited",
+                WechatError::Busy => "wechat_busy",
+                WechatError::Timeout => "wechat_timeout",
+                WechatError::Upstream(_) => "wechat_error",
+            },
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(why) => why,
+            ApiError::PayloadTooLarge => "request body is larger than 16 KiB",
+            ApiError::SessionRequired => "this route needs a session id in the session header",
+            ApiError::InvalidSession => {
+                "the session id is malformed, unknown, expired or logged out; log in again"
+            }
+            ApiError::NotFound => "no such route",
+            ApiError::MethodNotAllowed => "this route does not take that method",
+            ApiError::StoreUnavailable => "the session store is unavailable; try again shortly",
+            ApiError::Wechat(e) => match e {
+                WechatError::InvalidCode(_) => {
+                    "WeChat rejected the login code (invalid or already used); call wx.login again"
+                }
+                WechatError::UserBlocked => "WeChat flags this user as high-risk",
+                WechatError::RateLimited => "WeChat's rate limit was reached; try again later",
+                WechatError::Busy => "WeChat is busy; try again shortly",
+                WechatError::Timeout => "WeChat did not answer in time",
+                WechatError::Upstream(_) => "WeChat gave an unexpected answer",
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::SessionRequired | ApiError::InvalidSession => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Wechat(e) => match e {
+                WechatError::InvalidCode(_) => StatusCode::UNAUTHORIZED,
+                WechatError::UserBlocked => StatusCode::FORBIDDEN,
+                WechatError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                WechatError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                WechatError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                WechatError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            },
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: self.code(),
+            message: self.message(),
+        })
+    }
+}
+
+impl From<WechatError> for ApiError {
+    fn from(e: WechatError) -> Self {
+        ApiError::Wechat(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        log::error!("{e}");
+        ApiError::StoreUnavailable
+    }
+}

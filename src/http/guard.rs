@@ -1,0 +1,82 @@
+//! The guard: [`Session`] as an actix-web extractor.
+//!
+//! `sessionid` header → [`SessionId::parse`] (a malformed id never reaches Redis)
+//! → [`SessionStore::touch`](crate::session::SessionStore::touch) (one command)
+//! → the handler gets its [`Session`]. Only the configured header is read.
+
+use std::{future::Future, pin::Pin};
+
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+
+use super::{error::ApiError, AppState};
+use crate::{
+    session::{log_handle, Session, SessionId},
+    telemetry::GuardOutcome,
+};
+
+impl FromRequest for Session {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Session, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+            // A wiring mistake of the embedding app, not the client's fault.
+            log::error!("Session extractor used without web::Data<AppState>");
+            return Box::pin(async { Err(ApiError::StoreUnavailable) });
+        };
+        let parsed = parse_header(req, &state);
+        Box::pin(async move {
+            let id = parsed?;
+            match state.store.touch(&id).await {
+                Ok(Some(session)) => {
+                    state.metrics.record_guard(GuardOutcome::Ok);
+                    Ok(session)
+                }
+                Ok(None) => Err(reject(
+                    &state,
+                    GuardOutcome::Unknown,
+                    Some(id.as_str().as_bytes()),
+                )),
+                Err(e) => {
+                    state.metrics.record_guard(GuardOutcome::StoreUnavailable);
+                    Err(e.into())
+                }
+            }
+        })
+    }
+}
+
+/// The session id from the one configured header: exactly one value, 32 lower-case hex.
+fn parse_header(req: &HttpRequest, state: &AppState) -> Result<SessionId, ApiError> {
+    let mut values = req.headers().get_all(&state.session_header);
+    let Some(value) = values.next() else {
+        return Err(reject(state, GuardOutcome::Missing, None));
+    };
+    if values.next().is_some() {
+        return Err(reject(
+            state,
+            GuardOutcome::Malformed,
+            Some(value.as_bytes()),
+        ));
+    }
+    SessionId::parse(value.as_bytes())
+        .map_err(|_| reject(state, GuardOutcome::Malformed, Some(value.as_bytes())))
+}
+
+/// Counts and logs a rejected check; the log names the id only by a short hash.
+fn reject(state: &AppState, outcome: GuardOutcome, raw_id: Option<&[u8]>) -> ApiError {
+    state.metrics.record_guard(outcome);
+    match raw_id {
+        Some(raw) => log::info!(
+            "guard rejected: {} id=#{}",
+            outcome.label(),
+            log_handle(raw)
+        ),
+        None => log::info!("guard rejected: {}", outcome.label()),
+    }
+    if outcome == GuardOutcome::Missing {
+        ApiError::SessionRequired
+    } else {
+        ApiError::InvalidSession
+    }
+}

@@ -1,0 +1,174 @@
+//! The handlers of the contract's routes. Each one only translates: HTTP in,
+//! a call on [`SessionStore`](crate::session::SessionStore) or the WeChat
+//! [`Client`](crate::wechat::Client), HTTP out.
+
+use std::time::Instant;
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use futures_util::StreamExt as _;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::{error::ApiError, AppState};
+use crate::{
+    session::{NewSession, Session},
+    wechat::LoginCode,
+};
+
+/// Largest request body any route accepts.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Deserialize)]
+struct LoginBody {
+    code: String,
+}
+
+#[derive(Serialize)]
+struct LoginAnswer<'a> {
+    sessionid: &'a str,
+    expires_in: u64,
+}
+
+#[derive(Serialize)]
+struct SessionAnswer<'a> {
+    openid: &'a str,
+    unionid: Option<&'a str>,
+    created_at: u64,
+    expires_in: u64,
+}
+
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let result = login_flow(&state, &req, payload).await;
+    let latency_ms = started.elapsed().as_millis();
+    match &result {
+        Ok(session) => {
+            state.metrics.record_login("ok");
+            log::info!(
+                "login ok openid={} latency_ms={latency_ms}",
+                session.openid()
+            );
+        }
+        Err(e) => {
+            state.metrics.record_login(e.code());
+            match e {
+                ApiError::Wechat(detail) => {
+                    log::info!(
+                        "login failed: {} ({detail}) latency_ms={latency_ms}",
+                        e.code()
+                    )
+                }
+                _ => log::info!("login failed: {} latency_ms={latency_ms}", e.code()),
+            }
+        }
+    }
+    let session = result?;
+    Ok(HttpResponse::Ok().json(LoginAnswer {
+        sessionid: session.id().as_str(),
+        expires_in: session.expires_in(),
+    }))
+}
+
+async fn login_flow(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Session, ApiError> {
+    let body: LoginBody = read_json(
+        req,
+        payload,
+        "body must be JSON: {\"code\": \"<wx.login code>\"}",
+    )
+    .await?;
+    let code = LoginCode::parse(body.code).map_err(ApiError::InvalidRequest)?;
+    let identity = state.wechat.code_to_session(&code).await?;
+    let session = state
+        .store
+        .create(&NewSession {
+            openid: &identity.openid,
+            unionid: identity.unionid.as_deref(),
+            session_key: &identity.session_key,
+        })
+        .await?;
+    Ok(session)
+}
+
+pub async fn me(session: Session) -> HttpResponse {
+    HttpResponse::Ok().json(SessionAnswer {
+        openid: session.openid(),
+        unionid: session.unionid(),
+        created_at: session.created_at(),
+        expires_in: session.expires_in(),
+    })
+}
+
+pub async fn logout(
+    state: web::Data<AppState>,
+    session: Session,
+) -> Result<HttpResponse, ApiError> {
+    state.store.revoke(session.id()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// For a proxy's auth sub-request (nginx `auth_request`): 204 and who it is.
+pub async fn auth(session: Session) -> HttpResponse {
+    let mut answer = HttpResponse::NoContent();
+    answer.insert_header(("X-WX-OpenID", session.openid()));
+    if let Some(unionid) = session.unionid() {
+        answer.insert_header(("X-WX-UnionID", unionid));
+    }
+    answer.finish()
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.store.ping().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`], whatever its Content-Type
+/// (mini-program HTTP clients differ in what they send).
+async fn read_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    shape: &'static str,
+) -> Result<T, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(256));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::InvalidRequest("request body could not be read"))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|_| ApiError::InvalidRequest(shape))
+}

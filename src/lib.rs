@@ -1,0 +1,33 @@
+//! # wxsession
+//!
+//! A session server for WeChat Mini Programs, and a library for actix-web apps:
+//! a login code becomes a "3rd_session" id in Redis, and the [`Session`] extractor
+//! guards every later request.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed configuration from `config.toml` and `WXSESSION_*` variables,
+//!   validated with one-line errors naming the key.
+//! - [`secret`]: [`Secret`], a string that never prints, and OS randomness.
+//! - [`wechat`]: the WeChat client: `code2Session`, its errcodes as `WechatError`,
+//!   the login-code rules and the development mock. Knows no HTTP routes, no Redis.
+//! - [`session`]: `SessionId`, the [`Session`] a handler gets, the lifetime policy
+//!   and `SessionStore` (create, touch, revoke, per-user index, key layout and TTLs).
+//!   Knows no HTTP, no WeChat.
+//! - [`http`]: routes, the guard (`impl FromRequest for Session`), `ApiError`
+//!   (the only place errors become statuses and JSON) and the server loop.
+//! - [`telemetry`]: Prometheus counters and histogram, logger set-up.
+//!
+//! Dependencies point one way: `http` uses `session` and `wechat`; `config`,
+//! `secret` and `telemetry` import none of them.
+
+pub mod config;
+pub mod http;
+pub mod secret;
+pub mod session;
+pub mod telemetry;
+pub mod wechat;
+
+pub use config::Config;
+pub use secret::Secret;
+pub use session::Session;

@@ -1,0 +1,98 @@
+//! Sessions: the id ([`SessionId`]), what a live session says ([`Session`]),
+//! the lifetime rules ([`SessionPolicy`]) and their home in Redis ([`SessionStore`]).
+//!
+//! This module knows neither HTTP nor WeChat: the HTTP layer hands it a verified
+//! identity ([`NewSession`]) and asks it about ids.
+
+mod id;
+mod store;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use id::{log_handle, MalformedId, SessionId};
+pub use store::SessionStore;
+
+use crate::secret::Secret;
+
+/// Lifetimes of a session, from `[session]` in the configuration.
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    /// Idle lifetime: the TTL a session gets at login and, with `sliding`, on each use.
+    pub ttl_secs: u64,
+    pub sliding: bool,
+    /// Absolute lifetime from `created_at`; no renewal goes past it.
+    pub max_lifetime_secs: u64,
+}
+
+/// A verified WeChat identity about to get a session.
+pub struct NewSession<'a> {
+    pub openid: &'a str,
+    pub unionid: Option<&'a str>,
+    pub session_key: &'a Secret,
+}
+
+/// A live session, as the guard hands it to a handler.
+///
+/// Take it as a handler argument (`async fn me(session: Session)`) and the request
+/// is rejected with 401 before the handler runs unless it carries a live session id.
+#[derive(Debug, Clone)]
+pub struct Session {
+    id: SessionId,
+    openid: String,
+    unionid: Option<String>,
+    created_at: u64,
+    expires_in: u64,
+}
+
+impl Session {
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+    pub fn openid(&self) -> &str {
+        &self.openid
+    }
+    pub fn unionid(&self) -> Option<&str> {
+        self.unionid.as_deref()
+    }
+    /// Unix seconds.
+    pub fn created_at(&self) -> u64 {
+        self.created_at
+    }
+    /// Seconds until the session expires unless used again.
+    pub fn expires_in(&self) -> u64 {
+        self.expires_in
+    }
+}
+
+/// Why the store could not answer.
+#[derive(Debug, Clone)]
+pub enum StoreError {
+    /// Redis unreachable, failing or too slow; the detail is for logs only.
+    Unavailable(String),
+    /// The Redis URL or pool settings are unusable.
+    Config(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Unavailable(detail) => write!(f, "redis unavailable: {detail}"),
+            StoreError::Config(detail) => write!(f, "redis configuration: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<deadpool_redis::redis::RedisError> for StoreError {
+    fn from(e: deadpool_redis::redis::RedisError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,309 @@
+//! POST /login against a real Redis and a WeChat stand-in: success, every error
+//! row of the contract, what lands in Redis, and what WeChat receives.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+const HEX: &str = "0123456789abcdef";
+
+fn is_session_id(s: &str) -> bool {
+    s.len() == 32 && s.chars().all(|c| HEX.contains(c))
+}
+
+#[actix_web::test]
+async fn login_creates_a_session_in_redis_and_answers_only_the_id() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+
+    let resp = client()
+        .post(server.url("/login"))
+        .json(&json!({"code": "ok:alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+    let id = body["sessionid"].as_str().unwrap();
+    assert!(is_session_id(id), "{id}");
+    assert_eq!(body["expires_in"], 7200);
+    let key = &wechat.issued_keys()[0];
+    assert!(
+        !text.contains(key.as_str()),
+        "session_key leaked in the answer"
+    );
+
+    // The session: one readable JSON string, TTL = idle lifetime.
+    let raw: String = redis.cmd(&["GET", &format!("wxsess:s:{id}")]);
+    let stored: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(stored["openid"], "alice");
+    assert_eq!(stored["unionid"], serde_json::Value::Null);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(stored["created_at"].as_u64().unwrap().abs_diff(now) <= 2);
+    let ttl: i64 = redis.cmd(&["TTL", &format!("wxsess:s:{id}")]);
+    assert!((7198..=7200).contains(&ttl), "ttl {ttl}");
+
+    // The user's session_key and index; every key expires.
+    let sk: String = redis.cmd(&["HGET", "wxsess:user:{alice}", "session_key"]);
+    assert_eq!(&sk, key);
+    let members: Vec<String> = redis.cmd(&["ZRANGE", "wxsess:user:{alice}:sessions", "0", "-1"]);
+    assert_eq!(members, vec![id.to_string()]);
+    for k in redis.keys("*") {
+        assert!(k.starts_with("wxsess:"), "{k}");
+        let ttl: i64 = redis.cmd(&["TTL", &k]);
+        assert!(ttl > 0, "{k} has no TTL");
+    }
+}
+
+#[actix_web::test]
+async fn wechat_receives_one_properly_encoded_call() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let code = "ok:a&b=c+d%2F#?";
+    login(&server, code).await;
+    let calls = wechat.received();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call.path, "/sns/jscode2session");
+    assert_eq!(call.param("js_code"), Some(code));
+    assert_eq!(call.param("appid"), Some("wx_test_app"));
+    assert_eq!(call.param("secret"), Some(TEST_SECRET));
+    assert_eq!(call.param("grant_type"), Some("authorization_code"));
+}
+
+#[actix_web::test]
+async fn unionid_and_text_plain_answers() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+
+    let id = login(&server, "union:bob").await;
+    let (status, me) = send(
+        client()
+            .get(server.url("/session"))
+            .header("sessionid", &id),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(me["unionid"], "u-bob");
+    let unionid: String = redis.cmd(&["HGET", "wxsess:user:{bob}", "unionid"]);
+    assert_eq!(unionid, "u-bob");
+
+    // WeChat sometimes labels its JSON text/plain.
+    let id = login(&server, "text:carol").await;
+    let (_, me) = send(
+        client()
+            .get(server.url("/session"))
+            .header("sessionid", &id),
+    )
+    .await;
+    assert_eq!(me["openid"], "carol");
+}
+
+#[actix_web::test]
+async fn bad_input_is_400_and_reaches_neither_wechat_nor_redis() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+
+    let long = "x".repeat(129);
+    let bodies: Vec<String> = vec![
+        "".into(),
+        "not json".into(),
+        "[]".into(),
+        "{}".into(),
+        r#"{"code": 5}"#.into(),
+        r#"{"code": null}"#.into(),
+        r#"{"code": ""}"#.into(),
+        json!({"code": long}).to_string(),
+        json!({"code": "caf\u{e9}"}).to_string(),
+        json!({"code": "a\tb"}).to_string(),
+        json!({"code": "a b"}).to_string(),
+        r#"{"code": "ok:x""#.into(),
+    ];
+    for body in bodies {
+        let (status, answer) = send(
+            client()
+                .post(server.url("/login"))
+                .header("content-type", "application/json")
+                .body(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{body:?}");
+        assert_error(&answer, "invalid_request");
+    }
+    assert_eq!(wechat.calls(), 0);
+    assert_eq!(redis.commands_served(), 0);
+
+    // 128 bytes is still fine.
+    login(&server, &format!("ok:{}", "y".repeat(125))).await;
+}
+
+#[actix_web::test]
+async fn bodies_over_16_kib_are_413() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let big = json!({"code": "ok:x", "pad": "p".repeat(17 * 1024)}).to_string();
+    let (status, body) = send(client().post(server.url("/login")).body(big.clone())).await;
+    assert_eq!(status, 413);
+    assert_error(&body, "payload_too_large");
+
+    // Without a Content-Length (chunked), the limit holds while reading.
+    let answer = raw_chunked_post(&server.base, "/login", big.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    assert_eq!(wechat.calls(), 0);
+}
+
+#[actix_web::test]
+async fn every_wechat_outcome_maps_to_the_contract() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let cases = [
+        ("err:40029", 401, "invalid_code"),
+        ("err:40163", 401, "invalid_code"),
+        ("err:40226", 403, "user_blocked"),
+        ("err:45011", 429, "rate_limited"),
+        ("err:-1", 503, "wechat_busy"),
+        ("err:40013", 502, "wechat_error"),
+        ("garbage", 502, "wechat_error"),
+        ("http500", 502, "wechat_error"),
+        ("noopenid", 502, "wechat_error"),
+        ("slow", 504, "wechat_timeout"),
+        ("silent", 504, "wechat_timeout"),
+    ];
+    for (i, (code, status, error)) in cases.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let (got, body) = send(
+            client()
+                .post(server.url("/login"))
+                .json(&json!({ "code": code })),
+        )
+        .await;
+        assert_eq!(got, *status, "{code}: {body}");
+        assert_error(&body, error);
+        assert!(started.elapsed().as_millis() < 2000, "{code} took too long");
+        assert_eq!(
+            wechat.calls(),
+            i + 1,
+            "{code}: exactly one WeChat call, no retry"
+        );
+    }
+    assert!(
+        redis.keys("*").is_empty(),
+        "no failed login writes anything"
+    );
+}
+
+#[actix_web::test]
+async fn unreachable_wechat_is_502() {
+    let redis = RedisServer::start();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let server = TestServer::start(&config(&redis, &closed, &[]));
+    let (status, body) = send(
+        client()
+            .post(server.url("/login"))
+            .json(&json!({"code": "ok:x"})),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_error(&body, "wechat_error");
+}
+
+#[actix_web::test]
+async fn a_thousand_logins_give_a_thousand_distinct_ids() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let mut ids = std::collections::HashSet::new();
+    for chunk in 0..50 {
+        let logins = (0..20).map(|i| {
+            login(
+                &server,
+                Box::leak(format!("ok:user{}", chunk * 20 + i).into_boxed_str()),
+            )
+        });
+        for id in futures_util::future::join_all(logins).await {
+            assert!(is_session_id(&id));
+            assert!(ids.insert(id), "duplicate session id");
+        }
+    }
+    assert_eq!(ids.len(), 1000);
+    assert_eq!(redis.keys("wxsess:s:*").len(), 1000);
+}
+
+#[actix_web::test]
+async fn the_users_index_is_pruned_and_expires() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(
+        &redis,
+        &wechat.base,
+        &[("session.max_lifetime_secs", "600")],
+    ));
+    let first = login(&server, "ok:dave").await;
+    let second = login(&server, "ok:dave").await;
+    // An operator deletes one session by hand: the next login drops it from the index.
+    redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{first}")]);
+    let third = login(&server, "ok:dave").await;
+    let mut members: Vec<String> = redis.cmd(&["ZRANGE", "wxsess:user:{dave}:sessions", "0", "-1"]);
+    members.sort();
+    let mut expected = vec![second, third];
+    expected.sort();
+    assert_eq!(members, expected);
+    for key in ["wxsess:user:{dave}:sessions", "wxsess:user:{dave}"] {
+        let ttl: i64 = redis.cmd(&["TTL", key]);
+        assert!((590..=600).contains(&ttl), "{key}: {ttl}");
+    }
+}
+
+#[actix_web::test]
+async fn key_prefix_is_applied_to_every_key() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(
+        &redis,
+        &wechat.base,
+        &[("redis.key_prefix", "app1:")],
+    ));
+    login(&server, "union:erin").await;
+    let keys = redis.keys("*");
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("app1:")), "{keys:?}");
+}
+
+/// A POST with `Transfer-Encoding: chunked` over a plain socket; returns the raw answer.
+fn raw_chunked_post(base: &str, path: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(1024) {
+        request.extend(format!("{:x}\r\n", chunk.len()).bytes());
+        request.extend(chunk);
+        request.extend(b"\r\n");
+    }
+    request.extend(b"0\r\n\r\n");
+    // The server may answer and close before reading everything.
+    let _ = stream.write_all(&request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}

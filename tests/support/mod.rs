@@ -1,0 +1,476 @@
+//! Real components for the integration tests: a `redis-server` of each test's own
+//! on a free loopback port, a WeChat stand-in speaking real HTTP on loopback, and
+//! wxsession itself served in-process on a free port.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use wxsession::{
+    config::Config,
+    http::{app, AppState},
+};
+
+pub use deadpool_redis::redis;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn unique_dir(tag: &str) -> PathBuf {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "wxsession-test-{tag}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A real `redis-server` on 127.0.0.1, stopped when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// `extra` are additional `redis-server` arguments, e.g. `["--appendonly", "yes"]`.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: unique_dir("redis"),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let mut args = vec![
+            "--port".to_string(),
+            self.port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "".into(),
+            "--dir".into(),
+            self.dir.display().to_string(),
+        ];
+        if !self.extra_args.iter().any(|a| a == "--appendonly") {
+            args.extend(["--appendonly".into(), "no".into()]);
+        }
+        args.extend(self.extra_args.iter().cloned());
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = self.try_connection() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(1))
+    }
+
+    /// A plain synchronous client, for looking at what the server wrote.
+    pub fn conn(&self) -> redis::Connection {
+        self.try_connection().expect("connect to the test redis")
+    }
+
+    /// Runs one command and returns its answer.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut self.conn()).expect("redis command")
+    }
+
+    /// Every key matching `pattern`.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut keys = self.cmd::<Vec<String>>(&["KEYS", pattern]);
+        keys.sort();
+        keys
+    }
+
+    /// Calls of every command since the last `CONFIG RESETSTAT`, without INFO and CONFIG.
+    pub fn commands_served(&self) -> u64 {
+        let info: String = self.cmd(&["INFO", "commandstats"]);
+        info.lines()
+            .filter(|l| {
+                l.starts_with("cmdstat_")
+                    && !l.starts_with("cmdstat_info")
+                    && !l.starts_with("cmdstat_config")
+            })
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// SIGSTOP or SIGCONT: a frozen Redis accepts connections but never answers.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("-CONT");
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One request the stand-in received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    /// Decoded query parameters, in order.
+    pub query: Vec<(String, String)>,
+}
+
+impl Received {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A WeChat stand-in: a real HTTP/1.1 server on loopback whose answer to
+/// `jscode2session` is chosen by the `js_code`:
+///
+/// | js_code | answer |
+/// |---|---|
+/// | `ok:<openid>` | 200 `{"openid", "session_key"}` |
+/// | `union:<openid>` | as `ok`, plus `"unionid": "u-<openid>"` |
+/// | `text:<openid>` | as `ok`, with `Content-Type: text/plain` |
+/// | `err:<n>` | 200 `{"errcode": n, "errmsg": "..."}` |
+/// | `garbage` | 200 with an HTML body |
+/// | `http500` | 500 with a JSON body |
+/// | `noopenid` | 200 `{"session_key"}` |
+/// | `slow` | the `ok` answer after 3 s |
+/// | `silent` | never answers |
+pub struct WechatStandIn {
+    pub base: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    issued_keys: Arc<Mutex<Vec<String>>>,
+}
+
+impl WechatStandIn {
+    pub fn start() -> WechatStandIn {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let issued_keys = Arc::new(Mutex::new(Vec::new()));
+        let (r, k) = (received.clone(), issued_keys.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (r, k) = (r.clone(), k.clone());
+                thread::spawn(move || serve_one(stream, &r, &k));
+            }
+        });
+        WechatStandIn {
+            base,
+            received,
+            issued_keys,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn calls(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Every session_key the stand-in has handed out.
+    pub fn issued_keys(&self) -> Vec<String> {
+        self.issued_keys.lock().unwrap().clone()
+    }
+}
+
+fn serve_one(mut stream: TcpStream, received: &Mutex<Vec<Received>>, keys: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let target = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let query: Vec<(String, String)> = url_decode_pairs(query);
+    let entry = Received {
+        path: path.to_string(),
+        query,
+    };
+    let code = entry.param("js_code").unwrap_or("").to_string();
+    received.lock().unwrap().push(entry);
+
+    let mut content_type = "application/json";
+    let mut status = "200 OK";
+    let ok = |openid: &str, unionid: bool| {
+        let key = base64_key(openid, keys.lock().unwrap().len());
+        keys.lock().unwrap().push(key.clone());
+        let mut v = serde_json::json!({"openid": openid, "session_key": key});
+        if unionid {
+            v["unionid"] = format!("u-{openid}").into();
+        }
+        v.to_string()
+    };
+    let body = if let Some(openid) = code.strip_prefix("ok:") {
+        ok(openid, false)
+    } else if let Some(openid) = code.strip_prefix("union:") {
+        ok(openid, true)
+    } else if let Some(openid) = code.strip_prefix("text:") {
+        content_type = "text/plain";
+        ok(openid, false)
+    } else if let Some(n) = code.strip_prefix("err:") {
+        format!(r#"{{"errcode": {n}, "errmsg": "stand-in error {n}"}}"#)
+    } else if code == "garbage" {
+        content_type = "text/html";
+        "<html>502 Bad Gateway</html>".to_string()
+    } else if code == "http500" {
+        status = "500 Internal Server Error";
+        r#"{"errcode": 0}"#.to_string()
+    } else if code == "noopenid" {
+        r#"{"session_key": "c2Vzc2lvbmtleQ=="}"#.to_string()
+    } else if code == "slow" {
+        thread::sleep(Duration::from_secs(3));
+        ok("slow-user", false)
+    } else if code == "silent" {
+        thread::sleep(Duration::from_secs(30));
+        return;
+    } else {
+        r#"{"errcode": 40029, "errmsg": "invalid code"}"#.to_string()
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.flush();
+    let _ = stream.read(&mut [0u8; 1]);
+}
+
+/// A session_key unique per call, recognisable in logs.
+fn base64_key(openid: &str, n: usize) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("SK{n:04}{openid}").as_bytes())
+}
+
+fn url_decode_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The test configuration: the given Redis and stand-in, short timeouts, plus
+/// `extra` TOML-style overrides as `("section.key", "value")`.
+pub fn config(redis: &RedisServer, wechat_base: &str, extra: &[(&str, &str)]) -> Config {
+    let mut env = vec![
+        (
+            "WXSESSION_WECHAT_APPID".to_string(),
+            "wx_test_app".to_string(),
+        ),
+        (
+            "WXSESSION_WECHAT_SECRET".to_string(),
+            TEST_SECRET.to_string(),
+        ),
+        (
+            "WXSESSION_WECHAT_API_BASE".to_string(),
+            wechat_base.to_string(),
+        ),
+        ("WXSESSION_WECHAT_TIMEOUT_MS".to_string(), "500".to_string()),
+        ("WXSESSION_REDIS_URL".to_string(), redis.url()),
+        ("WXSESSION_REDIS_TIMEOUT_MS".to_string(), "300".to_string()),
+    ];
+    for (key, value) in extra {
+        let (section, k) = key.split_once('.').unwrap();
+        env.push((
+            format!("WXSESSION_{}_{}", section.to_uppercase(), k.to_uppercase()),
+            value.to_string(),
+        ));
+    }
+    Config::from_sources("", env).expect("test configuration is valid")
+}
+
+/// The AppSecret every test configuration uses; it must never show up anywhere.
+pub const TEST_SECRET: &str = "TEST-APP-SECRET-d41d8cd98f00b204";
+
+/// wxsession served in-process on a free loopback port, over real HTTP.
+pub struct TestServer {
+    pub base: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestServer {
+    /// Must be called inside an actix runtime (`#[actix_web::test]`).
+    pub fn start(config: &Config) -> TestServer {
+        let state = actix_web::web::Data::new(AppState::new(config).expect("app state"));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = actix_web::HttpServer::new(move || app(state.clone()))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen(listener)
+            .unwrap()
+            .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        TestServer { base, handle }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+/// An HTTP client for the tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Status and parsed JSON body (Null when empty or not JSON).
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let resp = req.send().await.expect("request reaches the server");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Logs in through the stand-in with `code` and returns the session id.
+pub async fn login(server: &TestServer, code: &str) -> String {
+    let (status, body) = send(
+        client()
+            .post(server.url("/login"))
+            .json(&serde_json::json!({ "code": code })),
+    )
+    .await;
+    assert_eq!(status, 200, "login with {code}: {body}");
+    body["sessionid"].as_str().unwrap().to_string()
+}
+
+/// Asserts the contract's error shape: exactly `error` and `message`, `error` as given.
+pub fn assert_error(body: &serde_json::Value, code: &str) {
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is JSON: {body}"));
+    assert_eq!(obj.len(), 2, "only error and message: {body}");
+    assert_eq!(obj["error"], code, "{body}");
+    assert!(
+        obj["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
