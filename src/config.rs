@@ -35,7 +35,6 @@ pub struct RedisConfig {
     /// Bound on one store operation, connection included: a dead or hung Redis
     /// becomes a 503 after at most this long.
     pub timeout_ms: u64,
-    pub pool_size: usize,
     pub cluster: bool,
 }
 
@@ -102,7 +101,6 @@ impl Default for Config {
                 url: Secret::new("redis://127.0.0.1:6379/0"),
                 key_prefix: "wxsess:".into(),
                 timeout_ms: 1000,
-                pool_size: 32,
                 cluster: false,
             },
             wechat: WechatConfig {
@@ -200,7 +198,6 @@ impl Config {
             ("redis", "url") => self.redis.url = Secret::new(v),
             ("redis", "key_prefix") => self.redis.key_prefix = value.to_string(),
             ("redis", "timeout_ms") => self.redis.timeout_ms = parse(&name, v)?,
-            ("redis", "pool_size") => self.redis.pool_size = parse(&name, v)?,
             ("redis", "cluster") => self.redis.cluster = parse_bool(&name, v)?,
             ("wechat", "appid") => self.wechat.appid = v.to_string(),
             ("wechat", "secret") => self.wechat.secret = Secret::new(v),
@@ -241,9 +238,6 @@ impl Config {
         }
         if self.redis.timeout_ms == 0 {
             return fail("redis.timeout_ms", "must be at least 1");
-        }
-        if self.redis.pool_size == 0 {
-            return fail("redis.pool_size", "must be at least 1");
         }
         if self.wechat.appid.is_empty() {
             return fail(

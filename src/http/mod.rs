@@ -43,7 +43,6 @@ impl AppState {
         let store = SessionStore::new(
             config.redis.url.expose(),
             &config.redis.key_prefix,
-            config.redis.pool_size,
             config.redis_timeout(),
             policy,
         )

@@ -69,7 +69,7 @@ impl Session {
 pub enum StoreError {
     /// Redis unreachable, failing or too slow; the detail is for logs only.
     Unavailable(String),
-    /// The Redis URL or pool settings are unusable.
+    /// The Redis URL is unusable.
     Config(String),
 }
 
@@ -84,8 +84,8 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-impl From<deadpool_redis::redis::RedisError> for StoreError {
-    fn from(e: deadpool_redis::redis::RedisError) -> Self {
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
         StoreError::Unavailable(e.to_string())
     }
 }

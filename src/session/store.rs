@@ -16,9 +16,9 @@
 
 use std::{future::Future, time::Duration};
 
-use deadpool_redis::{
-    redis::{self, AsyncCommands, AsyncConnectionConfig},
-    Manager, Pool, Runtime,
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands,
 };
 use serde::{Deserialize, Serialize};
 
@@ -51,9 +51,14 @@ struct StoredSession {
 }
 
 /// Sessions in one Redis, shared by every instance of the server.
+///
+/// It talks to Redis over one multiplexed connection that reconnects by itself
+/// (`ConnectionManager`), not a pool: a pool's per-checkout health check (deadpool
+/// sends `UNWATCH` + `PING`) would double the guard's round trips, and a
+/// multiplexed connection already serves concurrent requests.
 #[derive(Clone)]
 pub struct SessionStore {
-    pool: Pool,
+    redis: ConnectionManager,
     keys: Keys,
     policy: SessionPolicy,
     timeout: Duration,
@@ -62,28 +67,25 @@ pub struct SessionStore {
 impl SessionStore {
     /// Builds the store; connections are made lazily, so a server can start (and
     /// answer `/readyz` with 503) while Redis is still down.
+    /// Must be called inside a Tokio runtime (the connection's driver task lives there).
     pub fn new(
         redis_url: &str,
         key_prefix: &str,
-        pool_size: usize,
         timeout: Duration,
         policy: SessionPolicy,
     ) -> Result<SessionStore, StoreError> {
-        let connection = AsyncConnectionConfig::new()
+        let client = redis::Client::open(redis_url).map_err(|e| StoreError::Config(e.to_string()))?;
+        // Reconnect attempts are capped at a short delay so service resumes within
+        // about a second of Redis coming back.
+        let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let manager = Manager::new_with_config(redis_url, connection)
-            .map_err(|e| StoreError::Config(e.to_string()))?;
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
+            .set_response_timeout(Some(timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let redis = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(SessionStore {
-            pool,
+            redis,
             keys: Keys {
                 prefix: key_prefix.to_string(),
             },
@@ -168,8 +170,10 @@ impl SessionStore {
     /// The guard's read: fetches the session and, with sliding on, restarts its idle
     /// lifetime in the same command (`GETEX … EX ttl`). Only in the last idle window
     /// before the absolute lifetime does a second command (`EXPIREAT`) cap the TTL;
-    /// the absolute lifetime is also checked here on every read, so it is exact even
-    /// if that second command is lost. `None`: unknown, expired or logged out.
+    /// the absolute lifetime is also checked here on every read, so it holds even
+    /// if that second command is lost. Lifetimes count whole seconds from
+    /// `created_at`, so a session's absolute end falls up to 1 s before
+    /// login + `max_lifetime_secs`, never after. `None`: unknown, expired or logged out.
     pub async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         self.bounded(async {
             let mut conn = self.conn().await?;
@@ -207,7 +211,9 @@ impl SessionStore {
                 return Ok(None);
             }
             let mut expires_in = remaining.max(0) as u64;
-            if now + expires_in > deadline {
+            // `>=`: Redis counts the TTL from the current instant, `now` is floored
+            // to the second, so equality may still reach past the deadline.
+            if now + expires_in >= deadline {
                 expires_in = deadline - now;
                 let _: bool = conn.expire_at(&key, deadline as i64).await?;
             }
@@ -255,7 +261,7 @@ impl SessionStore {
     /// Drops index members whose session key is gone (idle-expired or deleted by hand).
     async fn prune_index(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut ConnectionManager,
         index: &str,
         members: &[String],
         current: &SessionId,
@@ -280,11 +286,9 @@ impl SessionStore {
         Ok(())
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    /// A handle on the shared connection (cheap: the connection is multiplexed).
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        Ok(self.redis.clone())
     }
 
     /// Every store operation, connection included, ends within `redis.timeout_ms`.

@@ -21,7 +21,7 @@ use wxsession::{
     http::{app, AppState},
 };
 
-pub use deadpool_redis::redis;
+pub use redis;
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
