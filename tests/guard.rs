@@ -84,7 +84,8 @@ async fn missing_malformed_and_unknown_ids_are_401_and_malformed_never_reach_red
     ];
     for bad in malformed {
         for path in ["/session", "/auth"] {
-            let (status, body) = send(client().get(server.url(path)).header("sessionid", bad)).await;
+            let (status, body) =
+                send(client().get(server.url(path)).header("sessionid", bad)).await;
             assert_eq!(status, 401, "{bad:?}");
             assert_error(&body, "invalid_session");
         }
@@ -111,7 +112,11 @@ async fn missing_malformed_and_unknown_ids_are_401_and_malformed_never_reach_red
     )
     .await;
     assert_eq!(status, 401);
-    assert_eq!(redis.commands_served(), 0, "rejected without a Redis round trip");
+    assert_eq!(
+        redis.commands_served(),
+        0,
+        "rejected without a Redis round trip"
+    );
 
     // Well-formed but unknown: one lookup, 401.
     let (status, body) = get_session(&server, "0123456789abcdef0123456789abcdef").await;
@@ -164,7 +169,12 @@ async fn logout_kills_the_id_and_cleans_the_index() {
     let (status, body) = get_session(&server, &id).await;
     assert_eq!(status, 401);
     assert_error(&body, "invalid_session");
-    let (status, _) = send(client().delete(server.url("/session")).header("sessionid", &id)).await;
+    let (status, _) = send(
+        client()
+            .delete(server.url("/session"))
+            .header("sessionid", &id),
+    )
+    .await;
     assert_eq!(status, 401);
     // The user's other session is untouched.
     assert_eq!(get_session(&server, &other).await.0, 200);
@@ -230,7 +240,10 @@ async fn no_renewal_goes_past_the_absolute_lifetime() {
     let server = TestServer::start(&config(
         &redis,
         &wechat.base,
-        &[("session.ttl_secs", "2"), ("session.max_lifetime_secs", "4")],
+        &[
+            ("session.ttl_secs", "2"),
+            ("session.max_lifetime_secs", "4"),
+        ],
     ));
     let id = login(&server, "ok:iris").await;
     let stored: String = redis.cmd(&["GET", &format!("wxsess:s:{id}")]);
@@ -245,13 +258,19 @@ async fn no_renewal_goes_past_the_absolute_lifetime() {
     let (status, me) = get_session(&server, &id).await;
     assert_eq!(status, 200, "2.4 s after login, inside both lifetimes");
     let expiry: i64 = redis.cmd(&["EXPIRETIME", &format!("wxsess:s:{id}")]);
-    assert!(expiry as u64 <= created_at + 4, "TTL capped at created_at + max");
+    assert!(
+        expiry as u64 <= created_at + 4,
+        "TTL capped at created_at + max"
+    );
     assert!(me["expires_in"].as_u64().unwrap() <= 2, "{me}");
     sleep_ms(1100).await;
     get_session(&server, &id).await;
     sleep_ms(1000).await;
     let (status, body) = get_session(&server, &id).await;
-    assert_eq!(status, 401, "absolute lifetime over, though used within ttl");
+    assert_eq!(
+        status, 401,
+        "absolute lifetime over, though used within ttl"
+    );
     assert_error(&body, "invalid_session");
 }
 
@@ -259,9 +278,18 @@ async fn no_renewal_goes_past_the_absolute_lifetime() {
 async fn a_custom_header_replaces_sessionid() {
     let redis = RedisServer::start();
     let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[("session.header", "X-Session")]));
+    let server = TestServer::start(&config(
+        &redis,
+        &wechat.base,
+        &[("session.header", "X-Session")],
+    ));
     let id = login(&server, "ok:jack").await;
-    let (status, _) = send(client().get(server.url("/session")).header("x-session", &id)).await;
+    let (status, _) = send(
+        client()
+            .get(server.url("/session"))
+            .header("x-session", &id),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, body) = get_session(&server, &id).await;
     assert_eq!(status, 401);
@@ -284,7 +312,12 @@ async fn plain_routes_health_ready_metrics_and_unknown_paths() {
     assert_error(&body, "method_not_allowed");
 
     let id = login(&server, "ok:kim").await;
-    send(client().post(server.url("/login")).json(&serde_json::json!({"code": "err:40029"}))).await;
+    send(
+        client()
+            .post(server.url("/login"))
+            .json(&serde_json::json!({"code": "err:40029"})),
+    )
+    .await;
     get_session(&server, &id).await;
     get_session(&server, "0123456789abcdef0123456789abcdef").await;
     get_session(&server, "bad").await;
@@ -292,7 +325,10 @@ async fn plain_routes_health_ready_metrics_and_unknown_paths() {
 
     let resp = client().get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = resp.text().await.unwrap();
     for line in [
         "wxsession_logins_total{outcome=\"ok\"} 1",

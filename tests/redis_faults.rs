@@ -40,11 +40,17 @@ async fn redis_down_is_503_everywhere_and_service_resumes_after_restart() {
         assert_eq!(status, 503, "{body}");
         assert_error(&body, "store_unavailable");
         for path in ["/session", "/auth"] {
-            let (status, body) = send(client().get(server.url(path)).header("sessionid", &id)).await;
+            let (status, body) =
+                send(client().get(server.url(path)).header("sessionid", &id)).await;
             assert_eq!(status, 503, "{path}: {body}");
             assert_error(&body, "store_unavailable");
         }
-        let (status, body) = send(client().delete(server.url("/session")).header("sessionid", &id)).await;
+        let (status, body) = send(
+            client()
+                .delete(server.url("/session"))
+                .header("sessionid", &id),
+        )
+        .await;
         assert_eq!(status, 503);
         assert_error(&body, "store_unavailable");
         let (status, body) = send(client().get(server.url("/readyz"))).await;
@@ -53,15 +59,28 @@ async fn redis_down_is_503_everywhere_and_service_resumes_after_restart() {
         assert_eq!(send(client().get(server.url("/healthz"))).await.0, 200);
     }
     // Malformed ids are still rejected as such, without Redis.
-    let (status, body) = send(client().get(server.url("/session")).header("sessionid", "nope")).await;
+    let (status, body) = send(
+        client()
+            .get(server.url("/session"))
+            .header("sessionid", "nope"),
+    )
+    .await;
     assert_eq!(status, 401);
     assert_error(&body, "invalid_session");
 
     redis.restart();
     let took = wait_ready(&server, Duration::from_secs(5)).await;
-    assert!(took < Duration::from_secs(2), "ready {took:?} after Redis returned");
+    assert!(
+        took < Duration::from_secs(2),
+        "ready {took:?} after Redis returned"
+    );
     let fresh = login(&server, "ok:carol").await;
-    let (status, _) = send(client().get(server.url("/session")).header("sessionid", &fresh)).await;
+    let (status, _) = send(
+        client()
+            .get(server.url("/session"))
+            .header("sessionid", &fresh),
+    )
+    .await;
     assert_eq!(status, 200);
 }
 
@@ -94,7 +113,12 @@ async fn a_frozen_redis_answers_503_within_the_timeout_then_recovers() {
 
     redis.signal("-CONT");
     wait_ready(&server, Duration::from_secs(5)).await;
-    let (status, _) = send(client().get(server.url("/session")).header("sessionid", &id)).await;
+    let (status, _) = send(
+        client()
+            .get(server.url("/session"))
+            .header("sessionid", &id),
+    )
+    .await;
     assert_eq!(status, 200, "the session outlived the freeze");
 }
 
@@ -106,7 +130,12 @@ async fn with_aof_sessions_survive_a_redis_restart() {
     let id = login(&server, "ok:fay").await;
     redis.restart();
     wait_ready(&server, Duration::from_secs(5)).await;
-    let (status, me) = send(client().get(server.url("/session")).header("sessionid", &id)).await;
+    let (status, me) = send(
+        client()
+            .get(server.url("/session"))
+            .header("sessionid", &id),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(me["openid"], "fay");
 }

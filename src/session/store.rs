@@ -74,7 +74,8 @@ impl SessionStore {
         timeout: Duration,
         policy: SessionPolicy,
     ) -> Result<SessionStore, StoreError> {
-        let client = redis::Client::open(redis_url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let client =
+            redis::Client::open(redis_url).map_err(|e| StoreError::Config(e.to_string()))?;
         // Reconnect attempts are capped at a short delay so service resumes within
         // about a second of Redis coming back.
         let config = ConnectionManagerConfig::new()
