@@ -171,7 +171,7 @@ impl Config {
             .into_iter()
             .filter(|(name, _)| name.starts_with(ENV_PREFIX))
             .collect();
-        overrides.sort();
+        overrides.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, value) in overrides {
             let rest = name[ENV_PREFIX.len()..].to_ascii_lowercase();
             let Some((section, key)) = rest.split_once('_') else {

@@ -7,7 +7,10 @@
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::{session::StoreError, wechat::WechatError};
+use crate::{
+    session::StoreError,
+    wechat::{userdata::DataError, WechatError},
+};
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -19,6 +22,8 @@ pub enum ApiError {
     NotFound,
     MethodNotAllowed,
     Wechat(WechatError),
+    /// User data that fails its signature, decryption or watermark (422).
+    UserData(DataError),
     StoreUnavailable,
 }
 
@@ -39,6 +44,12 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::UserData(e) => match e {
+                DataError::Malformed(_) => "invalid_request",
+                DataError::BadSignature => "bad_signature",
+                DataError::DecryptFailed => "decrypt_failed",
+                DataError::AppidMismatch => "appid_mismatch",
+            },
             ApiError::Wechat(e) => match e {
                 WechatError::InvalidCode(_) => "invalid_code",
                 WechatError::UserBlocked => "user_blocked",
@@ -61,6 +72,14 @@ impl ApiError {
             ApiError::NotFound => "no such route",
             ApiError::MethodNotAllowed => "this route does not take that method",
             ApiError::StoreUnavailable => "the session store is unavailable; try again shortly",
+            ApiError::UserData(e) => match e {
+                DataError::Malformed(why) => why,
+                DataError::BadSignature => "signature does not match rawData and the current session_key",
+                DataError::DecryptFailed => {
+                    "encryptedData could not be decrypted with the current session_key; call wx.login again, then retry"
+                }
+                DataError::AppidMismatch => "the data was issued to another mini-program",
+            },
             ApiError::Wechat(e) => match e {
                 WechatError::InvalidCode(_) => {
                     "WeChat rejected the login code (invalid or already used); call wx.login again"
@@ -90,6 +109,8 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UserData(DataError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            ApiError::UserData(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Wechat(e) => match e {
                 WechatError::InvalidCode(_) => StatusCode::UNAUTHORIZED,
                 WechatError::UserBlocked => StatusCode::FORBIDDEN,
@@ -112,6 +133,12 @@ impl ResponseError for ApiError {
 impl From<WechatError> for ApiError {
     fn from(e: WechatError) -> Self {
         ApiError::Wechat(e)
+    }
+}
+
+impl From<DataError> for ApiError {
+    fn from(e: DataError) -> Self {
+        ApiError::UserData(e)
     }
 }
 

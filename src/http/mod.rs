@@ -72,6 +72,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(routes::me))
                 .route(web::delete().to(routes::logout)),
         )
+        .service(resource("/session/userinfo").route(web::post().to(routes::user_info)))
+        .service(resource("/session/phone").route(web::post().to(routes::phone)))
         .service(resource("/auth").route(web::get().to(routes::auth)))
         .service(resource("/healthz").route(web::get().to(routes::healthz)))
         .service(resource("/readyz").route(web::get().to(routes::readyz)))

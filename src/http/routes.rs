@@ -10,8 +10,12 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::{error::ApiError, AppState};
 use crate::{
+    secret::Secret,
     session::{NewSession, Session},
-    wechat::LoginCode,
+    wechat::{
+        userdata::{profile_of, verify_signature, DataError, EncryptedData, PhoneNumber},
+        LoginCode,
+    },
 };
 
 /// Largest request body any route accepts.
@@ -34,6 +38,24 @@ struct SessionAnswer<'a> {
     unionid: Option<&'a str>,
     created_at: u64,
     expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserInfoBody {
+    raw_data: String,
+    signature: String,
+    encrypted_data: String,
+    iv: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PhoneBody {
+    encrypted_data: String,
+    iv: String,
 }
 
 pub async fn login(
@@ -96,13 +118,76 @@ async fn login_flow(
     Ok(session)
 }
 
-pub async fn me(session: Session) -> HttpResponse {
-    HttpResponse::Ok().json(SessionAnswer {
+pub async fn me(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
+    let profile = state.store.profile(session.openid()).await?;
+    Ok(HttpResponse::Ok().json(SessionAnswer {
         openid: session.openid(),
         unionid: session.unionid(),
         created_at: session.created_at(),
         expires_in: session.expires_in(),
-    })
+        profile,
+    }))
+}
+
+/// Verifies and decrypts what `wx.getUserProfile` returned, stores the profile
+/// and answers the user object (without its watermark). Nothing is stored on failure.
+pub async fn user_info(
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: UserInfoBody = read_json(
+        &req,
+        payload,
+        "body must be JSON: {\"rawData\", \"signature\", \"encryptedData\", \"iv\"} (all strings)",
+    )
+    .await?;
+    let encrypted = EncryptedData::parse(&body.encrypted_data, &body.iv)?;
+    let key = current_session_key(&state, &session).await?;
+    verify_signature(&body.raw_data, &body.signature, &key)?;
+    let user = encrypted.open(&key, state.wechat.appid())?;
+    let unionid = user.get("unionId").and_then(serde_json::Value::as_str);
+    state
+        .store
+        .save_profile(
+            &session,
+            &serde_json::Value::Object(profile_of(&user)),
+            unionid,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+/// Decrypts a phone number (the legacy `getPhoneNumber` payload); it is answered,
+/// never stored and never logged.
+pub async fn phone(
+    state: web::Data<AppState>,
+    session: Session,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: PhoneBody = read_json(
+        &req,
+        payload,
+        "body must be JSON: {\"encryptedData\", \"iv\"} (strings)",
+    )
+    .await?;
+    let encrypted = EncryptedData::parse(&body.encrypted_data, &body.iv)?;
+    let key = current_session_key(&state, &session).await?;
+    let object = encrypted.open(&key, state.wechat.appid())?;
+    let phone = PhoneNumber::from_object(&object).ok_or(DataError::DecryptFailed)?;
+    Ok(HttpResponse::Ok().json(phone))
+}
+
+/// The key this session decrypts with: its user's newest `session_key`. Missing
+/// only if removed by hand, which a new `wx.login` repairs.
+async fn current_session_key(state: &AppState, session: &Session) -> Result<Secret, ApiError> {
+    Ok(state
+        .store
+        .session_key(session.openid())
+        .await?
+        .ok_or(DataError::DecryptFailed)?)
 }
 
 pub async fn logout(

@@ -8,10 +8,11 @@
 //! | `{p}s:<sessionid>` | string (JSON) | `openid`, `unionid`, `created_at` | remaining idle lifetime |
 //! | `{p}user:{<openid>}` | hash | `session_key`, `unionid`, `updated_at` | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:sessions` | sorted set | session ids scored by `created_at` | `max_lifetime_secs` from the last login |
+//! | `{p}user:{<openid>}:profile` | string (JSON) | the decrypted profile (nickName, avatarUrl, …) | `max_lifetime_secs` from when it was stored |
 //!
 //! The `session_key` lives once per user, not per session: WeChat rotates it on
 //! every `wx.login`, and every live session of that user must decrypt with the
-//! newest one. The two user keys share a `{<openid>}` hash tag so a Redis Cluster
+//! newest one. The user keys share a `{<openid>}` hash tag so a Redis Cluster
 //! keeps them in one slot.
 
 use std::{future::Future, time::Duration};
@@ -23,6 +24,7 @@ use redis::{
 use serde::{Deserialize, Serialize};
 
 use super::{now_secs, NewSession, Session, SessionId, SessionPolicy, StoreError};
+use crate::secret::Secret;
 
 /// Names of the keys the server writes; the one place that knows the layout.
 #[derive(Debug, Clone)]
@@ -39,6 +41,9 @@ impl Keys {
     }
     fn user_sessions(&self, openid: &str) -> String {
         format!("{}user:{{{openid}}}:sessions", self.prefix)
+    }
+    fn user_profile(&self, openid: &str) -> String {
+        format!("{}user:{{{openid}}}:profile", self.prefix)
     }
 }
 
@@ -245,6 +250,72 @@ impl SessionStore {
                     .await?;
             }
             Ok(true)
+        })
+        .await
+    }
+
+    /// The user's current `session_key`: the one from their latest login, which
+    /// every live session of theirs decrypts with.
+    pub async fn session_key(&self, openid: &str) -> Result<Option<Secret>, StoreError> {
+        self.bounded(async {
+            let key: Option<String> = self
+                .conn()
+                .await?
+                .hget(self.keys.user(openid), "session_key")
+                .await?;
+            Ok(key.map(Secret::new))
+        })
+        .await
+    }
+
+    /// Stores the user's decrypted profile; a `unionid` learnt from it fills the
+    /// session's and the user's when WeChat's login gave none.
+    pub async fn save_profile(
+        &self,
+        session: &Session,
+        profile: &serde_json::Value,
+        unionid: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.bounded(async {
+            let keep = self.policy.max_lifetime_secs;
+            let mut pipe = redis::pipe();
+            pipe.set_ex(
+                self.keys.user_profile(&session.openid),
+                profile.to_string(),
+                keep,
+            )
+            .ignore();
+            if let (None, Some(unionid)) = (&session.unionid, unionid) {
+                let stored = StoredSession {
+                    openid: session.openid.clone(),
+                    unionid: Some(unionid.to_string()),
+                    created_at: session.created_at,
+                };
+                // XX: never resurrect a session logged out meanwhile; KEEPTTL: no renewal.
+                pipe.cmd("SET")
+                    .arg(self.keys.session(session.id.as_str()))
+                    .arg(serde_json::to_string(&stored).expect("plain struct serializes"))
+                    .arg("XX")
+                    .arg("KEEPTTL")
+                    .ignore()
+                    .hset(self.keys.user(&session.openid), "unionid", unionid)
+                    .ignore();
+            }
+            let () = pipe.query_async(&mut self.conn().await?).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The user's stored profile, if any.
+    pub async fn profile(&self, openid: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.bounded(async {
+            let raw: Option<String> = self
+                .conn()
+                .await?
+                .get(self.keys.user_profile(openid))
+                .await?;
+            Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
         })
         .await
     }

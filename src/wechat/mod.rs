@@ -1,8 +1,11 @@
 //! Everything about WeChat: the `auth.code2Session` client, its errcodes as
-//! [`WechatError`], and the mock that answers locally in development.
+//! [`WechatError`], the mock that answers locally in development, and (in
+//! [`userdata`]) the signature check and decryption of user data.
 //!
 //! This module knows neither HTTP routes nor Redis; the HTTP layer maps
 //! [`WechatError`] to the contract's statuses.
+
+pub mod userdata;
 
 use std::{fmt, time::Duration};
 
@@ -135,6 +138,11 @@ impl Client {
             api_base: config.api_base.clone(),
             mock: config.mock,
         })
+    }
+
+    /// Our AppID, which every decrypted watermark must carry.
+    pub fn appid(&self) -> &str {
+        &self.appid
     }
 
     pub fn is_mock(&self) -> bool {

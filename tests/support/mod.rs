@@ -207,6 +207,7 @@ impl Received {
 /// | js_code | answer |
 /// |---|---|
 /// | `ok:<openid>` | 200 `{"openid", "session_key"}` |
+/// | `key:<openid>:<session_key>` | as `ok`, with that session_key |
 /// | `union:<openid>` | as `ok`, plus `"unionid": "u-<openid>"` |
 /// | `text:<openid>` | as `ok`, with `Content-Type: text/plain` |
 /// | `err:<n>` | 200 `{"errcode": n, "errmsg": "..."}` |
@@ -292,32 +293,36 @@ fn serve_one(mut stream: TcpStream, received: &Mutex<Vec<Received>>, keys: &Mute
         }
         v.to_string()
     };
-    let body = if let Some(openid) = code.strip_prefix("ok:") {
-        ok(openid, false)
-    } else if let Some(openid) = code.strip_prefix("union:") {
-        ok(openid, true)
-    } else if let Some(openid) = code.strip_prefix("text:") {
-        content_type = "text/plain";
-        ok(openid, false)
-    } else if let Some(n) = code.strip_prefix("err:") {
-        format!(r#"{{"errcode": {n}, "errmsg": "stand-in error {n}"}}"#)
-    } else if code == "garbage" {
-        content_type = "text/html";
-        "<html>502 Bad Gateway</html>".to_string()
-    } else if code == "http500" {
-        status = "500 Internal Server Error";
-        r#"{"errcode": 0}"#.to_string()
-    } else if code == "noopenid" {
-        r#"{"session_key": "c2Vzc2lvbmtleQ=="}"#.to_string()
-    } else if code == "slow" {
-        thread::sleep(Duration::from_secs(3));
-        ok("slow-user", false)
-    } else if code == "silent" {
-        thread::sleep(Duration::from_secs(30));
-        return;
-    } else {
-        r#"{"errcode": 40029, "errmsg": "invalid code"}"#.to_string()
-    };
+    let body =
+        if let Some((openid, key)) = code.strip_prefix("key:").and_then(|r| r.split_once(':')) {
+            keys.lock().unwrap().push(key.to_string());
+            serde_json::json!({"openid": openid, "session_key": key}).to_string()
+        } else if let Some(openid) = code.strip_prefix("ok:") {
+            ok(openid, false)
+        } else if let Some(openid) = code.strip_prefix("union:") {
+            ok(openid, true)
+        } else if let Some(openid) = code.strip_prefix("text:") {
+            content_type = "text/plain";
+            ok(openid, false)
+        } else if let Some(n) = code.strip_prefix("err:") {
+            format!(r#"{{"errcode": {n}, "errmsg": "stand-in error {n}"}}"#)
+        } else if code == "garbage" {
+            content_type = "text/html";
+            "<html>502 Bad Gateway</html>".to_string()
+        } else if code == "http500" {
+            status = "500 Internal Server Error";
+            r#"{"errcode": 0}"#.to_string()
+        } else if code == "noopenid" {
+            r#"{"session_key": "c2Vzc2lvbmtleQ=="}"#.to_string()
+        } else if code == "slow" {
+            thread::sleep(Duration::from_secs(3));
+            ok("slow-user", false)
+        } else if code == "silent" {
+            thread::sleep(Duration::from_secs(30));
+            return;
+        } else {
+            r#"{"errcode": 40029, "errmsg": "invalid code"}"#.to_string()
+        };
     let _ = write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -385,10 +390,9 @@ pub fn config(redis: &RedisServer, wechat_base: &str, extra: &[(&str, &str)]) ->
     ];
     for (key, value) in extra {
         let (section, k) = key.split_once('.').unwrap();
-        env.push((
-            format!("WXSESSION_{}_{}", section.to_uppercase(), k.to_uppercase()),
-            value.to_string(),
-        ));
+        let name = format!("WXSESSION_{}_{}", section.to_uppercase(), k.to_uppercase());
+        env.retain(|(n, _)| *n != name);
+        env.push((name, value.to_string()));
     }
     Config::from_sources("", env).expect("test configuration is valid")
 }
