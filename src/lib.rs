@@ -14,15 +14,19 @@
 //! - [`session`]: `SessionId`, the [`Session`] a handler gets, the lifetime policy
 //!   and `SessionStore` (create, touch, revoke, per-user index, key layout and TTLs).
 //!   Knows no HTTP, no WeChat.
+//! - [`login`]: `Login`, a code in and a session out: `code2Session` at most once
+//!   per code (repeats get the first outcome), then `SessionStore::create`.
 //! - [`http`]: routes, the guard (`impl FromRequest for Session`), `ApiError`
 //!   (the only place errors become statuses and JSON) and the server loop.
 //! - [`telemetry`]: Prometheus counters and histogram, logger set-up.
 //!
-//! Dependencies point one way: `http` uses `session` and `wechat`; `config`,
+//! Dependencies point one way: `http` uses `login`, `session` and `wechat`; `login`
+//! uses `session` and `wechat`, which know nothing of each other; `config`,
 //! `secret` and `telemetry` import none of them.
 
 pub mod config;
 pub mod http;
+pub mod login;
 pub mod secret;
 pub mod session;
 pub mod telemetry;

@@ -151,7 +151,7 @@ async fn logout_kills_the_id_and_cleans_the_index() {
     let wechat = WechatStandIn::start();
     let server = TestServer::start(&config(&redis, &wechat.base, &[]));
     let id = login(&server, "ok:erin").await;
-    let other = login(&server, "ok:erin").await;
+    let other = login(&server, "ok:erin~2").await;
 
     let resp = client()
         .delete(server.url("/session"))

@@ -201,8 +201,12 @@ async fn every_wechat_outcome_maps_to_the_contract() {
         );
     }
     assert!(
-        redis.keys("*").is_empty(),
-        "no failed login writes anything"
+        redis
+            .keys("*")
+            .iter()
+            .all(|k| k.starts_with("wxsess:code:")),
+        "a failed login writes nothing but its code's outcome: {:?}",
+        redis.keys("*")
     );
 }
 
@@ -253,10 +257,10 @@ async fn the_users_index_is_pruned_and_expires() {
         &[("session.max_lifetime_secs", "600")],
     ));
     let first = login(&server, "ok:dave").await;
-    let second = login(&server, "ok:dave").await;
+    let second = login(&server, "ok:dave~2").await;
     // An operator deletes one session by hand: the next login drops it from the index.
     redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{first}")]);
-    let third = login(&server, "ok:dave").await;
+    let third = login(&server, "ok:dave~3").await;
     let mut members: Vec<String> = redis.cmd(&["ZRANGE", "wxsess:user:{dave}:sessions", "0", "-1"]);
     members.sort();
     let mut expected = vec![second, third];
@@ -279,7 +283,7 @@ async fn key_prefix_is_applied_to_every_key() {
     ));
     login(&server, "union:erin").await;
     let keys = redis.keys("*");
-    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(keys.len(), 4, "session, user, index, code: {keys:?}");
     assert!(keys.iter().all(|k| k.starts_with("app1:")), "{keys:?}");
 }
 
@@ -306,4 +310,103 @@ fn raw_chunked_post(base: &str, path: &str, body: &[u8]) -> String {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[actix_web::test]
+async fn a_repeated_code_reaches_wechat_once_and_gets_the_same_session() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let first = login(&server, "ok:rita").await;
+    let again = login(&server, "ok:rita").await;
+    assert_eq!(first, again);
+    assert_eq!(wechat.calls(), 1);
+
+    // The raw code is nowhere in Redis, nor the session id in clear.
+    let code_keys = redis.keys("wxsess:code:*");
+    assert_eq!(code_keys.len(), 1);
+    assert!(!code_keys[0].contains("rita"));
+    let record: String = redis.cmd(&["GET", &code_keys[0]]);
+    assert!(
+        !record.contains(&first) && !record.contains("rita"),
+        "{record}"
+    );
+    let ttl: i64 = redis.cmd(&["TTL", &code_keys[0]]);
+    assert!((1..=300).contains(&ttl));
+
+    // Once that session has ended, the code is spent.
+    send(
+        client()
+            .delete(server.url("/session"))
+            .header("sessionid", &first),
+    )
+    .await;
+    let (status, body) = send(
+        client()
+            .post(server.url("/login"))
+            .json(&json!({"code": "ok:rita"})),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_error(&body, "invalid_code");
+    assert_eq!(wechat.calls(), 1);
+}
+
+#[actix_web::test]
+async fn a_repeated_failed_code_gets_the_same_error_without_wechat() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    for (code, status, error) in [
+        ("err:40226", 403, "user_blocked"),
+        ("err:-1", 503, "wechat_busy"),
+        ("garbage", 502, "wechat_error"),
+    ] {
+        for _ in 0..3 {
+            let (got, body) = send(
+                client()
+                    .post(server.url("/login"))
+                    .json(&json!({ "code": code })),
+            )
+            .await;
+            assert_eq!(got, status, "{code}");
+            assert_error(&body, error);
+        }
+    }
+    assert_eq!(wechat.calls(), 3, "one WeChat call per code");
+}
+
+#[actix_web::test]
+async fn concurrent_repeats_on_two_instances_share_one_wechat_call() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let a = TestServer::start(&config(
+        &redis,
+        &wechat.base,
+        &[("wechat.timeout_ms", "5000")],
+    ));
+    let b = TestServer::start(&config(
+        &redis,
+        &wechat.base,
+        &[("wechat.timeout_ms", "5000")],
+    ));
+    // `slow` answers after 3 s: every repeat arrives while the first is in flight.
+    let attempts = (0..10).map(|i| {
+        let url = if i % 2 == 0 {
+            a.url("/login")
+        } else {
+            b.url("/login")
+        };
+        async move { send(client().post(url).json(&json!({"code": "slow"}))).await }
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            body["sessionid"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every repeat got the same session");
+    assert_eq!(wechat.calls(), 1);
 }

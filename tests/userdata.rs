@@ -322,7 +322,7 @@ async fn a_new_login_rotates_the_key_for_every_live_session() {
     let wechat = WechatStandIn::start();
     let server = TestServer::start(&config(&redis, &wechat.base, &[]));
     let first = login(&server, &format!("key:u3:{KEY_A}")).await;
-    let second = login(&server, &format!("key:u3:{KEY_A}")).await;
+    let second = login(&server, &format!("key:u3:{KEY_A}~2")).await;
     // wx.login again: WeChat hands out a new session_key.
     let third = login(&server, &format!("key:u3:{KEY_B}")).await;
     let raw = "{}";

@@ -8,6 +8,7 @@ use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::{
+    login::LoginError,
     session::StoreError,
     wechat::{userdata::DataError, WechatError},
 };
@@ -50,14 +51,7 @@ impl ApiError {
                 DataError::DecryptFailed => "decrypt_failed",
                 DataError::AppidMismatch => "appid_mismatch",
             },
-            ApiError::Wechat(e) => match e {
-                WechatError::InvalidCode(_) => "invalid_code",
-                WechatError::UserBlocked => "user_blocked",
-                WechatError::RateLimited => "rate_limited",
-                WechatError::Busy => "wechat_busy",
-                WechatError::Timeout => "wechat_timeout",
-                WechatError::Upstream(_) => "wechat_error",
-            },
+            ApiError::Wechat(e) => e.tag(),
         }
     }
 
@@ -133,6 +127,15 @@ impl ResponseError for ApiError {
 impl From<WechatError> for ApiError {
     fn from(e: WechatError) -> Self {
         ApiError::Wechat(e)
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Wechat(e) => e.into(),
+            LoginError::Store(e) => e.into(),
+        }
     }
 }
 

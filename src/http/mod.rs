@@ -20,6 +20,7 @@ pub use routes::MAX_BODY_BYTES;
 
 use crate::{
     config::Config,
+    login::Login,
     session::{SessionPolicy, SessionStore},
     telemetry::Metrics,
     wechat,
@@ -29,6 +30,7 @@ use crate::{
 pub struct AppState {
     pub store: SessionStore,
     pub wechat: wechat::Client,
+    pub login: Login,
     pub metrics: Arc<Metrics>,
     session_header: HeaderName,
 }
@@ -51,6 +53,7 @@ impl AppState {
         let session_header = HeaderName::from_bytes(config.session.header.as_bytes())
             .map_err(|_| "session.header: not a valid HTTP header name".to_string())?;
         Ok(AppState {
+            login: Login::new(wechat.clone(), store.clone(), config.wechat_timeout()),
             store,
             wechat,
             metrics: Arc::new(Metrics::default()),

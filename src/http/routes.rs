@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use super::{error::ApiError, AppState};
 use crate::{
     secret::Secret,
-    session::{NewSession, Session},
+    session::Session,
     wechat::{
         userdata::{profile_of, verify_signature, DataError, EncryptedData, PhoneNumber},
         LoginCode,
@@ -106,16 +106,7 @@ async fn login_flow(
     )
     .await?;
     let code = LoginCode::parse(body.code).map_err(ApiError::InvalidRequest)?;
-    let identity = state.wechat.code_to_session(&code).await?;
-    let session = state
-        .store
-        .create(&NewSession {
-            openid: &identity.openid,
-            unionid: identity.unionid.as_deref(),
-            session_key: &identity.session_key,
-        })
-        .await?;
-    Ok(session)
+    Ok(state.login.login(&code).await?)
 }
 
 pub async fn me(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {

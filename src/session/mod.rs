@@ -1,14 +1,20 @@
 //! Sessions: the id ([`SessionId`]), what a live session says ([`Session`]),
-//! the lifetime rules ([`SessionPolicy`]) and their home in Redis ([`SessionStore`]).
+//! the lifetime rules ([`SessionPolicy`]), their home in Redis ([`SessionStore`]),
+//! and the record of login codes already used ([`LoginCodes`]).
 //!
 //! This module knows neither HTTP nor WeChat: the HTTP layer hands it a verified
 //! identity ([`NewSession`]) and asks it about ids.
 
+mod codes;
 mod id;
 mod store;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    future::Future,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
+pub use codes::{CodeClaim, LoginCodes};
 pub use id::{log_handle, MalformedId, SessionId};
 pub use store::SessionStore;
 
@@ -95,4 +101,17 @@ pub(crate) fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Every store operation, connection included, ends within `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    op: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, op).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        )))
+    })
 }

@@ -9,6 +9,7 @@
 //! | `{p}user:{<openid>}` | hash | `session_key`, `unionid`, `updated_at` | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:sessions` | sorted set | session ids scored by `created_at` | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:profile` | string (JSON) | the decrypted profile (nickName, avatarUrl, …) | `max_lifetime_secs` from when it was stored |
+//! | `{p}code:<sha256 of code>` | string | a login code's outcome (see `codes`) | 300 s |
 //!
 //! The `session_key` lives once per user, not per session: WeChat rotates it on
 //! every `wx.login`, and every live session of that user must decrypt with the
@@ -23,7 +24,9 @@ use redis::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{now_secs, NewSession, Session, SessionId, SessionPolicy, StoreError};
+use super::{
+    bounded, now_secs, LoginCodes, NewSession, Session, SessionId, SessionPolicy, StoreError,
+};
 use crate::secret::Secret;
 
 /// Names of the keys the server writes; the one place that knows the layout.
@@ -363,18 +366,15 @@ impl SessionStore {
         Ok(self.redis.clone())
     }
 
-    /// Every store operation, connection included, ends within `redis.timeout_ms`.
+    /// The record of login codes, on the same connection.
+    pub fn login_codes(&self) -> LoginCodes {
+        LoginCodes::new(self.redis.clone(), self.keys.prefix.clone(), self.timeout)
+    }
+
     async fn bounded<T>(
         &self,
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, op)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "no answer within {} ms",
-                    self.timeout.as_millis()
-                )))
-            })
+        bounded(self.timeout, op).await
     }
 }

@@ -92,6 +92,31 @@ impl fmt::Display for WechatError {
 impl std::error::Error for WechatError {}
 
 impl WechatError {
+    /// The contract's error code for this failure; stable, so it can be recorded
+    /// and read back with [`WechatError::from_tag`].
+    pub fn tag(&self) -> &'static str {
+        match self {
+            WechatError::InvalidCode(_) => "invalid_code",
+            WechatError::UserBlocked => "user_blocked",
+            WechatError::RateLimited => "rate_limited",
+            WechatError::Busy => "wechat_busy",
+            WechatError::Timeout => "wechat_timeout",
+            WechatError::Upstream(_) => "wechat_error",
+        }
+    }
+
+    /// The failure a recorded tag stands for (details are not recorded).
+    pub fn from_tag(tag: &str) -> WechatError {
+        match tag {
+            "invalid_code" => WechatError::InvalidCode(40163),
+            "user_blocked" => WechatError::UserBlocked,
+            "rate_limited" => WechatError::RateLimited,
+            "wechat_busy" => WechatError::Busy,
+            "wechat_timeout" => WechatError::Timeout,
+            _ => WechatError::Upstream(format!("an earlier attempt with this code failed ({tag})")),
+        }
+    }
+
     fn from_errcode(errcode: i64, errmsg: &str) -> WechatError {
         match errcode {
             40029 | 40163 => WechatError::InvalidCode(errcode),

@@ -216,6 +216,9 @@ impl Received {
 /// | `noopenid` | 200 `{"session_key"}` |
 /// | `slow` | the `ok` answer after 3 s |
 /// | `silent` | never answers |
+///
+/// A `~suffix` gives another code with the same meaning (`ok:alice~2`): WeChat
+/// codes are single-use, so repeated logins of one user need distinct codes.
 pub struct WechatStandIn {
     pub base: String,
     received: Arc<Mutex<Vec<Received>>>,
@@ -279,7 +282,9 @@ fn serve_one(mut stream: TcpStream, received: &Mutex<Vec<Received>>, keys: &Mute
         path: path.to_string(),
         query,
     };
-    let code = entry.param("js_code").unwrap_or("").to_string();
+    let sent = entry.param("js_code").unwrap_or("").to_string();
+    // A `~suffix` makes another code with the same meaning: `ok:alice~2`.
+    let code = sent.split('~').next().unwrap_or_default().to_string();
     received.lock().unwrap().push(entry);
 
     let mut content_type = "application/json";

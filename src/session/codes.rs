@@ -1,0 +1,168 @@
+//! `LoginCodes`: which login codes have gone to WeChat and what came of them, so a
+//! repeated code (a retry after a lost answer, a double tap, two instances at once)
+//! reaches WeChat at most once, and the repeat gets the first attempt's outcome.
+//!
+//! One key per code, `{p}code:<SHA-256 of the code>`; the raw code is never stored.
+//! It holds `pending` while the first attempt runs, then `s:<id>` or `e:<error>`
+//! for [`SETTLED_TTL`] (a WeChat code lives 5 minutes). The session id in `s:` is
+//! masked with a hash of the code, so the record is no bearer token to whoever
+//! reads Redis without the code.
+
+use std::time::{Duration, Instant};
+
+use redis::{aio::ConnectionManager, AsyncCommands};
+use sha2::{Digest, Sha256};
+
+use super::{bounded, SessionId, StoreError};
+
+/// How long a settled outcome is remembered.
+pub const SETTLED_TTL: Duration = Duration::from_secs(300);
+const POLL: Duration = Duration::from_millis(20);
+
+/// What a login attempt finds when it claims its code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CodeClaim {
+    /// This attempt owns the code: call WeChat, then settle.
+    First,
+    /// An earlier attempt made this session.
+    Session(SessionId),
+    /// An earlier attempt failed with this error tag.
+    Failed(String),
+    /// An earlier attempt is still running after the wait.
+    StillPending,
+}
+
+#[derive(Clone)]
+pub struct LoginCodes {
+    redis: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl LoginCodes {
+    pub(super) fn new(redis: ConnectionManager, prefix: String, timeout: Duration) -> LoginCodes {
+        LoginCodes {
+            redis,
+            prefix,
+            timeout,
+        }
+    }
+
+    /// Claims `code` for this attempt, or waits up to `wait` for the attempt that
+    /// claimed it first. A pending claim expires after `wait`, so a crashed
+    /// instance cannot block a code for longer.
+    pub async fn claim(&self, code: &str, wait: Duration) -> Result<CodeClaim, StoreError> {
+        let key = self.key(code);
+        let deadline = Instant::now() + wait;
+        loop {
+            let claimed: Option<String> = bounded(self.timeout, async {
+                Ok(redis::cmd("SET")
+                    .arg(&key)
+                    .arg("pending")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(wait.as_millis() as u64)
+                    .query_async(&mut self.redis.clone())
+                    .await?)
+            })
+            .await?;
+            if claimed.is_some() {
+                return Ok(CodeClaim::First);
+            }
+            let record: Option<String> = bounded(self.timeout, async {
+                Ok(self.redis.clone().get(&key).await?)
+            })
+            .await?;
+            match record.as_deref() {
+                None => continue, // the pending claim just expired: claim it again
+                Some("pending") => {}
+                Some(r) => {
+                    if let Some(masked) = r.strip_prefix("s:") {
+                        if let Some(id) = unmask(masked, code) {
+                            return Ok(CodeClaim::Session(id));
+                        }
+                    }
+                    let tag = r.strip_prefix("e:").unwrap_or("wechat_error");
+                    return Ok(CodeClaim::Failed(tag.to_string()));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(CodeClaim::StillPending);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Records that the first attempt created session `id`.
+    pub async fn settle_session(&self, code: &str, id: &SessionId) -> Result<(), StoreError> {
+        self.settle(code, format!("s:{}", mask(id, code))).await
+    }
+
+    /// Records that the first attempt failed with `tag` (an error code).
+    pub async fn settle_failure(&self, code: &str, tag: &str) -> Result<(), StoreError> {
+        self.settle(code, format!("e:{tag}")).await
+    }
+
+    async fn settle(&self, code: &str, record: String) -> Result<(), StoreError> {
+        bounded(self.timeout, async {
+            let () = self
+                .redis
+                .clone()
+                .set_ex(self.key(code), record, SETTLED_TTL.as_secs())
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn key(&self, code: &str) -> String {
+        format!(
+            "{}code:{}",
+            self.prefix,
+            hex::encode(Sha256::digest(code.as_bytes()))
+        )
+    }
+}
+
+/// 16 bytes derived from the code in another domain than the key's hash.
+fn code_mask(code: &str) -> [u8; 16] {
+    let digest = Sha256::new()
+        .chain_update(b"wxsession login-code mask\0")
+        .chain_update(code.as_bytes())
+        .finalize();
+    digest[..16].try_into().expect("16 of 32 bytes")
+}
+
+fn mask(id: &SessionId, code: &str) -> String {
+    let bytes = hex::decode(id.as_str()).expect("a session id is hex");
+    let masked: Vec<u8> = bytes
+        .iter()
+        .zip(code_mask(code))
+        .map(|(a, b)| a ^ b)
+        .collect();
+    hex::encode(masked)
+}
+
+fn unmask(masked: &str, code: &str) -> Option<SessionId> {
+    let bytes = hex::decode(masked).ok()?;
+    let plain: Vec<u8> = bytes
+        .iter()
+        .zip(code_mask(code))
+        .map(|(a, b)| a ^ b)
+        .collect();
+    SessionId::parse(hex::encode(plain).as_bytes()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_round_trips_only_with_the_code() {
+        let id = SessionId::generate();
+        let masked = mask(&id, "code-1");
+        assert_ne!(masked, id.as_str());
+        assert_eq!(unmask(&masked, "code-1"), Some(id.clone()));
+        assert_ne!(unmask(&masked, "code-2"), Some(id));
+    }
+}
