@@ -270,10 +270,8 @@ impl Config {
         }
         // Keys of later features: accepted at their defaults so config.toml can
         // document them, refused otherwise rather than silently ignored.
-        let not_yet: [(&str, bool); 4] = [
+        let not_yet: [(&str, bool); 2] = [
             ("redis.cluster", self.redis.cluster),
-            ("session.hash_ids", self.session.hash_ids),
-            ("session.max_per_user", self.session.max_per_user != 0),
             ("session.local_cache", self.session.local_cache),
         ];
         for (key, set) in not_yet {
@@ -284,11 +282,14 @@ impl Config {
                 );
             }
         }
-        if self.admin.token.is_some() || self.admin.bind.is_some() {
+        if self.admin.bind.is_some() && self.admin.token.is_none() {
             return fail(
-                "admin.token",
-                "the admin routes are not in this version yet; leave it unset",
+                "admin.bind",
+                "needs admin.token (the admin routes exist only with a token)",
             );
+        }
+        if self.admin.bind.as_ref().is_some_and(|b| !b.contains(':')) {
+            return fail("admin.bind", "expected host:port");
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: the command line: flags and the operator's `sessions …` subcommands.
 //! - [`config`]: typed configuration from `config.toml` and `WXSESSION_*` variables,
 //!   validated with one-line errors naming the key.
 //! - [`secret`]: [`Secret`], a string that never prints, and OS randomness.
@@ -24,6 +25,7 @@
 //! uses `session` and `wechat`, which know nothing of each other; `config`,
 //! `secret` and `telemetry` import none of them.
 
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod login;

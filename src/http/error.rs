@@ -20,6 +20,8 @@ pub enum ApiError {
     PayloadTooLarge,
     SessionRequired,
     InvalidSession,
+    /// An admin route without the right bearer token.
+    AdminUnauthorized,
     NotFound,
     MethodNotAllowed,
     Wechat(WechatError),
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::SessionRequired => "session_required",
             ApiError::InvalidSession => "invalid_session",
+            ApiError::AdminUnauthorized => "unauthorized",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StoreUnavailable => "store_unavailable",
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::InvalidSession => {
                 "the session id is malformed, unknown, expired or logged out; log in again"
             }
+            ApiError::AdminUnauthorized => "admin routes need Authorization: Bearer <admin.token>",
             ApiError::NotFound => "no such route",
             ApiError::MethodNotAllowed => "this route does not take that method",
             ApiError::StoreUnavailable => "the session store is unavailable; try again shortly",
@@ -99,7 +103,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::SessionRequired | ApiError::InvalidSession => StatusCode::UNAUTHORIZED,
+            ApiError::SessionRequired | ApiError::InvalidSession | ApiError::AdminUnauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -2,6 +2,7 @@
 //! [`configure`]), the guard (`Session` extractor, in `guard`), the one mapping
 //! of errors to JSON ([`ApiError`]), and the server loop ([`serve`]).
 
+mod admin;
 mod error;
 mod guard;
 mod routes;
@@ -19,11 +20,7 @@ pub use error::ApiError;
 pub use routes::MAX_BODY_BYTES;
 
 use crate::{
-    config::Config,
-    login::Login,
-    session::{SessionPolicy, SessionStore},
-    telemetry::Metrics,
-    wechat,
+    config::Config, login::Login, secret::Secret, session::SessionStore, telemetry::Metrics, wechat,
 };
 
 /// What every handler and the guard share, in `web::Data<AppState>`.
@@ -33,22 +30,14 @@ pub struct AppState {
     pub login: Login,
     pub metrics: Arc<Metrics>,
     session_header: HeaderName,
+    admin_token: Option<Secret>,
+    /// The admin routes listen apart from the public ones.
+    admin_apart: bool,
 }
 
 impl AppState {
     pub fn new(config: &Config) -> Result<AppState, String> {
-        let policy = SessionPolicy {
-            ttl_secs: config.session.ttl_secs,
-            sliding: config.session.sliding,
-            max_lifetime_secs: config.session.max_lifetime_secs,
-        };
-        let store = SessionStore::new(
-            config.redis.url.expose(),
-            &config.redis.key_prefix,
-            config.redis_timeout(),
-            policy,
-        )
-        .map_err(|e| format!("redis.url: {e}"))?;
+        let store = SessionStore::new(config).map_err(|e| format!("redis.url: {e}"))?;
         let wechat = wechat::Client::new(&config.wechat).map_err(|e| format!("wechat: {e}"))?;
         let session_header = HeaderName::from_bytes(config.session.header.as_bytes())
             .map_err(|_| "session.header: not a valid HTTP header name".to_string())?;
@@ -58,17 +47,21 @@ impl AppState {
             wechat,
             metrics: Arc::new(Metrics::default()),
             session_header,
+            admin_token: config.admin.token.clone(),
+            admin_apart: config.admin.bind.is_some(),
         })
     }
 }
 
-/// Registers the contract's routes; the app must also hold `web::Data<AppState>`.
-/// An embedding app can call this, or just take [`Session`](crate::Session) in its
-/// own handlers.
+/// A resource whose wrong methods answer 405 in the contract's error shape.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(routes::method_not_allowed))
+}
+
+/// Registers the contract's public routes; the app must also hold
+/// `web::Data<AppState>`. An embedding app can call this, or just take
+/// [`Session`](crate::Session) in its own handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    fn resource(path: &str) -> actix_web::Resource {
-        web::resource(path).default_service(web::to(routes::method_not_allowed))
-    }
     cfg.service(resource("/login").route(web::post().to(routes::login)))
         .service(
             resource("/session")
@@ -80,13 +73,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/auth").route(web::get().to(routes::auth)))
         .service(resource("/healthz").route(web::get().to(routes::healthz)))
         .service(resource("/readyz").route(web::get().to(routes::readyz)))
-        .service(resource("/metrics").route(web::get().to(routes::metrics)))
-        .default_service(web::to(routes::not_found));
+        .service(resource("/metrics").route(web::get().to(routes::metrics)));
+}
+
+/// Which routes one listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The public routes, and the admin routes unless they listen apart.
+    Main,
+    /// Only the admin routes (on `admin.bind`).
+    Admin,
 }
 
 /// The whole application: state, routes and the latency histogram.
 pub fn app(
     state: web::Data<AppState>,
+    surface: Surface,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -97,9 +99,19 @@ pub fn app(
     >,
 > {
     let metrics = state.metrics.clone();
+    let public = surface == Surface::Main;
+    let admin = state.admin_token.is_some() && (surface == Surface::Admin || !state.admin_apart);
     App::new()
         .app_data(state)
-        .configure(configure)
+        .configure(|cfg| {
+            if public {
+                configure(cfg);
+            }
+            if admin {
+                admin::configure(cfg);
+            }
+        })
+        .default_service(web::to(routes::not_found))
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let metrics = metrics.clone();
@@ -127,11 +139,25 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         config.session.sliding,
         config.session.max_lifetime_secs,
     );
-    let mut server = HttpServer::new(move || app(state.clone()));
+    let main_state = state.clone();
+    let mut server = HttpServer::new(move || app(main_state.clone(), Surface::Main));
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }
-    server.bind(&config.server.bind)?.run().await
+    let main = server.bind(&config.server.bind)?.run();
+    match (&config.admin.bind, &config.admin.token) {
+        (Some(admin_bind), Some(_)) => {
+            log::info!("admin routes listening on {admin_bind}");
+            let admin = HttpServer::new(move || app(state.clone(), Surface::Admin))
+                .workers(1)
+                .bind(admin_bind)?
+                .run();
+            futures_util::future::try_join(main, admin)
+                .await
+                .map(|_| ())
+        }
+        _ => main.await,
+    }
 }
 
 /// The Redis URL without a password, for the start-up line.

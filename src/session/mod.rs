@@ -16,7 +16,7 @@ use std::{
 
 pub use codes::{CodeClaim, LoginCodes};
 pub use id::{log_handle, MalformedId, SessionId};
-pub use store::SessionStore;
+pub use store::{SessionRecord, SessionStore, StoreStats};
 
 use crate::secret::Secret;
 
@@ -28,6 +28,19 @@ pub struct SessionPolicy {
     pub sliding: bool,
     /// Absolute lifetime from `created_at`; no renewal goes past it.
     pub max_lifetime_secs: u64,
+    /// Live sessions one openid may hold; 0 = no limit.
+    pub max_per_user: u64,
+}
+
+impl SessionPolicy {
+    pub fn from_config(config: &crate::config::Config) -> SessionPolicy {
+        SessionPolicy {
+            ttl_secs: config.session.ttl_secs,
+            sliding: config.session.sliding,
+            max_lifetime_secs: config.session.max_lifetime_secs,
+            max_per_user: config.session.max_per_user,
+        }
+    }
 }
 
 /// A verified WeChat identity about to get a session.

@@ -5,18 +5,33 @@
 //!
 //! | key | type | holds | TTL |
 //! |---|---|---|---|
-//! | `{p}s:<sessionid>` | string (JSON) | `openid`, `unionid`, `created_at` | remaining idle lifetime |
+//! | `{p}s:<handle>` | string (JSON) | `openid`, `unionid`, `created_at` | remaining idle lifetime |
 //! | `{p}user:{<openid>}` | hash | `session_key`, `unionid`, `updated_at` | `max_lifetime_secs` from the last login |
-//! | `{p}user:{<openid>}:sessions` | sorted set | session ids scored by `created_at` | `max_lifetime_secs` from the last login |
+//! | `{p}user:{<openid>}:sessions` | sorted set | session handles scored by creation time (ms) | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:profile` | string (JSON) | the decrypted profile (nickName, avatarUrl, …) | `max_lifetime_secs` from when it was stored |
 //! | `{p}code:<sha256 of code>` | string | a login code's outcome (see `codes`) | 300 s |
 //!
 //! The `session_key` lives once per user, not per session: WeChat rotates it on
 //! every `wx.login`, and every live session of that user must decrypt with the
 //! newest one. The user keys share a `{<openid>}` hash tag so a Redis Cluster
-//! keeps them in one slot.
+//! keeps them in one slot; a session key lives in a slot of its own, so no step
+//! that touches both a session and its user's keys is atomic (see `create`).
+//!
+//! A session's *handle* names it in Redis and in the admin tools: the id itself,
+//! or with `session.hash_ids` the hex SHA-256 of the id, so that a Redis dump,
+//! replica or `SCAN` holds no usable bearer token.
+//!
+//! Commands that span slots are sent as concurrent single-key commands rather
+//! than one pipeline: on a multiplexed connection they travel together anyway,
+//! and a Redis Cluster refuses cross-slot pipelines.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::future::try_join_all;
+use sha2::{Digest, Sha256};
 
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -25,9 +40,10 @@ use redis::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    bounded, now_secs, LoginCodes, NewSession, Session, SessionId, SessionPolicy, StoreError,
+    bounded, log_handle, now_secs, LoginCodes, NewSession, Session, SessionId, SessionPolicy,
+    StoreError,
 };
-use crate::secret::Secret;
+use crate::{config::Config, secret::Secret};
 
 /// Names of the keys the server writes; the one place that knows the layout.
 #[derive(Debug, Clone)]
@@ -36,8 +52,8 @@ struct Keys {
 }
 
 impl Keys {
-    fn session(&self, id: &str) -> String {
-        format!("{}s:{id}", self.prefix)
+    fn session(&self, handle: &str) -> String {
+        format!("{}s:{handle}", self.prefix)
     }
     fn user(&self, openid: &str) -> String {
         format!("{}user:{{{openid}}}", self.prefix)
@@ -58,6 +74,28 @@ struct StoredSession {
     created_at: u64,
 }
 
+/// A session as the admin tools see it, by handle, without touching it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    /// The session id, or its SHA-256 with `session.hash_ids`.
+    #[serde(rename = "sessionid")]
+    pub handle: String,
+    #[serde(skip)]
+    pub openid: String,
+    #[serde(skip)]
+    pub unionid: Option<String>,
+    pub created_at: u64,
+    /// Seconds of idle lifetime left.
+    pub expires_in: u64,
+}
+
+/// Counts for `wxsession sessions stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    pub sessions: u64,
+    pub users: u64,
+}
+
 /// Sessions in one Redis, shared by every instance of the server.
 ///
 /// It talks to Redis over one multiplexed connection that reconnects by itself
@@ -69,36 +107,34 @@ pub struct SessionStore {
     redis: ConnectionManager,
     keys: Keys,
     policy: SessionPolicy,
+    hash_ids: bool,
     timeout: Duration,
 }
 
 impl SessionStore {
-    /// Builds the store; connections are made lazily, so a server can start (and
-    /// answer `/readyz` with 503) while Redis is still down.
+    /// Builds the store from `[redis]` and `[session]`. Connecting is lazy, so a
+    /// server can start (and answer `/readyz` with 503) while Redis is still down.
     /// Must be called inside a Tokio runtime (the connection's driver task lives there).
-    pub fn new(
-        redis_url: &str,
-        key_prefix: &str,
-        timeout: Duration,
-        policy: SessionPolicy,
-    ) -> Result<SessionStore, StoreError> {
-        let client =
-            redis::Client::open(redis_url).map_err(|e| StoreError::Config(e.to_string()))?;
+    pub fn new(config: &Config) -> Result<SessionStore, StoreError> {
+        let timeout = config.redis_timeout();
+        let client = redis::Client::open(config.redis.url.expose())
+            .map_err(|e| StoreError::Config(e.to_string()))?;
         // Reconnect attempts are capped at a short delay so service resumes within
         // about a second of Redis coming back.
-        let config = ConnectionManagerConfig::new()
+        let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let redis = ConnectionManager::new_lazy_with_config(client, config)
+        let redis = ConnectionManager::new_lazy_with_config(client, manager)
             .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(SessionStore {
             redis,
             keys: Keys {
-                prefix: key_prefix.to_string(),
+                prefix: config.redis.key_prefix.clone(),
             },
-            policy,
+            policy: SessionPolicy::from_config(config),
+            hash_ids: config.session.hash_ids,
             timeout,
         })
     }
@@ -107,13 +143,41 @@ impl SessionStore {
         &self.policy
     }
 
+    /// The name of a session in Redis and in the admin tools.
+    pub fn handle(&self, id: &SessionId) -> String {
+        if self.hash_ids {
+            hex::encode(Sha256::digest(id.as_str().as_bytes()))
+        } else {
+            id.as_str().to_string()
+        }
+    }
+
+    /// What an operator typed as a session: a session id, or (with `hash_ids`)
+    /// a handle. `None` if it is neither.
+    pub fn parse_handle(&self, text: &str) -> Option<String> {
+        if let Ok(id) = SessionId::parse(text.as_bytes()) {
+            return Some(self.handle(&id));
+        }
+        let is_hash =
+            text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        (self.hash_ids && is_hash).then(|| text.to_string())
+    }
+
     /// Creates a session for a freshly verified WeChat identity: an atomic
     /// `SET NX` that can never overwrite an existing id, then the user's
-    /// `session_key` and index.
+    /// `session_key` and index (one pipeline, one slot), then pruning the index
+    /// and enforcing `max_per_user`.
+    ///
+    /// Not atomic as a whole: if the connection fails between the session key and
+    /// the index, the session lives unindexed (invisible to `list`/`revoke-user`)
+    /// until its idle TTL ends; the next login of that user re-reads the index.
     pub async fn create(&self, new: &NewSession<'_>) -> Result<Session, StoreError> {
         self.bounded(async {
-            let mut conn = self.conn().await?;
-            let now = now_secs();
+            let mut conn = self.conn();
+            let now_millis = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let now = now_millis / 1000;
             let stored = StoredSession {
                 openid: new.openid.to_string(),
                 unionid: new.unionid.map(str::to_string),
@@ -126,7 +190,7 @@ impl SessionStore {
             // the "never overwrite" promise hold without relying on that.
             for _ in 0..3 {
                 let created: Option<String> = redis::cmd("SET")
-                    .arg(self.keys.session(id.as_str()))
+                    .arg(self.keys.session(&self.handle(&id)))
                     .arg(&value)
                     .arg("NX")
                     .arg("EX")
@@ -138,6 +202,7 @@ impl SessionStore {
                 }
                 id = SessionId::generate();
             }
+            let handle = self.handle(&id);
 
             let user = self.keys.user(new.openid);
             let index = self.keys.user_sessions(new.openid);
@@ -152,18 +217,31 @@ impl SessionStore {
             }
             pipe.expire(&user, keep as i64)
                 .ignore()
-                .zadd(&index, id.as_str(), now)
+                // Scored in milliseconds, so sessions made in one second keep their order.
+                .zadd(&index, &handle, now_millis)
                 .ignore()
                 .cmd("ZREMRANGEBYSCORE")
                 .arg(&index)
                 .arg("-inf")
-                .arg(now.saturating_sub(keep))
+                .arg(now_millis.saturating_sub(keep * 1000))
                 .ignore()
                 .expire(&index, keep as i64)
                 .ignore()
                 .zrange(&index, 0, -1);
             let (members,): (Vec<String>,) = pipe.query_async(&mut conn).await?;
-            self.prune_index(&mut conn, &index, &members, &id).await?;
+            let live = self.prune_index(&index, members).await?;
+            let limit = self.policy.max_per_user as usize;
+            if limit > 0 && live.len() > limit {
+                // Oldest first (the index is ordered by created_at); the new one is last.
+                let excess = &live[..live.len() - limit];
+                self.delete_sessions(excess).await?;
+                let _: i64 = conn.zrem(&index, excess).await?;
+                log::info!(
+                    "openid={} over max_per_user: revoked {} oldest",
+                    new.openid,
+                    excess.len()
+                );
+            }
 
             Ok(Session {
                 id,
@@ -185,8 +263,9 @@ impl SessionStore {
     /// login + `max_lifetime_secs`, never after. `None`: unknown, expired or logged out.
     pub async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         self.bounded(async {
-            let mut conn = self.conn().await?;
-            let key = self.keys.session(id.as_str());
+            let mut conn = self.conn();
+            let handle = self.handle(id);
+            let key = self.keys.session(&handle);
             let now = now_secs();
             let ttl = self.policy.ttl_secs;
             let (raw, remaining): (Option<String>, i64) = if self.policy.sliding {
@@ -205,11 +284,7 @@ impl SessionStore {
                     .await?
             };
             let Some(raw) = raw else { return Ok(None) };
-            let Ok(stored) = serde_json::from_str::<StoredSession>(&raw) else {
-                log::warn!(
-                    "session #{} holds a value that is not a session; treated as invalid",
-                    id.log_handle()
-                );
+            let Some(stored) = parse_stored(&raw, &handle) else {
                 return Ok(None);
             };
             let deadline = stored
@@ -240,21 +315,114 @@ impl SessionStore {
     /// Logout: deletes the session key, so the id is dead for every instance at once.
     /// Returns whether the session existed.
     pub async fn revoke(&self, id: &SessionId) -> Result<bool, StoreError> {
+        self.revoke_handle(&self.handle(id)).await
+    }
+
+    /// Revokes one session by handle (admin tools, logout).
+    pub async fn revoke_handle(&self, handle: &str) -> Result<bool, StoreError> {
         self.bounded(async {
-            let mut conn = self.conn().await?;
+            let mut conn = self.conn();
             let raw: Option<String> = redis::cmd("GETDEL")
-                .arg(self.keys.session(id.as_str()))
+                .arg(self.keys.session(handle))
                 .query_async(&mut conn)
                 .await?;
             let Some(raw) = raw else { return Ok(false) };
-            if let Ok(stored) = serde_json::from_str::<StoredSession>(&raw) {
+            if let Some(stored) = parse_stored(&raw, handle) {
                 let _: i64 = conn
-                    .zrem(self.keys.user_sessions(&stored.openid), id.as_str())
+                    .zrem(self.keys.user_sessions(&stored.openid), handle)
                     .await?;
             }
             Ok(true)
         })
         .await
+    }
+
+    /// One session by handle, without renewing it.
+    pub async fn peek(&self, handle: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.bounded(async {
+            let key = self.keys.session(handle);
+            let (raw, ttl): (Option<String>, i64) = redis::pipe()
+                .get(&key)
+                .ttl(&key)
+                .query_async(&mut self.conn())
+                .await?;
+            Ok(raw
+                .and_then(|raw| parse_stored(&raw, handle))
+                .map(|stored| SessionRecord {
+                    handle: handle.to_string(),
+                    openid: stored.openid,
+                    unionid: stored.unionid,
+                    created_at: stored.created_at,
+                    expires_in: ttl.max(0) as u64,
+                }))
+        })
+        .await
+    }
+
+    /// The live sessions of an openid, oldest first; dead index entries are pruned.
+    pub async fn list_user(&self, openid: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let index = self.keys.user_sessions(openid);
+        let members: Vec<String> = self
+            .bounded(async { Ok(self.conn().zrange(&index, 0, -1).await?) })
+            .await?;
+        let records = self
+            .bounded(try_join_all(members.iter().map(|handle| self.peek(handle))))
+            .await?;
+        let dead: Vec<&String> = members
+            .iter()
+            .zip(&records)
+            .filter_map(|(m, r)| r.is_none().then_some(m))
+            .collect();
+        if !dead.is_empty() {
+            self.bounded(async { Ok(self.conn().zrem::<_, _, i64>(&index, dead).await?) })
+                .await?;
+        }
+        Ok(records.into_iter().flatten().collect())
+    }
+
+    /// Revokes every session of an openid at once; answers how many were live.
+    pub async fn revoke_user(&self, openid: &str) -> Result<u64, StoreError> {
+        let index = self.keys.user_sessions(openid);
+        self.bounded(async {
+            let members: Vec<String> = self.conn().zrange(&index, 0, -1).await?;
+            let revoked = self.delete_sessions(&members).await?;
+            let _: i64 = self.conn().del(&index).await?;
+            Ok(revoked)
+        })
+        .await
+    }
+
+    /// Live sessions and users, counted with `SCAN` (never `KEYS`).
+    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let sessions = self.count_keys(&format!("{}s:*", self.keys.prefix)).await?;
+        let users = self
+            .count_keys(&format!("{}user:{{*}}:sessions", self.keys.prefix))
+            .await?;
+        Ok(StoreStats { sessions, users })
+    }
+
+    async fn count_keys(&self, pattern: &str) -> Result<u64, StoreError> {
+        let mut cursor: u64 = 0;
+        let mut count = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .bounded(async {
+                    Ok(redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut self.conn())
+                        .await?)
+                })
+                .await?;
+            count += keys.len() as u64;
+            if next == 0 {
+                return Ok(count);
+            }
+            cursor = next;
+        }
     }
 
     /// The user's current `session_key`: the one from their latest login, which
@@ -263,7 +431,6 @@ impl SessionStore {
         self.bounded(async {
             let key: Option<String> = self
                 .conn()
-                .await?
                 .hget(self.keys.user(openid), "session_key")
                 .await?;
             Ok(key.map(Secret::new))
@@ -281,6 +448,7 @@ impl SessionStore {
     ) -> Result<(), StoreError> {
         self.bounded(async {
             let keep = self.policy.max_lifetime_secs;
+            let mut conn = self.conn();
             let mut pipe = redis::pipe();
             pipe.set_ex(
                 self.keys.user_profile(&session.openid),
@@ -289,22 +457,23 @@ impl SessionStore {
             )
             .ignore();
             if let (None, Some(unionid)) = (&session.unionid, unionid) {
+                pipe.hset(self.keys.user(&session.openid), "unionid", unionid)
+                    .ignore();
                 let stored = StoredSession {
                     openid: session.openid.clone(),
                     unionid: Some(unionid.to_string()),
                     created_at: session.created_at,
                 };
                 // XX: never resurrect a session logged out meanwhile; KEEPTTL: no renewal.
-                pipe.cmd("SET")
-                    .arg(self.keys.session(session.id.as_str()))
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(self.keys.session(&self.handle(&session.id)))
                     .arg(serde_json::to_string(&stored).expect("plain struct serializes"))
                     .arg("XX")
                     .arg("KEEPTTL")
-                    .ignore()
-                    .hset(self.keys.user(&session.openid), "unionid", unionid)
-                    .ignore();
+                    .query_async(&mut conn)
+                    .await?;
             }
-            let () = pipe.query_async(&mut self.conn().await?).await?;
+            let () = pipe.query_async(&mut conn).await?;
             Ok(())
         })
         .await
@@ -313,11 +482,7 @@ impl SessionStore {
     /// The user's stored profile, if any.
     pub async fn profile(&self, openid: &str) -> Result<Option<serde_json::Value>, StoreError> {
         self.bounded(async {
-            let raw: Option<String> = self
-                .conn()
-                .await?
-                .get(self.keys.user_profile(openid))
-                .await?;
+            let raw: Option<String> = self.conn().get(self.keys.user_profile(openid)).await?;
             Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
         })
         .await
@@ -326,49 +491,56 @@ impl SessionStore {
     /// One `PING`, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
-            let mut conn = self.conn().await?;
-            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
             Ok(())
         })
         .await
     }
 
-    /// Drops index members whose session key is gone (idle-expired or deleted by hand).
-    async fn prune_index(
-        &self,
-        conn: &mut ConnectionManager,
-        index: &str,
-        members: &[String],
-        current: &SessionId,
-    ) -> Result<(), StoreError> {
-        let others: Vec<&String> = members.iter().filter(|m| *m != current.as_str()).collect();
-        if others.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for member in &others {
-            pipe.exists(self.keys.session(member));
-        }
-        let alive: Vec<bool> = pipe.query_async(conn).await?;
-        let dead: Vec<&String> = others
-            .into_iter()
-            .zip(alive)
-            .filter_map(|(m, alive)| (!alive).then_some(m))
-            .collect();
-        if !dead.is_empty() {
-            let _: i64 = conn.zrem(index, dead).await?;
-        }
-        Ok(())
-    }
-
-    /// A handle on the shared connection (cheap: the connection is multiplexed).
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        Ok(self.redis.clone())
-    }
-
     /// The record of login codes, on the same connection.
     pub fn login_codes(&self) -> LoginCodes {
         LoginCodes::new(self.redis.clone(), self.keys.prefix.clone(), self.timeout)
+    }
+
+    /// Drops index members whose session key is gone (idle-expired or deleted by
+    /// hand); answers the live ones, in index order.
+    async fn prune_index(
+        &self,
+        index: &str,
+        members: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        let alive: Vec<bool> = try_join_all(members.iter().map(|m| async move {
+            Ok::<bool, StoreError>(self.conn().exists(self.keys.session(m)).await?)
+        }))
+        .await?;
+        let mut live = Vec::with_capacity(members.len());
+        let mut dead = Vec::new();
+        for (member, alive) in members.into_iter().zip(alive) {
+            if alive {
+                live.push(member);
+            } else {
+                dead.push(member);
+            }
+        }
+        if !dead.is_empty() {
+            let _: i64 = self.conn().zrem(index, dead).await?;
+        }
+        Ok(live)
+    }
+
+    /// Deletes session keys by handle, one command each (they live in different
+    /// slots); answers how many existed.
+    async fn delete_sessions(&self, handles: &[String]) -> Result<u64, StoreError> {
+        let deleted: Vec<i64> = try_join_all(handles.iter().map(|h| async move {
+            Ok::<i64, StoreError>(self.conn().del(self.keys.session(h)).await?)
+        }))
+        .await?;
+        Ok(deleted.into_iter().sum::<i64>() as u64)
+    }
+
+    /// A handle on the shared connection (cheap: the connection is multiplexed).
+    fn conn(&self) -> ConnectionManager {
+        self.redis.clone()
     }
 
     async fn bounded<T>(
@@ -377,4 +549,16 @@ impl SessionStore {
     ) -> Result<T, StoreError> {
         bounded(self.timeout, op).await
     }
+}
+
+/// A session value, or `None` (with a warning) if someone wrote something else there.
+fn parse_stored(raw: &str, handle: &str) -> Option<StoredSession> {
+    let parsed = serde_json::from_str(raw);
+    if parsed.is_err() {
+        log::warn!(
+            "session #{} holds a value that is not a session; treated as invalid",
+            log_handle(handle.as_bytes())
+        );
+    }
+    parsed.ok()
 }

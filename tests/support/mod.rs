@@ -18,7 +18,7 @@ use std::{
 
 use wxsession::{
     config::Config,
-    http::{app, AppState},
+    http::{app, AppState, Surface},
 };
 
 pub use redis;
@@ -414,10 +414,19 @@ pub struct TestServer {
 impl TestServer {
     /// Must be called inside an actix runtime (`#[actix_web::test]`).
     pub fn start(config: &Config) -> TestServer {
+        TestServer::start_surface(config, Surface::Main)
+    }
+
+    /// Only the admin routes, as on `admin.bind`.
+    pub fn start_admin(config: &Config) -> TestServer {
+        TestServer::start_surface(config, Surface::Admin)
+    }
+
+    fn start_surface(config: &Config, surface: Surface) -> TestServer {
         let state = actix_web::web::Data::new(AppState::new(config).expect("app state"));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = actix_web::HttpServer::new(move || app(state.clone()))
+        let server = actix_web::HttpServer::new(move || app(state.clone(), surface))
             .workers(1)
             .disable_signals()
             .shutdown_timeout(1)

@@ -1,0 +1,203 @@
+//! The `wxsession` command line: flags, and the operator's subcommands
+//! (`sessions list|show|revoke|revoke-user|stats`), which use the server's own
+//! configuration and store code.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use crate::{config::Config, session::SessionStore};
+
+pub const HELP: &str = "\
+wxsession — session server for WeChat Mini Programs
+
+USAGE:
+    wxsession [--config PATH] [COMMAND]
+
+FLAGS:
+    -c, --config PATH   configuration file (default: config.toml in the working
+                        directory; if that default is missing, built-in defaults
+                        and WXSESSION_* variables are used)
+    -h, --help          print this help
+    -V, --version       print the version
+
+COMMANDS:
+    serve                          run the HTTP server (the default)
+    sessions list <openid>         one line per live session: id, created_at, idle seconds left
+    sessions show <sessionid>      openid, unionid, created_at and TTL of one session
+    sessions revoke <sessionid>    end one session on every instance at once
+    sessions revoke-user <openid>  end every session of one openid
+    sessions stats                 count live sessions and users (SCAN, never KEYS)
+
+With session.hash_ids = true, sessions are named by the SHA-256 of their id;
+show and revoke accept either the id or that hash.
+
+Every configuration key can be overridden by WXSESSION_<SECTION>_<KEY>,
+e.g. WXSESSION_REDIS_URL, WXSESSION_WECHAT_SECRET. Logging: RUST_LOG (default info).
+Exit codes: 0 done, 1 not found, 2 bad usage or configuration, 3 Redis unavailable.
+";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Version,
+    Serve,
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionsCommand {
+    List(String),
+    Show(String),
+    Revoke(String),
+    RevokeUser(String),
+    Stats,
+}
+
+/// The parsed command line: the configuration path (if given) and the command.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Args {
+    pub config: Option<PathBuf>,
+    pub command: Command,
+}
+
+impl Args {
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+        let mut config = None;
+        let mut words = Vec::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "-h" | "--help" => {
+                    return Ok(Args {
+                        config,
+                        command: Command::Help,
+                    })
+                }
+                "-V" | "--version" => {
+                    return Ok(Args {
+                        config,
+                        command: Command::Version,
+                    })
+                }
+                "-c" | "--config" => {
+                    config = Some(args.next().ok_or("--config needs a PATH")?.into());
+                }
+                flag if flag.starts_with('-') => return Err(format!("unknown flag {flag:?}")),
+                _ => words.push(arg),
+            }
+        }
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let command = match words.as_slice() {
+            [] | ["serve"] => Command::Serve,
+            ["sessions", "list", openid] => {
+                Command::Sessions(SessionsCommand::List(openid.to_string()))
+            }
+            ["sessions", "show", id] => Command::Sessions(SessionsCommand::Show(id.to_string())),
+            ["sessions", "revoke", id] => {
+                Command::Sessions(SessionsCommand::Revoke(id.to_string()))
+            }
+            ["sessions", "revoke-user", openid] => {
+                Command::Sessions(SessionsCommand::RevokeUser(openid.to_string()))
+            }
+            ["sessions", "stats"] => Command::Sessions(SessionsCommand::Stats),
+            other => return Err(format!("unknown command {:?}", other.join(" "))),
+        };
+        Ok(Args { config, command })
+    }
+}
+
+/// Runs a `sessions` subcommand against the configured Redis, printing to stdout.
+pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    runtime.block_on(async {
+        let store = match SessionStore::new(config) {
+            Ok(store) => store,
+            Err(e) => return fail(2, &format!("redis.url: {e}")),
+        };
+        let handle = |text: &str| store.parse_handle(text);
+        let result = match command {
+            SessionsCommand::List(openid) => store.list_user(&openid).await.map(|records| {
+                for r in records {
+                    println!("{}\t{}\t{}", r.handle, r.created_at, r.expires_in);
+                }
+                ExitCode::SUCCESS
+            }),
+            SessionsCommand::Show(text) => match handle(&text) {
+                None => Ok(fail(2, "not a session id (32 lower-case hex digits)")),
+                Some(h) => store.peek(&h).await.map(|record| match record {
+                    None => fail(1, "no such session"),
+                    Some(r) => {
+                        println!("sessionid:  {}", r.handle);
+                        println!("openid:     {}", r.openid);
+                        println!("unionid:    {}", r.unionid.as_deref().unwrap_or("-"));
+                        println!("created_at: {}", r.created_at);
+                        println!("ttl:        {}", r.expires_in);
+                        ExitCode::SUCCESS
+                    }
+                }),
+            },
+            SessionsCommand::Revoke(text) => match handle(&text) {
+                None => Ok(fail(2, "not a session id (32 lower-case hex digits)")),
+                Some(h) => store.revoke_handle(&h).await.map(|existed| {
+                    if existed {
+                        println!("revoked");
+                        ExitCode::SUCCESS
+                    } else {
+                        fail(1, "no such session")
+                    }
+                }),
+            },
+            SessionsCommand::RevokeUser(openid) => store.revoke_user(&openid).await.map(|n| {
+                println!("revoked {n}");
+                ExitCode::SUCCESS
+            }),
+            SessionsCommand::Stats => store.stats().await.map(|s| {
+                println!("sessions: {}", s.sessions);
+                println!("users:    {}", s.users);
+                ExitCode::SUCCESS
+            }),
+        };
+        result.unwrap_or_else(|e| fail(3, &e.to_string()))
+    })
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("wxsession: {message}");
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Args, String> {
+        Args::parse(line.split_whitespace().map(str::to_string))
+    }
+
+    #[test]
+    fn parses_commands_and_flags() {
+        assert_eq!(parse("").unwrap().command, Command::Serve);
+        assert_eq!(parse("serve").unwrap().command, Command::Serve);
+        let a = parse("--config x.toml sessions list o1").unwrap();
+        assert_eq!(a.config, Some(PathBuf::from("x.toml")));
+        assert_eq!(
+            a.command,
+            Command::Sessions(SessionsCommand::List("o1".into()))
+        );
+        assert_eq!(
+            parse("sessions revoke-user o1 -c y").unwrap().command,
+            Command::Sessions(SessionsCommand::RevokeUser("o1".into()))
+        );
+        assert_eq!(
+            parse("sessions stats").unwrap().command,
+            Command::Sessions(SessionsCommand::Stats)
+        );
+        assert_eq!(parse("-h").unwrap().command, Command::Help);
+        assert!(parse("sessions list").is_err());
+        assert!(parse("--bogus").is_err());
+        assert!(parse("--config").is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! The admin routes (`/admin/…`): they exist only when `admin.token` is set, and
+//! every request must carry `Authorization: Bearer <token>`, compared in constant time.
+
+use std::{future::Future, pin::Pin};
+
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest, HttpResponse};
+use subtle::ConstantTimeEq;
+
+use super::{error::ApiError, AppState};
+
+/// Proof that the request carries the admin token; take it as a handler argument.
+pub struct AdminAccess;
+
+impl FromRequest for AdminAccess {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<AdminAccess, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let allowed = (|| {
+            let state = req.app_data::<web::Data<AppState>>()?;
+            let expected = state.admin_token.as_ref()?;
+            let sent = req.headers().get(header::AUTHORIZATION)?.as_bytes();
+            let token = sent.strip_prefix(b"Bearer ")?;
+            Some(bool::from(token.ct_eq(expected.expose().as_bytes())))
+        })()
+        .unwrap_or(false);
+        Box::pin(async move {
+            if allowed {
+                Ok(AdminAccess)
+            } else {
+                log::warn!("admin route refused: missing or wrong token");
+                Err(ApiError::AdminUnauthorized)
+            }
+        })
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        super::resource("/admin/users/{openid}/sessions")
+            .route(web::get().to(list_user_sessions))
+            .route(web::delete().to(revoke_user_sessions)),
+    );
+}
+
+async fn list_user_sessions(
+    _: AdminAccess,
+    state: web::Data<AppState>,
+    openid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let sessions = state.store.list_user(&openid).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": sessions })))
+}
+
+async fn revoke_user_sessions(
+    _: AdminAccess,
+    state: web::Data<AppState>,
+    openid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let revoked = state.store.revoke_user(&openid).await?;
+    log::info!("admin revoked {revoked} sessions of openid={openid}");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked": revoked })))
+}
