@@ -1,10 +1,15 @@
 //! The `wxsession` command line: flags, and the operator's subcommands
-//! (`sessions list|show|revoke|revoke-user|stats`), which use the server's own
-//! configuration and store code.
+//! (`sessions list|show|revoke|revoke-user|stats`, `wechat token-status|refresh-token`),
+//! which use the server's own configuration, store and WeChat code.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
-use crate::{config::Config, session::SessionStore};
+use crate::{config::Config, session::SessionStore, telemetry::Metrics, wechat};
 
 pub const HELP: &str = "\
 wxsession — session server for WeChat Mini Programs
@@ -26,6 +31,10 @@ COMMANDS:
     sessions revoke <sessionid>    end one session on every instance at once
     sessions revoke-user <openid>  end every session of one openid
     sessions stats                 count live sessions and users (SCAN, never KEYS)
+    wechat token-status            age and expiry of the shared access_token (never the token)
+    wechat refresh-token [--force] fetch a new shared access_token now; --force sends
+                                   force_refresh: true, which kills the old token at
+                                   WeChat at once (for a leaked token)
 
 With session.hash_ids = true, sessions are named by the SHA-256 of their id;
 show and revoke accept either the id or that hash.
@@ -42,6 +51,13 @@ pub enum Command {
     Version,
     Serve,
     Sessions(SessionsCommand),
+    Wechat(WechatCommand),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WechatCommand {
+    TokenStatus,
+    RefreshToken { force: bool },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -63,6 +79,7 @@ pub struct Args {
 impl Args {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         let mut config = None;
+        let mut force = false;
         let mut words = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -82,6 +99,7 @@ impl Args {
                 "-c" | "--config" => {
                     config = Some(args.next().ok_or("--config needs a PATH")?.into());
                 }
+                "--force" => force = true,
                 flag if flag.starts_with('-') => return Err(format!("unknown flag {flag:?}")),
                 _ => words.push(arg),
             }
@@ -100,8 +118,13 @@ impl Args {
                 Command::Sessions(SessionsCommand::RevokeUser(openid.to_string()))
             }
             ["sessions", "stats"] => Command::Sessions(SessionsCommand::Stats),
+            ["wechat", "token-status"] => Command::Wechat(WechatCommand::TokenStatus),
+            ["wechat", "refresh-token"] => Command::Wechat(WechatCommand::RefreshToken { force }),
             other => return Err(format!("unknown command {:?}", other.join(" "))),
         };
+        if force && !matches!(command, Command::Wechat(WechatCommand::RefreshToken { .. })) {
+            return Err("--force goes only with 'wechat refresh-token'".into());
+        }
         Ok(Args { config, command })
     }
 }
@@ -164,6 +187,65 @@ pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
     })
 }
 
+/// Runs a `wechat` subcommand with the server's configuration and shared Redis.
+pub fn run_wechat(config: &Config, command: WechatCommand) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    runtime.block_on(async {
+        let store = match SessionStore::new(config) {
+            Ok(store) => store,
+            Err(e) => return fail(2, &format!("redis.url: {e}")),
+        };
+        let client = match wechat::Client::new(
+            &config.wechat,
+            store.connection(),
+            &config.redis.key_prefix,
+            config.redis_timeout(),
+            Arc::new(Metrics::default()),
+        ) {
+            Ok(client) => client,
+            Err(e) => return fail(2, &format!("wechat: {e}")),
+        };
+        let tokens = client.access_tokens();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match command {
+            WechatCommand::TokenStatus => match tokens.status().await {
+                Ok(Some(s)) => {
+                    println!(
+                        "fetched_at: {} (age {}s)",
+                        s.fetched_at,
+                        now.saturating_sub(s.fetched_at)
+                    );
+                    println!(
+                        "refresh_at: {} (in {}s)",
+                        s.refresh_at,
+                        s.refresh_at.saturating_sub(now)
+                    );
+                    println!(
+                        "expires_at: {} (in {}s)",
+                        s.expires_at,
+                        s.expires_at.saturating_sub(now)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => fail(1, "no shared access_token yet"),
+                Err(e) => fail(3, &e.to_string()),
+            },
+            WechatCommand::RefreshToken { force } => match tokens.refresh(force).await {
+                Ok(token) => {
+                    println!("refreshed; shared for {}s", token.expires_in);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(3, &e.to_string()),
+            },
+        }
+    })
+}
+
 fn fail(code: u8, message: &str) -> ExitCode {
     eprintln!("wxsession: {message}");
     ExitCode::from(code)
@@ -199,5 +281,10 @@ mod tests {
         assert!(parse("sessions list").is_err());
         assert!(parse("--bogus").is_err());
         assert!(parse("--config").is_err());
+        assert_eq!(
+            parse("wechat refresh-token --force").unwrap().command,
+            Command::Wechat(WechatCommand::RefreshToken { force: true })
+        );
+        assert!(parse("sessions stats --force").is_err());
     }
 }

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
             println!("wxsession {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::Serve | Command::Sessions(_) => {}
+        Command::Serve | Command::Sessions(_) | Command::Wechat(_) => {}
     }
     let required = args.config.is_some();
     let path = args.config.unwrap_or_else(|| PathBuf::from("config.toml"));
@@ -40,6 +40,7 @@ fn main() -> ExitCode {
     telemetry::init_logging();
     match args.command {
         Command::Sessions(command) => cli::run_sessions(&config, command),
+        Command::Wechat(command) => cli::run_wechat(&config, command),
         _ => serve(config),
     }
 }

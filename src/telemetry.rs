@@ -1,8 +1,9 @@
 //! Telemetry: the Prometheus counters and latency histogram behind `/metrics`,
 //! and logger set-up.
 //!
-//! Counters are fixed arrays of atomics indexed by a closed set of outcome labels,
-//! so recording costs one relaxed add and no label can grow without bound.
+//! Every counter is a [`CounterVec`] over a closed set of label values, so
+//! recording costs one relaxed add and no label set can grow without bound (no
+//! per-user or per-address labels).
 
 use std::{
     fmt::Write as _,
@@ -10,11 +11,9 @@ use std::{
     time::Duration,
 };
 
-/// Outcomes of `POST /login`: `ok` or the contract's error code.
-pub const LOGIN_OUTCOMES: &[&str] = &[
+/// Outcomes of WeChat calls: `ok` or the error tag; anything else counts as `other`.
+const WECHAT_OUTCOMES: &[&str] = &[
     "ok",
-    "invalid_request",
-    "payload_too_large",
     "invalid_code",
     "user_blocked",
     "rate_limited",
@@ -39,14 +38,6 @@ pub enum GuardOutcome {
 }
 
 impl GuardOutcome {
-    const ALL: [GuardOutcome; 5] = [
-        GuardOutcome::Ok,
-        GuardOutcome::Missing,
-        GuardOutcome::Malformed,
-        GuardOutcome::Unknown,
-        GuardOutcome::StoreUnavailable,
-    ];
-
     pub fn label(self) -> &'static str {
         match self {
             GuardOutcome::Ok => "ok",
@@ -58,6 +49,56 @@ impl GuardOutcome {
     }
 }
 
+/// A counter with one label whose values are fixed up front; the last value
+/// catches anything not listed.
+pub struct CounterVec {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: &'static [&'static str],
+    counts: Box<[AtomicU64]>,
+}
+
+impl CounterVec {
+    pub fn new(
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: &'static [&'static str],
+    ) -> CounterVec {
+        CounterVec {
+            name,
+            help,
+            label,
+            values,
+            counts: values.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn inc(&self, value: &str) {
+        let index = self
+            .values
+            .iter()
+            .position(|v| *v == value)
+            .unwrap_or(self.values.len() - 1);
+        self.counts[index].fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} counter", self.name);
+        for (value, n) in self.values.iter().zip(self.counts.iter()) {
+            let _ = writeln!(
+                out,
+                "{}{{{}=\"{value}\"}} {}",
+                self.name,
+                self.label,
+                n.load(Relaxed)
+            );
+        }
+    }
+}
+
 /// Upper bounds of the request-latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -65,8 +106,13 @@ const LATENCY_BUCKETS: [f64; 12] = [
 
 /// Process-wide counters, shared by every worker.
 pub struct Metrics {
-    logins: [AtomicU64; LOGIN_OUTCOMES.len()],
-    guard_checks: [AtomicU64; GuardOutcome::ALL.len()],
+    pub logins: CounterVec,
+    pub guard_checks: CounterVec,
+    pub token_fetches: CounterVec,
+    pub token_cache_hits: CounterVec,
+    pub token_recoveries: CounterVec,
+    pub phone_calls: CounterVec,
+    pub check_calls: CounterVec,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -75,8 +121,60 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            logins: std::array::from_fn(|_| AtomicU64::new(0)),
-            guard_checks: std::array::from_fn(|_| AtomicU64::new(0)),
+            logins: CounterVec::new(
+                "wxsession_logins_total",
+                "Logins by outcome.",
+                "outcome",
+                &[
+                    "ok",
+                    "invalid_request",
+                    "payload_too_large",
+                    "invalid_code",
+                    "user_blocked",
+                    "rate_limited",
+                    "wechat_error",
+                    "wechat_busy",
+                    "wechat_timeout",
+                    "store_unavailable",
+                    "other",
+                ],
+            ),
+            guard_checks: CounterVec::new(
+                "wxsession_guard_checks_total",
+                "Session guard checks by outcome.",
+                "outcome",
+                &["ok", "missing", "malformed", "unknown", "store_unavailable"],
+            ),
+            token_fetches: CounterVec::new(
+                "wxsession_wechat_token_fetches_total",
+                "access_token fetches from WeChat (stable_token) by outcome.",
+                "outcome",
+                WECHAT_OUTCOMES,
+            ),
+            token_cache_hits: CounterVec::new(
+                "wxsession_wechat_token_cache_hits_total",
+                "access_token answered from a cache, by cache.",
+                "cache",
+                &["memory", "redis"],
+            ),
+            token_recoveries: CounterVec::new(
+                "wxsession_wechat_token_recoveries_total",
+                "Calls retried once with a fresh token after 40001/40014/42001, by outcome.",
+                "outcome",
+                &["ok", "failed"],
+            ),
+            phone_calls: CounterVec::new(
+                "wxsession_wechat_phone_calls_total",
+                "Phone-number requests by outcome.",
+                "outcome",
+                WECHAT_OUTCOMES,
+            ),
+            check_calls: CounterVec::new(
+                "wxsession_wechat_check_calls_total",
+                "Session-key checks by outcome.",
+                "outcome",
+                WECHAT_OUTCOMES,
+            ),
             latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_count: AtomicU64::new(0),
             latency_sum_micros: AtomicU64::new(0),
@@ -85,17 +183,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// `outcome` is `ok` or an error code; anything not in [`LOGIN_OUTCOMES`] counts as `other`.
-    pub fn record_login(&self, outcome: &str) {
-        let index = LOGIN_OUTCOMES
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(LOGIN_OUTCOMES.len() - 1);
-        self.logins[index].fetch_add(1, Relaxed);
-    }
-
     pub fn record_guard(&self, outcome: GuardOutcome) {
-        self.guard_checks[outcome as usize].fetch_add(1, Relaxed);
+        self.guard_checks.inc(outcome.label());
     }
 
     pub fn record_latency(&self, elapsed: Duration) {
@@ -111,25 +200,17 @@ impl Metrics {
 
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        out.push_str("# HELP wxsession_logins_total Logins by outcome.\n");
-        out.push_str("# TYPE wxsession_logins_total counter\n");
-        for (label, n) in LOGIN_OUTCOMES.iter().zip(&self.logins) {
-            let _ = writeln!(
-                out,
-                "wxsession_logins_total{{outcome=\"{label}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
-        out.push_str("# HELP wxsession_guard_checks_total Session guard checks by outcome.\n");
-        out.push_str("# TYPE wxsession_guard_checks_total counter\n");
-        for (outcome, n) in GuardOutcome::ALL.iter().zip(&self.guard_checks) {
-            let _ = writeln!(
-                out,
-                "wxsession_guard_checks_total{{outcome=\"{}\"}} {}",
-                outcome.label(),
-                n.load(Relaxed)
-            );
+        let mut out = String::with_capacity(4096);
+        for counter in [
+            &self.logins,
+            &self.guard_checks,
+            &self.token_fetches,
+            &self.token_cache_hits,
+            &self.token_recoveries,
+            &self.phone_calls,
+            &self.check_calls,
+        ] {
+            counter.render(&mut out);
         }
         out.push_str(
             "# HELP wxsession_http_request_duration_seconds Time to answer an HTTP request.\n",
@@ -172,10 +253,11 @@ mod tests {
     #[test]
     fn renders_counters_and_a_cumulative_histogram() {
         let m = Metrics::default();
-        m.record_login("ok");
-        m.record_login("invalid_code");
-        m.record_login("something_new");
+        m.logins.inc("ok");
+        m.logins.inc("invalid_code");
+        m.logins.inc("something_new");
         m.record_guard(GuardOutcome::Malformed);
+        m.token_cache_hits.inc("redis");
         m.record_latency(Duration::from_micros(300));
         m.record_latency(Duration::from_millis(3));
         m.record_latency(Duration::from_secs(9));
@@ -183,6 +265,7 @@ mod tests {
         assert!(text.contains("wxsession_logins_total{outcome=\"ok\"} 1"));
         assert!(text.contains("wxsession_logins_total{outcome=\"other\"} 1"));
         assert!(text.contains("wxsession_guard_checks_total{outcome=\"malformed\"} 1"));
+        assert!(text.contains("wxsession_wechat_token_cache_hits_total{cache=\"redis\"} 1"));
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"0.005\"} 2"));
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"+Inf\"} 3"));

@@ -40,7 +40,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         super::resource("/admin/users/{openid}/sessions")
             .route(web::get().to(list_user_sessions))
             .route(web::delete().to(revoke_user_sessions)),
-    );
+    )
+    .service(super::resource("/admin/wechat/access-token").route(web::get().to(access_token)));
+}
+
+/// The fleet's one access_token, for the deployment's other services.
+async fn access_token(
+    _: AdminAccess,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let token = state.wechat.access_token().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "access_token": token.token.expose(),
+        "expires_in": token.expires_in,
+    })))
 }
 
 async fn list_user_sessions(

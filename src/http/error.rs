@@ -27,6 +27,8 @@ pub enum ApiError {
     Wechat(WechatError),
     /// User data that fails its signature, decryption or watermark (422).
     UserData(DataError),
+    /// WeChat said 40029 to a phone-number code (expired, used, or another app's).
+    InvalidPhoneCode,
     StoreUnavailable,
 }
 
@@ -48,6 +50,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::InvalidPhoneCode => "invalid_phone_code",
             ApiError::UserData(e) => match e {
                 DataError::Malformed(_) => "invalid_request",
                 DataError::BadSignature => "bad_signature",
@@ -70,6 +73,9 @@ impl ApiError {
             ApiError::NotFound => "no such route",
             ApiError::MethodNotAllowed => "this route does not take that method",
             ApiError::StoreUnavailable => "the session store is unavailable; try again shortly",
+            ApiError::InvalidPhoneCode => {
+                "WeChat rejected the phone-number code (expired after 5 minutes, used, or of another app)"
+            }
             ApiError::UserData(e) => match e {
                 DataError::Malformed(why) => why,
                 DataError::BadSignature => "signature does not match rawData and the current session_key",
@@ -86,7 +92,10 @@ impl ApiError {
                 WechatError::RateLimited => "WeChat's rate limit was reached; try again later",
                 WechatError::Busy => "WeChat is busy; try again shortly",
                 WechatError::Timeout => "WeChat did not answer in time",
-                WechatError::Upstream(_) => "WeChat gave an unexpected answer",
+                WechatError::Storage(_) => "the session store is unavailable; try again shortly",
+                WechatError::TokenRejected(_)
+                | WechatError::StaleSessionKey
+                | WechatError::Upstream(_) => "WeChat gave an unexpected answer",
             },
         }
     }
@@ -110,14 +119,17 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UserData(DataError::Malformed(_)) => StatusCode::BAD_REQUEST,
-            ApiError::UserData(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UserData(_) | ApiError::InvalidPhoneCode => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Wechat(e) => match e {
                 WechatError::InvalidCode(_) => StatusCode::UNAUTHORIZED,
                 WechatError::UserBlocked => StatusCode::FORBIDDEN,
                 WechatError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                 WechatError::Busy => StatusCode::SERVICE_UNAVAILABLE,
                 WechatError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                WechatError::Upstream(_) => StatusCode::BAD_GATEWAY,
+                WechatError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+                WechatError::TokenRejected(_)
+                | WechatError::StaleSessionKey
+                | WechatError::Upstream(_) => StatusCode::BAD_GATEWAY,
             },
         }
     }
@@ -132,6 +144,9 @@ impl ResponseError for ApiError {
 
 impl From<WechatError> for ApiError {
     fn from(e: WechatError) -> Self {
+        if let WechatError::Storage(detail) = &e {
+            log::error!("access_token storage: {detail}");
+        }
         ApiError::Wechat(e)
     }
 }

@@ -38,14 +38,22 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: &Config) -> Result<AppState, String> {
         let store = SessionStore::new(config).map_err(|e| format!("redis.url: {e}"))?;
-        let wechat = wechat::Client::new(&config.wechat).map_err(|e| format!("wechat: {e}"))?;
+        let metrics = Arc::new(Metrics::default());
+        let wechat = wechat::Client::new(
+            &config.wechat,
+            store.connection(),
+            &config.redis.key_prefix,
+            config.redis_timeout(),
+            metrics.clone(),
+        )
+        .map_err(|e| format!("wechat: {e}"))?;
         let session_header = HeaderName::from_bytes(config.session.header.as_bytes())
             .map_err(|_| "session.header: not a valid HTTP header name".to_string())?;
         Ok(AppState {
             login: Login::new(wechat.clone(), store.clone(), config.wechat_timeout()),
             store,
             wechat,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             session_header,
             admin_token: config.admin.token.clone(),
             admin_apart: config.admin.bind.is_some(),
@@ -70,6 +78,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/session/userinfo").route(web::post().to(routes::user_info)))
         .service(resource("/session/phone").route(web::post().to(routes::phone)))
+        .service(resource("/session/check").route(web::get().to(routes::check)))
         .service(resource("/auth").route(web::get().to(routes::auth)))
         .service(resource("/healthz").route(web::get().to(routes::healthz)))
         .service(resource("/readyz").route(web::get().to(routes::readyz)))

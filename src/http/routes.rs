@@ -13,8 +13,10 @@ use crate::{
     secret::Secret,
     session::Session,
     wechat::{
-        userdata::{profile_of, verify_signature, DataError, EncryptedData, PhoneNumber},
-        LoginCode,
+        userdata::{
+            check_watermark, profile_of, verify_signature, DataError, EncryptedData, PhoneNumber,
+        },
+        LoginCode, WechatError,
     },
 };
 
@@ -51,11 +53,18 @@ struct UserInfoBody {
     iv: String,
 }
 
+/// `{"code"}` from the `getPhoneNumber` button, or the legacy encrypted payload.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PhoneBody {
-    encrypted_data: String,
-    iv: String,
+#[serde(untagged)]
+enum PhoneBody {
+    Code {
+        code: String,
+    },
+    Legacy {
+        #[serde(rename = "encryptedData")]
+        encrypted_data: String,
+        iv: String,
+    },
 }
 
 pub async fn login(
@@ -68,14 +77,14 @@ pub async fn login(
     let latency_ms = started.elapsed().as_millis();
     match &result {
         Ok(session) => {
-            state.metrics.record_login("ok");
+            state.metrics.logins.inc("ok");
             log::info!(
                 "login ok openid={} latency_ms={latency_ms}",
                 session.openid()
             );
         }
         Err(e) => {
-            state.metrics.record_login(e.code());
+            state.metrics.logins.inc(e.code());
             match e {
                 ApiError::Wechat(detail) => {
                     log::info!(
@@ -150,7 +159,8 @@ pub async fn user_info(
     Ok(HttpResponse::Ok().json(user))
 }
 
-/// Decrypts a phone number (the legacy `getPhoneNumber` payload); it is answered,
+/// The user's phone number, from a `getPhoneNumber` code (through WeChat, with
+/// the shared access_token) or a legacy encrypted payload. It is answered,
 /// never stored and never logged.
 pub async fn phone(
     state: web::Data<AppState>,
@@ -161,14 +171,40 @@ pub async fn phone(
     let body: PhoneBody = read_json(
         &req,
         payload,
-        "body must be JSON: {\"encryptedData\", \"iv\"} (strings)",
+        "body must be JSON: {\"code\"} or {\"encryptedData\", \"iv\"} (strings)",
     )
     .await?;
-    let encrypted = EncryptedData::parse(&body.encrypted_data, &body.iv)?;
-    let key = current_session_key(&state, &session).await?;
-    let object = encrypted.open(&key, state.wechat.appid())?;
+    let appid = state.wechat.appid();
+    let object = match body {
+        PhoneBody::Code { code } => {
+            // Phone codes have the shape of login codes.
+            let code = LoginCode::parse(code).map_err(ApiError::InvalidRequest)?;
+            let info = state
+                .wechat
+                .phone_info(code.as_str())
+                .await
+                .map_err(|e| match e {
+                    WechatError::InvalidCode(_) => ApiError::InvalidPhoneCode,
+                    e => e.into(),
+                })?;
+            check_watermark(&info, appid)?;
+            info
+        }
+        PhoneBody::Legacy { encrypted_data, iv } => {
+            let encrypted = EncryptedData::parse(&encrypted_data, &iv)?;
+            let key = current_session_key(&state, &session).await?;
+            encrypted.open(&key, appid)?
+        }
+    };
     let phone = PhoneNumber::from_object(&object).ok_or(DataError::DecryptFailed)?;
     Ok(HttpResponse::Ok().json(phone))
+}
+
+/// Is this session's `session_key` still the user's current one at WeChat?
+pub async fn check(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
+    let key = current_session_key(&state, &session).await?;
+    let valid = state.wechat.check_session(session.openid(), &key).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "valid": valid })))
 }
 
 /// The key this session decrypts with: its user's newest `session_key`. Missing

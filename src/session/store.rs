@@ -497,6 +497,12 @@ impl SessionStore {
         .await
     }
 
+    /// The store's Redis connection, for the few other parts that keep shared
+    /// state in the same Redis (the WeChat access_token).
+    pub fn connection(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
     /// The record of login codes, on the same connection.
     pub fn login_codes(&self) -> LoginCodes {
         LoginCodes::new(self.redis.clone(), self.keys.prefix.clone(), self.timeout)

@@ -1,21 +1,31 @@
-//! Everything about WeChat: the `auth.code2Session` client, its errcodes as
-//! [`WechatError`], the mock that answers locally in development, and (in
-//! [`userdata`]) the signature check and decryption of user data.
+//! Everything about WeChat: the API client ([`Client`]: `code2Session`, phone
+//! number by code, session-key check), its errcodes as [`WechatError`], the
+//! fleet's shared access_token ([`AccessTokens`], in `token`), the mock that
+//! answers locally in development, and (in [`userdata`]) the signature check and
+//! decryption of user data.
 //!
 //! This module knows neither HTTP routes nor Redis; the HTTP layer maps
 //! [`WechatError`] to the contract's statuses.
 
+mod token;
 pub mod userdata;
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use base64::Engine as _;
-use serde::Deserialize;
+use hmac::{Hmac, Mac};
+use redis::aio::ConnectionManager;
+use serde::{de::DeserializeOwned, Deserialize};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+use token::TokenSource;
+pub use token::{AccessToken, AccessTokens, TokenStatus};
 
 use crate::{
     config::WechatConfig,
     secret::{os_random_bytes, Secret},
+    telemetry::Metrics,
 };
 
 /// A login code as the mini-program sent it (from `wx.login`): 1 to 128 bytes of
@@ -71,6 +81,13 @@ pub enum WechatError {
     Busy,
     /// No answer within `wechat.timeout_ms`.
     Timeout,
+    /// 40001, 40014 or 42001: the access_token was refused; the call is retried
+    /// once with a fresh token before this reaches a caller.
+    TokenRejected(i64),
+    /// 87009 from `checksession`: the session_key is no longer the user's current one.
+    StaleSessionKey,
+    /// The shared access_token could not be read or written in Redis.
+    Storage(String),
     /// Anything else: another errcode, a non-JSON or non-200 answer, a success
     /// without openid/session_key, or WeChat unreachable. The text is for logs.
     Upstream(String),
@@ -84,6 +101,11 @@ impl fmt::Display for WechatError {
             WechatError::RateLimited => f.write_str("rate limited (errcode 45011)"),
             WechatError::Busy => f.write_str("system busy (errcode -1)"),
             WechatError::Timeout => f.write_str("no answer in time"),
+            WechatError::TokenRejected(code) => write!(f, "access_token rejected (errcode {code})"),
+            WechatError::StaleSessionKey => {
+                f.write_str("session_key no longer current (errcode 87009)")
+            }
+            WechatError::Storage(detail) => write!(f, "token storage: {detail}"),
             WechatError::Upstream(detail) => write!(f, "unexpected answer: {detail}"),
         }
     }
@@ -101,7 +123,10 @@ impl WechatError {
             WechatError::RateLimited => "rate_limited",
             WechatError::Busy => "wechat_busy",
             WechatError::Timeout => "wechat_timeout",
-            WechatError::Upstream(_) => "wechat_error",
+            WechatError::Storage(_) => "store_unavailable",
+            WechatError::TokenRejected(_)
+            | WechatError::StaleSessionKey
+            | WechatError::Upstream(_) => "wechat_error",
         }
     }
 
@@ -123,24 +148,23 @@ impl WechatError {
             40226 => WechatError::UserBlocked,
             45011 => WechatError::RateLimited,
             -1 => WechatError::Busy,
+            40001 | 40014 | 42001 => WechatError::TokenRejected(errcode),
+            87009 => WechatError::StaleSessionKey,
             _ => WechatError::Upstream(format!("errcode {errcode}: {errmsg}")),
         }
     }
 }
 
-/// The answer of `jscode2session`, success and failure alike.
+/// The answer of `jscode2session` (errors are handled by [`send_json`]).
 #[derive(Deserialize)]
 struct Code2SessionAnswer {
-    #[serde(default)]
-    errcode: i64,
-    #[serde(default)]
-    errmsg: String,
     openid: Option<String>,
     session_key: Option<String>,
     unionid: Option<String>,
 }
 
-/// The WeChat API client: one shared HTTP client, or the in-process mock.
+/// The WeChat API client: one shared HTTP client and the fleet's shared
+/// access_token, or the in-process mock.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -148,20 +172,49 @@ pub struct Client {
     secret: Secret,
     api_base: String,
     mock: bool,
+    tokens: Arc<AccessTokens>,
+    metrics: Arc<Metrics>,
 }
 
+/// The fixed answers of mock mode's server APIs.
+const MOCK_PHONE: &str = "13800138000";
+
 impl Client {
-    pub fn new(config: &WechatConfig) -> Result<Client, String> {
+    /// `redis` is the storage handle for the shared access_token (the server's
+    /// own connection, passed in at start-up), `key_prefix` its key prefix.
+    pub fn new(
+        config: &WechatConfig,
+        redis: ConnectionManager,
+        key_prefix: &str,
+        redis_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Client, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .build()
             .map_err(|e| e.to_string())?;
+        let tokens = AccessTokens::new(
+            TokenSource {
+                http: http.clone(),
+                appid: config.appid.clone(),
+                secret: config.secret.clone(),
+                api_base: config.api_base.clone(),
+                mock: config.mock,
+            },
+            redis,
+            key_prefix,
+            Duration::from_millis(config.timeout_ms),
+            redis_timeout,
+            metrics.clone(),
+        );
         Ok(Client {
             http,
             appid: config.appid.clone(),
             secret: config.secret.clone(),
             api_base: config.api_base.clone(),
             mock: config.mock,
+            tokens: Arc::new(tokens),
+            metrics,
         })
     }
 
@@ -174,36 +227,33 @@ impl Client {
         self.mock
     }
 
+    /// The fleet's shared access_token source (for other handlers of an embedding
+    /// app, the admin token route and the CLI).
+    pub fn access_tokens(&self) -> &AccessTokens {
+        &self.tokens
+    }
+
+    /// The current access_token: one fetch per refresh for the whole fleet.
+    pub async fn access_token(&self) -> Result<AccessToken, WechatError> {
+        self.tokens.get().await
+    }
+
     /// Exchanges a login code for the user's identity: one call, never retried
     /// (WeChat accepts each code once).
     pub async fn code_to_session(&self, code: &LoginCode) -> Result<Identity, WechatError> {
         if self.mock {
             return Ok(mock_identity(code.as_str()));
         }
-        let url = format!("{}/sns/jscode2session", self.api_base);
-        let response = self
+        let request = self
             .http
-            .get(url)
+            .get(format!("{}/sns/jscode2session", self.api_base))
             .query(&[
                 ("appid", self.appid.as_str()),
                 ("secret", self.secret.expose()),
                 ("js_code", code.as_str()),
                 ("grant_type", "authorization_code"),
-            ])
-            .send()
-            .await
-            .map_err(request_error)?;
-        let status = response.status();
-        // WeChat sometimes labels JSON as text/plain: read bytes, parse regardless.
-        let body = response.bytes().await.map_err(request_error)?;
-        if !status.is_success() {
-            return Err(WechatError::Upstream(format!("HTTP {}", status.as_u16())));
-        }
-        let answer: Code2SessionAnswer = serde_json::from_slice(&body)
-            .map_err(|_| WechatError::Upstream(format!("not JSON ({} bytes)", body.len())))?;
-        if answer.errcode != 0 {
-            return Err(WechatError::from_errcode(answer.errcode, &answer.errmsg));
-        }
+            ]);
+        let answer: Code2SessionAnswer = send_json(request).await?;
         match (answer.openid, answer.session_key) {
             (Some(openid), Some(session_key)) if !openid.is_empty() && !session_key.is_empty() => {
                 Ok(Identity {
@@ -217,6 +267,133 @@ impl Client {
             )),
         }
     }
+
+    /// `getuserphonenumber`: the `phone_info` object for a `getPhoneNumber` code
+    /// (watermark not yet checked). Never logged.
+    pub async fn phone_info(&self, code: &str) -> Result<Map<String, Value>, WechatError> {
+        let result = if self.mock {
+            Ok(serde_json::json!({
+                "phoneNumber": MOCK_PHONE, "purePhoneNumber": MOCK_PHONE, "countryCode": "86",
+                "watermark": {"appid": self.appid, "timestamp": 0}
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default())
+        } else {
+            self.with_token(|token| async move {
+                let request = self
+                    .http
+                    .post(format!("{}/wxa/business/getuserphonenumber", self.api_base))
+                    .query(&[("access_token", token.expose())])
+                    .json(&serde_json::json!({ "code": code }));
+                let mut answer: Map<String, Value> = send_json(request).await?;
+                match answer.remove("phone_info") {
+                    Some(Value::Object(info)) => Ok(info),
+                    _ => Err(WechatError::Upstream("success without phone_info".into())),
+                }
+            })
+            .await
+        };
+        self.metrics.phone_calls.inc(outcome(&result));
+        result
+    }
+
+    /// `checksession`: is `session_key` still this user's current key at WeChat?
+    pub async fn check_session(
+        &self,
+        openid: &str,
+        session_key: &Secret,
+    ) -> Result<bool, WechatError> {
+        let result = if self.mock {
+            Ok(true)
+        } else {
+            // HMAC-SHA256 over the empty string, keyed with the key's base64 text.
+            let mut mac = Hmac::<Sha256>::new_from_slice(session_key.expose().as_bytes())
+                .expect("HMAC takes keys of any length");
+            mac.update(b"");
+            let signature = hex::encode(mac.finalize().into_bytes());
+            let answer = self
+                .with_token(|token| {
+                    let request = self
+                        .http
+                        .get(format!("{}/wxa/checksession", self.api_base))
+                        .query(&[
+                            ("access_token", token.expose()),
+                            ("openid", openid),
+                            ("signature", signature.as_str()),
+                            ("sig_method", "hmac_sha256"),
+                        ]);
+                    async move { send_json::<Value>(request).await }
+                })
+                .await;
+            match answer {
+                Ok(_) => Ok(true),
+                Err(WechatError::StaleSessionKey) => Ok(false),
+                Err(e) => Err(e),
+            }
+        };
+        self.metrics.check_calls.inc(outcome(&result));
+        result
+    }
+
+    /// Runs an API call with the shared token; when WeChat refuses the token
+    /// (40001/40014/42001), drops it if it is still the current one, fetches a
+    /// fresh one in normal mode and retries once — never more.
+    async fn with_token<T, F, Fut>(&self, call: F) -> Result<T, WechatError>
+    where
+        F: Fn(Secret) -> Fut,
+        Fut: std::future::Future<Output = Result<T, WechatError>>,
+    {
+        let token = self.tokens.get().await?.token;
+        match call(token.clone()).await {
+            Err(WechatError::TokenRejected(code)) => {
+                log::warn!("WeChat refused the access_token (errcode {code}); fetching a fresh one, retrying once");
+                self.tokens.drop_if_current(&token).await?;
+                let fresh = self.tokens.get().await?.token;
+                let result = call(fresh).await;
+                self.metrics
+                    .token_recoveries
+                    .inc(if result.is_ok() { "ok" } else { "failed" });
+                result.map_err(|e| match e {
+                    WechatError::TokenRejected(code) => WechatError::Upstream(format!(
+                        "a fresh access_token was refused too (errcode {code})"
+                    )),
+                    e => e,
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+fn outcome<T>(result: &Result<T, WechatError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.tag(),
+    }
+}
+
+/// Sends a WeChat API request and reads its JSON answer, whatever the
+/// Content-Type (WeChat sometimes says text/plain); a non-zero `errcode` becomes
+/// the matching [`WechatError`].
+async fn send_json<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> Result<T, WechatError> {
+    let response = request.send().await.map_err(request_error)?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(request_error)?;
+    if !status.is_success() {
+        return Err(WechatError::Upstream(format!("HTTP {}", status.as_u16())));
+    }
+    let answer: Value = serde_json::from_slice(&body)
+        .map_err(|_| WechatError::Upstream(format!("not JSON ({} bytes)", body.len())))?;
+    let errcode = answer.get("errcode").and_then(Value::as_i64).unwrap_or(0);
+    if errcode != 0 {
+        let errmsg = answer.get("errmsg").and_then(Value::as_str).unwrap_or("");
+        return Err(WechatError::from_errcode(errcode, errmsg));
+    }
+    serde_json::from_value(answer)
+        .map_err(|_| WechatError::Upstream("unexpected answer shape".into()))
 }
 
 /// reqwest's error text can carry the request URL, and with it the AppSecret;

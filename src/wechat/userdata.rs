@@ -89,15 +89,22 @@ impl EncryptedData {
         let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&plaintext) else {
             return Err(DataError::DecryptFailed);
         };
-        let watermark_appid = object
-            .get("watermark")
-            .and_then(|w| w.get("appid"))
-            .and_then(Value::as_str);
-        if watermark_appid != Some(appid) {
-            return Err(DataError::AppidMismatch);
-        }
+        check_watermark(&object, appid)?;
         object.remove("watermark");
         Ok(object)
+    }
+}
+
+/// Checks that the object's `watermark.appid` is ours.
+pub fn check_watermark(object: &Map<String, Value>, appid: &str) -> Result<(), DataError> {
+    let watermark_appid = object
+        .get("watermark")
+        .and_then(|w| w.get("appid"))
+        .and_then(Value::as_str);
+    if watermark_appid == Some(appid) {
+        Ok(())
+    } else {
+        Err(DataError::AppidMismatch)
     }
 }
 

@@ -190,6 +190,8 @@ pub struct Received {
     pub path: String,
     /// Decoded query parameters, in order.
     pub query: Vec<(String, String)>,
+    /// The request body (JSON for the POST APIs).
+    pub body: String,
 }
 
 impl Received {
@@ -199,10 +201,32 @@ impl Received {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
 }
 
-/// A WeChat stand-in: a real HTTP/1.1 server on loopback whose answer to
-/// `jscode2session` is chosen by the `js_code`:
+/// What the stand-in remembers and the knobs a test turns.
+#[derive(Default)]
+pub struct StandInState {
+    received: Mutex<Vec<Received>>,
+    issued_keys: Mutex<Vec<String>>,
+    /// access_tokens handed out so far; token n is `TOKEN-n`.
+    pub tokens_issued: AtomicU64,
+    /// Tokens numbered below this are refused with 40001.
+    pub tokens_valid_from: AtomicU64,
+    /// Refuse every token with 40001.
+    pub reject_all_tokens: std::sync::atomic::AtomicBool,
+    /// `expires_in` of the tokens handed out (0 = 7200).
+    pub token_expires_in: AtomicU64,
+    /// Delay before answering `stable_token`, in ms.
+    pub token_delay_ms: AtomicU64,
+}
+
+/// A WeChat stand-in: a real HTTP/1.1 server on loopback.
+///
+/// `jscode2session` answers by the `js_code`:
 ///
 /// | js_code | answer |
 /// |---|---|
@@ -219,57 +243,72 @@ impl Received {
 ///
 /// A `~suffix` gives another code with the same meaning (`ok:alice~2`): WeChat
 /// codes are single-use, so repeated logins of one user need distinct codes.
+///
+/// `stable_token` hands out `TOKEN-1`, `TOKEN-2`, …; `getuserphonenumber` answers
+/// by the phone `code` (`num`/`str`: countryCode as a number/string, `other-app`,
+/// `err:<n>`, `slow`, `garbage`) and `checksession` answers 87009 for openid
+/// `stale`; both refuse tokens as the [`StandInState`] knobs say.
 pub struct WechatStandIn {
     pub base: String,
-    received: Arc<Mutex<Vec<Received>>>,
-    issued_keys: Arc<Mutex<Vec<String>>>,
+    pub state: Arc<StandInState>,
 }
 
 impl WechatStandIn {
     pub fn start() -> WechatStandIn {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let issued_keys = Arc::new(Mutex::new(Vec::new()));
-        let (r, k) = (received.clone(), issued_keys.clone());
+        let state = Arc::new(StandInState::default());
+        let shared = state.clone();
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (r, k) = (r.clone(), k.clone());
-                thread::spawn(move || serve_one(stream, &r, &k));
+                let state = shared.clone();
+                thread::spawn(move || serve_one(stream, &state));
             }
         });
-        WechatStandIn {
-            base,
-            received,
-            issued_keys,
-        }
+        WechatStandIn { base, state }
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        self.state.received.lock().unwrap().clone()
     }
 
+    /// Calls of `jscode2session`.
     pub fn calls(&self) -> usize {
-        self.received.lock().unwrap().len()
+        self.calls_to("/sns/jscode2session")
+    }
+
+    /// Calls to one API path.
+    pub fn calls_to(&self, path: &str) -> usize {
+        self.received().iter().filter(|r| r.path == path).count()
     }
 
     /// Every session_key the stand-in has handed out.
     pub fn issued_keys(&self) -> Vec<String> {
-        self.issued_keys.lock().unwrap().clone()
+        self.state.issued_keys.lock().unwrap().clone()
     }
 }
 
-fn serve_one(mut stream: TcpStream, received: &Mutex<Vec<Received>>, keys: &Mutex<Vec<String>>) {
+fn serve_one(mut stream: TcpStream, state: &StandInState) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
         return;
     }
+    let mut content_length = 0;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
             break;
         }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; content_length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
     }
     let target = request_line
         .split_whitespace()
@@ -277,18 +316,114 @@ fn serve_one(mut stream: TcpStream, received: &Mutex<Vec<Received>>, keys: &Mute
         .unwrap_or("/")
         .to_string();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let query: Vec<(String, String)> = url_decode_pairs(query);
     let entry = Received {
         path: path.to_string(),
-        query,
+        query: url_decode_pairs(query),
+        body: String::from_utf8_lossy(&body).into_owned(),
     };
+    state.received.lock().unwrap().push(entry.clone());
+
+    let answer = match entry.path.as_str() {
+        "/cgi-bin/stable_token" => token_answer(state),
+        "/wxa/business/getuserphonenumber" => phone_answer(state, &entry),
+        "/wxa/checksession" => check_answer(state, &entry),
+        _ => code2session_answer(state, &entry),
+    };
+    let Some((status, content_type, body)) = answer else {
+        return;
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.flush();
+    let _ = stream.read(&mut [0u8; 1]);
+}
+
+type Answer = Option<(&'static str, &'static str, String)>;
+
+fn json_ok(body: String) -> Answer {
+    Some(("200 OK", "application/json", body))
+}
+
+fn errcode(n: i64) -> Answer {
+    json_ok(format!(
+        r#"{{"errcode": {n}, "errmsg": "stand-in error {n}"}}"#
+    ))
+}
+
+fn token_answer(state: &StandInState) -> Answer {
+    thread::sleep(Duration::from_millis(
+        state.token_delay_ms.load(Ordering::SeqCst),
+    ));
+    let n = state.tokens_issued.fetch_add(1, Ordering::SeqCst) + 1;
+    let expires_in = match state.token_expires_in.load(Ordering::SeqCst) {
+        0 => 7200,
+        e => e,
+    };
+    json_ok(format!(
+        r#"{{"access_token": "TOKEN-{n}", "expires_in": {expires_in}}}"#
+    ))
+}
+
+/// 40001 for a token the knobs say is refused.
+fn refused(state: &StandInState, entry: &Received) -> bool {
+    let n: u64 = entry
+        .param("access_token")
+        .and_then(|t| t.strip_prefix("TOKEN-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    state.reject_all_tokens.load(Ordering::SeqCst)
+        || n == 0
+        || n < state.tokens_valid_from.load(Ordering::SeqCst)
+}
+
+fn phone_answer(state: &StandInState, entry: &Received) -> Answer {
+    if refused(state, entry) {
+        return errcode(40001);
+    }
+    let code = entry.json()["code"].as_str().unwrap_or("").to_string();
+    let info = |country: serde_json::Value, appid: &str| {
+        json_ok(
+            serde_json::json!({"errcode": 0, "errmsg": "ok", "phone_info": {
+                "phoneNumber": "+86 13912345678", "purePhoneNumber": "13912345678",
+                "countryCode": country, "watermark": {"appid": appid, "timestamp": 1}}})
+            .to_string(),
+        )
+    };
+    match code.as_str() {
+        "num" => info(serde_json::json!(86), "wx_test_app"),
+        "str" => info(serde_json::json!("86"), "wx_test_app"),
+        "other-app" => info(serde_json::json!("86"), "wx_other"),
+        "slow" => {
+            thread::sleep(Duration::from_secs(3));
+            info(serde_json::json!("86"), "wx_test_app")
+        }
+        "garbage" => Some(("200 OK", "text/html", "<html></html>".into())),
+        c => errcode(
+            c.strip_prefix("err:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(40029),
+        ),
+    }
+}
+
+fn check_answer(state: &StandInState, entry: &Received) -> Answer {
+    if refused(state, entry) {
+        return errcode(40001);
+    }
+    match entry.param("openid") {
+        Some("stale") => errcode(87009),
+        _ => json_ok(r#"{"errcode": 0, "errmsg": "ok"}"#.into()),
+    }
+}
+
+fn code2session_answer(state: &StandInState, entry: &Received) -> Answer {
+    let keys = &state.issued_keys;
     let sent = entry.param("js_code").unwrap_or("").to_string();
     // A `~suffix` makes another code with the same meaning: `ok:alice~2`.
     let code = sent.split('~').next().unwrap_or_default().to_string();
-    received.lock().unwrap().push(entry);
-
-    let mut content_type = "application/json";
-    let mut status = "200 OK";
     let ok = |openid: &str, unionid: bool| {
         let key = base64_key(openid, keys.lock().unwrap().len());
         keys.lock().unwrap().push(key.clone());
@@ -298,43 +433,36 @@ fn serve_one(mut stream: TcpStream, received: &Mutex<Vec<Received>>, keys: &Mute
         }
         v.to_string()
     };
-    let body =
-        if let Some((openid, key)) = code.strip_prefix("key:").and_then(|r| r.split_once(':')) {
-            keys.lock().unwrap().push(key.to_string());
-            serde_json::json!({"openid": openid, "session_key": key}).to_string()
-        } else if let Some(openid) = code.strip_prefix("ok:") {
-            ok(openid, false)
-        } else if let Some(openid) = code.strip_prefix("union:") {
-            ok(openid, true)
-        } else if let Some(openid) = code.strip_prefix("text:") {
-            content_type = "text/plain";
-            ok(openid, false)
-        } else if let Some(n) = code.strip_prefix("err:") {
-            format!(r#"{{"errcode": {n}, "errmsg": "stand-in error {n}"}}"#)
-        } else if code == "garbage" {
-            content_type = "text/html";
-            "<html>502 Bad Gateway</html>".to_string()
-        } else if code == "http500" {
-            status = "500 Internal Server Error";
-            r#"{"errcode": 0}"#.to_string()
-        } else if code == "noopenid" {
-            r#"{"session_key": "c2Vzc2lvbmtleQ=="}"#.to_string()
-        } else if code == "slow" {
-            thread::sleep(Duration::from_secs(3));
-            ok("slow-user", false)
-        } else if code == "silent" {
-            thread::sleep(Duration::from_secs(30));
-            return;
-        } else {
-            r#"{"errcode": 40029, "errmsg": "invalid code"}"#.to_string()
-        };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.flush();
-    let _ = stream.read(&mut [0u8; 1]);
+    if let Some((openid, key)) = code.strip_prefix("key:").and_then(|r| r.split_once(':')) {
+        keys.lock().unwrap().push(key.to_string());
+        json_ok(serde_json::json!({"openid": openid, "session_key": key}).to_string())
+    } else if let Some(openid) = code.strip_prefix("ok:") {
+        json_ok(ok(openid, false))
+    } else if let Some(openid) = code.strip_prefix("union:") {
+        json_ok(ok(openid, true))
+    } else if let Some(openid) = code.strip_prefix("text:") {
+        Some(("200 OK", "text/plain", ok(openid, false)))
+    } else if let Some(n) = code.strip_prefix("err:") {
+        errcode(n.parse().unwrap_or(0))
+    } else if code == "garbage" {
+        Some(("200 OK", "text/html", "<html>502 Bad Gateway</html>".into()))
+    } else if code == "http500" {
+        Some((
+            "500 Internal Server Error",
+            "application/json",
+            r#"{"errcode": 0}"#.into(),
+        ))
+    } else if code == "noopenid" {
+        json_ok(r#"{"session_key": "c2Vzc2lvbmtleQ=="}"#.into())
+    } else if code == "slow" {
+        thread::sleep(Duration::from_secs(3));
+        json_ok(ok("slow-user", false))
+    } else if code == "silent" {
+        thread::sleep(Duration::from_secs(30));
+        None
+    } else {
+        errcode(40029)
+    }
 }
 
 /// A session_key unique per call, recognisable in logs.

@@ -1,0 +1,382 @@
+//! `AccessTokens`: the one access_token the whole fleet shares.
+//!
+//! Every instance asks this, and at most one call per refresh reaches WeChat:
+//!
+//! 1. process memory, until the token's refresh time;
+//! 2. Redis, `{p}wechat:access_token` (a hash: `access_token`, `expires_at`,
+//!    `refresh_at`, `fetched_at`; it expires at `refresh_at`);
+//! 3. otherwise one caller per instance (a Tokio mutex) takes the fleet's lock,
+//!    `{p}wechat:access_token:lock` (`SET NX PX`, released by compare-and-delete),
+//!    looks at Redis once more (another instance may have just refreshed: writing
+//!    over a newer token is how clusters end up with 40001s), and only then calls
+//!    `stable_token` in normal mode. Waiters poll Redis, bounded by
+//!    `wechat.timeout_ms`.
+//!
+//! The cache ends 60 s before WeChat's `expires_in` (WeChat hands out the next
+//! token in the last 5 minutes, while the old one still works); a token answered
+//! with a short life is cached for half of it, never for 0 s or less.
+//! `force_refresh: true` is sent only when an operator asks for it.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use redis::{aio::ConnectionManager, AsyncCommands};
+use serde::Deserialize;
+
+use super::{send_json, WechatError};
+use crate::{
+    secret::{os_random_bytes, Secret},
+    telemetry::Metrics,
+};
+
+/// How long before WeChat's expiry the shared cache ends.
+const MARGIN_SECS: u64 = 60;
+const POLL: Duration = Duration::from_millis(25);
+
+/// A usable access_token and the seconds it stays usable.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub token: Secret,
+    pub expires_in: u64,
+}
+
+/// What `wxsession wechat token-status` shows: times, never the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenStatus {
+    pub fetched_at: u64,
+    pub refresh_at: u64,
+    pub expires_at: u64,
+}
+
+#[derive(Clone)]
+struct Cached {
+    token: Secret,
+    status: TokenStatus,
+}
+
+impl Cached {
+    fn usable(&self, now: u64) -> Option<AccessToken> {
+        (now < self.status.refresh_at).then(|| AccessToken {
+            token: self.token.clone(),
+            expires_in: self.status.refresh_at - now,
+        })
+    }
+}
+
+/// The call to WeChat itself, with the app's credentials.
+pub(super) struct TokenSource {
+    pub http: reqwest::Client,
+    pub appid: String,
+    pub secret: Secret,
+    pub api_base: String,
+    pub mock: bool,
+}
+
+#[derive(Deserialize)]
+struct StableTokenAnswer {
+    access_token: String,
+    expires_in: u64,
+}
+
+impl TokenSource {
+    async fn fetch(&self, force: bool) -> Result<(Secret, u64), WechatError> {
+        if self.mock {
+            return Ok((
+                Secret::new(format!(
+                    "mock-access-token-{}",
+                    hex::encode(os_random_bytes::<8>())
+                )),
+                7200,
+            ));
+        }
+        let request = self
+            .http
+            .post(format!("{}/cgi-bin/stable_token", self.api_base))
+            .json(&serde_json::json!({
+                "grant_type": "client_credential",
+                "appid": self.appid,
+                "secret": self.secret.expose(),
+                "force_refresh": force,
+            }));
+        let answer: StableTokenAnswer = send_json(request).await?;
+        if answer.access_token.is_empty() || answer.expires_in == 0 {
+            return Err(WechatError::Upstream(
+                "stable_token answered no usable token".into(),
+            ));
+        }
+        Ok((Secret::new(answer.access_token), answer.expires_in))
+    }
+}
+
+pub struct AccessTokens {
+    source: TokenSource,
+    redis: ConnectionManager,
+    key: String,
+    lock_key: String,
+    wait: Duration,
+    redis_timeout: Duration,
+    memory: Mutex<Option<Cached>>,
+    refreshing: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl AccessTokens {
+    pub(super) fn new(
+        source: TokenSource,
+        redis: ConnectionManager,
+        key_prefix: &str,
+        wait: Duration,
+        redis_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> AccessTokens {
+        AccessTokens {
+            source,
+            redis,
+            key: format!("{key_prefix}wechat:access_token"),
+            lock_key: format!("{key_prefix}wechat:access_token:lock"),
+            wait,
+            redis_timeout,
+            memory: Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            metrics,
+        }
+    }
+
+    /// The current token, from memory, Redis or (once for the fleet) WeChat.
+    pub async fn get(&self) -> Result<AccessToken, WechatError> {
+        if let Some(token) = self.memory_token() {
+            return Ok(token);
+        }
+        // Within one instance, concurrent callers share one look-up and fetch.
+        let _turn = self.refreshing.lock().await;
+        if let Some(token) = self.memory_token() {
+            return Ok(token);
+        }
+        if let Some(cached) = self.redis_token().await? {
+            self.metrics.token_cache_hits.inc("redis");
+            return Ok(self.remember(cached));
+        }
+        self.refresh_shared(false).await
+    }
+
+    /// Fetches a new token now, under the fleet's lock (the CLI's
+    /// `refresh-token`; `force` sends `force_refresh: true`, which invalidates the
+    /// old token at WeChat at once).
+    pub async fn refresh(&self, force: bool) -> Result<AccessToken, WechatError> {
+        let _turn = self.refreshing.lock().await;
+        self.refresh_shared(force).await
+    }
+
+    /// Times of the shared token, if there is one.
+    pub async fn status(&self) -> Result<Option<TokenStatus>, WechatError> {
+        Ok(self.read_redis().await?.map(|c| c.status))
+    }
+
+    /// After WeChat refused `token`: forget it, here and in Redis, but only if it
+    /// is still the current one (another instance may already have replaced it).
+    pub async fn drop_if_current(&self, token: &Secret) -> Result<(), WechatError> {
+        {
+            let mut memory = self.memory.lock().expect("token cache lock");
+            if memory.as_ref().is_some_and(|c| c.token == *token) {
+                *memory = None;
+            }
+        }
+        let script = "if redis.call('HGET', KEYS[1], 'access_token') == ARGV[1] then \
+                      return redis.call('DEL', KEYS[1]) else return 0 end";
+        self.redis_op(async {
+            let _: i64 = redis::cmd("EVAL")
+                .arg(script)
+                .arg(1)
+                .arg(&self.key)
+                .arg(token.expose())
+                .query_async(&mut self.redis.clone())
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn memory_token(&self) -> Option<AccessToken> {
+        let token = self
+            .memory
+            .lock()
+            .expect("token cache lock")
+            .as_ref()
+            .and_then(|c| c.usable(now_secs()));
+        if token.is_some() {
+            self.metrics.token_cache_hits.inc("memory");
+        }
+        token
+    }
+
+    fn remember(&self, cached: Cached) -> AccessToken {
+        let token = cached.usable(now_secs()).unwrap_or(AccessToken {
+            token: cached.token.clone(),
+            expires_in: 1,
+        });
+        *self.memory.lock().expect("token cache lock") = Some(cached);
+        token
+    }
+
+    async fn redis_token(&self) -> Result<Option<Cached>, WechatError> {
+        let now = now_secs();
+        Ok(self.read_redis().await?.filter(|c| c.usable(now).is_some()))
+    }
+
+    /// Takes the fleet's lock and fetches, or waits for whoever holds it.
+    async fn refresh_shared(&self, force: bool) -> Result<AccessToken, WechatError> {
+        let deadline = Instant::now() + self.wait;
+        let lock_value = hex::encode(os_random_bytes::<16>());
+        // The lock outlives one WeChat call, so a crashed holder frees it soon.
+        let lock_ms = (self.wait + Duration::from_secs(1)).as_millis() as u64;
+        loop {
+            let taken: Option<String> = self
+                .redis_op(async {
+                    redis::cmd("SET")
+                        .arg(&self.lock_key)
+                        .arg(&lock_value)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(lock_ms)
+                        .query_async(&mut self.redis.clone())
+                        .await
+                })
+                .await?;
+            if taken.is_some() {
+                let result = self.fetch_under_lock(force).await;
+                self.release_lock(&lock_value).await;
+                return result.map(|cached| self.remember(cached));
+            }
+            if Instant::now() >= deadline {
+                return Err(WechatError::Timeout);
+            }
+            tokio::time::sleep(POLL).await;
+            if !force {
+                if let Some(cached) = self.redis_token().await? {
+                    self.metrics.token_cache_hits.inc("redis");
+                    return Ok(self.remember(cached));
+                }
+            }
+        }
+    }
+
+    async fn fetch_under_lock(&self, force: bool) -> Result<Cached, WechatError> {
+        // The second look: someone may have refreshed between our miss and our lock.
+        if !force {
+            if let Some(cached) = self.redis_token().await? {
+                self.metrics.token_cache_hits.inc("redis");
+                return Ok(cached);
+            }
+        }
+        let fetched = self.source.fetch(force).await;
+        self.metrics.token_fetches.inc(match &fetched {
+            Ok(_) => "ok",
+            Err(e) => e.tag(),
+        });
+        let (token, expires_in) = fetched?;
+        let now = now_secs();
+        let keep = if expires_in > 2 * MARGIN_SECS {
+            expires_in - MARGIN_SECS
+        } else {
+            (expires_in / 2).max(1)
+        };
+        let cached = Cached {
+            token,
+            status: TokenStatus {
+                fetched_at: now,
+                refresh_at: now + keep,
+                expires_at: now + expires_in,
+            },
+        };
+        log::info!(
+            "fetched a new access_token (expires in {expires_in}s, shared for {keep}s{})",
+            if force { ", force_refresh" } else { "" }
+        );
+        self.redis_op(async {
+            let () = redis::pipe()
+                .hset_multiple(
+                    &self.key,
+                    &[
+                        ("access_token", cached.token.expose().to_string()),
+                        ("fetched_at", now.to_string()),
+                        ("refresh_at", cached.status.refresh_at.to_string()),
+                        ("expires_at", cached.status.expires_at.to_string()),
+                    ],
+                )
+                .ignore()
+                .expire_at(&self.key, cached.status.refresh_at as i64)
+                .ignore()
+                .query_async(&mut self.redis.clone())
+                .await?;
+            Ok(())
+        })
+        .await?;
+        Ok(cached)
+    }
+
+    async fn release_lock(&self, value: &str) {
+        let script = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                      return redis.call('DEL', KEYS[1]) else return 0 end";
+        let released = self
+            .redis_op(async {
+                let _: i64 = redis::cmd("EVAL")
+                    .arg(script)
+                    .arg(1)
+                    .arg(&self.lock_key)
+                    .arg(value)
+                    .query_async(&mut self.redis.clone())
+                    .await?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = released {
+            log::warn!("could not release the access_token lock (it expires by itself): {e}");
+        }
+    }
+
+    async fn read_redis(&self) -> Result<Option<Cached>, WechatError> {
+        let fields: std::collections::HashMap<String, String> = self
+            .redis_op(async { self.redis.clone().hgetall(&self.key).await })
+            .await?;
+        let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
+        Ok(
+            match (
+                fields.get("access_token"),
+                number("fetched_at"),
+                number("refresh_at"),
+                number("expires_at"),
+            ) {
+                (Some(token), Some(fetched_at), Some(refresh_at), Some(expires_at)) => {
+                    Some(Cached {
+                        token: Secret::new(token.clone()),
+                        status: TokenStatus {
+                            fetched_at,
+                            refresh_at,
+                            expires_at,
+                        },
+                    })
+                }
+                _ => None,
+            },
+        )
+    }
+
+    async fn redis_op<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, WechatError> {
+        match tokio::time::timeout(self.redis_timeout, op).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(WechatError::Storage(e.to_string())),
+            Err(_) => Err(WechatError::Storage("redis did not answer in time".into())),
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
