@@ -17,6 +17,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub wechat: WechatConfig,
     pub session: SessionConfig,
+    pub login: LoginConfig,
     pub admin: AdminConfig,
 }
 
@@ -58,6 +59,15 @@ pub struct SessionConfig {
     pub local_cache: bool,
     pub local_cache_capacity: u64,
     pub touch_interval_secs: Option<u64>,
+    /// Log a warning when one client address sends this many rejected session
+    /// ids within a minute (0 = never).
+    pub reject_warn_per_minute: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoginConfig {
+    /// Logins one client address may attempt per minute on one instance (0 = no limit).
+    pub rate_per_minute: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,7 +130,9 @@ impl Default for Config {
                 local_cache: false,
                 local_cache_capacity: 100_000,
                 touch_interval_secs: None,
+                reject_warn_per_minute: 30,
             },
+            login: LoginConfig::default(),
             admin: AdminConfig::default(),
         }
     }
@@ -217,6 +229,10 @@ impl Config {
             ("session", "touch_interval_secs") => {
                 self.session.touch_interval_secs = Some(parse(&name, v)?)
             }
+            ("session", "reject_warn_per_minute") => {
+                self.session.reject_warn_per_minute = parse(&name, v)?
+            }
+            ("login", "rate_per_minute") => self.login.rate_per_minute = parse(&name, v)?,
             ("admin", "token") => self.admin.token = non_empty(v).map(Secret::new),
             ("admin", "bind") => self.admin.bind = non_empty(v).map(str::to_string),
             _ => return Err(ConfigError::new(name, "unknown key")),

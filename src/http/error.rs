@@ -22,6 +22,8 @@ pub enum ApiError {
     InvalidSession,
     /// An admin route without the right bearer token.
     AdminUnauthorized,
+    /// Over `login.rate_per_minute` for this client address.
+    LoginRateLimited,
     NotFound,
     MethodNotAllowed,
     Wechat(WechatError),
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::SessionRequired => "session_required",
             ApiError::InvalidSession => "invalid_session",
             ApiError::AdminUnauthorized => "unauthorized",
+            ApiError::LoginRateLimited => "rate_limited",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StoreUnavailable => "store_unavailable",
@@ -70,6 +73,7 @@ impl ApiError {
                 "the session id is malformed, unknown, expired or logged out; log in again"
             }
             ApiError::AdminUnauthorized => "admin routes need Authorization: Bearer <admin.token>",
+            ApiError::LoginRateLimited => "too many logins from this address; try again in a minute",
             ApiError::NotFound => "no such route",
             ApiError::MethodNotAllowed => "this route does not take that method",
             ApiError::StoreUnavailable => "the session store is unavailable; try again shortly",
@@ -115,6 +119,7 @@ impl ResponseError for ApiError {
             ApiError::SessionRequired | ApiError::InvalidSession | ApiError::AdminUnauthorized => {
                 StatusCode::UNAUTHORIZED
             }
+            ApiError::LoginRateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,

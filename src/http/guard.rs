@@ -4,7 +4,7 @@
 //! → [`SessionStore::touch`](crate::session::SessionStore::touch) (one command)
 //! → the handler gets its [`Session`]. Only the configured header is read.
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, net::IpAddr, pin::Pin};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 
@@ -24,7 +24,8 @@ impl FromRequest for Session {
             log::error!("Session extractor used without web::Data<AppState>");
             return Box::pin(async { Err(ApiError::StoreUnavailable) });
         };
-        let parsed = parse_header(req, &state);
+        let peer = req.peer_addr().map(|a| a.ip());
+        let parsed = parse_header(req, &state, peer);
         Box::pin(async move {
             let id = parsed?;
             match state.store.touch(&id).await {
@@ -36,6 +37,7 @@ impl FromRequest for Session {
                     &state,
                     GuardOutcome::Unknown,
                     Some(id.as_str().as_bytes()),
+                    peer,
                 )),
                 Err(e) => {
                     state.metrics.record_guard(GuardOutcome::StoreUnavailable);
@@ -47,25 +49,42 @@ impl FromRequest for Session {
 }
 
 /// The session id from the one configured header: exactly one value, 32 lower-case hex.
-fn parse_header(req: &HttpRequest, state: &AppState) -> Result<SessionId, ApiError> {
+fn parse_header(
+    req: &HttpRequest,
+    state: &AppState,
+    peer: Option<IpAddr>,
+) -> Result<SessionId, ApiError> {
     let mut values = req.headers().get_all(&state.session_header);
     let Some(value) = values.next() else {
-        return Err(reject(state, GuardOutcome::Missing, None));
+        return Err(reject(state, GuardOutcome::Missing, None, peer));
     };
     if values.next().is_some() {
         return Err(reject(
             state,
             GuardOutcome::Malformed,
             Some(value.as_bytes()),
+            peer,
         ));
     }
     SessionId::parse(value.as_bytes())
-        .map_err(|_| reject(state, GuardOutcome::Malformed, Some(value.as_bytes())))
+        .map_err(|_| reject(state, GuardOutcome::Malformed, Some(value.as_bytes()), peer))
 }
 
 /// Counts and logs a rejected check; the log names the id only by a short hash.
-fn reject(state: &AppState, outcome: GuardOutcome, raw_id: Option<&[u8]>) -> ApiError {
+/// A client address sending many rejected ids in a minute gets one warning line
+/// (a guessing attempt, or a client stuck on a dead id).
+fn reject(
+    state: &AppState,
+    outcome: GuardOutcome,
+    raw_id: Option<&[u8]>,
+    peer: Option<IpAddr>,
+) -> ApiError {
     state.metrics.record_guard(outcome);
+    if let (Some(_), Some(peer), threshold @ 1..) = (raw_id, peer, state.reject_warn_per_minute) {
+        if u64::from(state.rejects_by_address.hit(peer)) == threshold {
+            log::warn!("client {peer} sent {threshold} rejected session ids within a minute");
+        }
+    }
     match raw_id {
         Some(raw) => log::info!(
             "guard rejected: {} id=#{}",

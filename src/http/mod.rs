@@ -5,6 +5,7 @@
 mod admin;
 mod error;
 mod guard;
+mod limits;
 mod routes;
 
 use std::{sync::Arc, time::Instant};
@@ -17,6 +18,7 @@ use actix_web::{
 };
 
 pub use error::ApiError;
+use limits::PerAddressWindow;
 pub use routes::MAX_BODY_BYTES;
 
 use crate::{
@@ -33,6 +35,10 @@ pub struct AppState {
     admin_token: Option<Secret>,
     /// The admin routes listen apart from the public ones.
     admin_apart: bool,
+    reject_warn_per_minute: u64,
+    rejects_by_address: PerAddressWindow,
+    login_rate_per_minute: u64,
+    logins_by_address: PerAddressWindow,
 }
 
 impl AppState {
@@ -57,6 +63,10 @@ impl AppState {
             session_header,
             admin_token: config.admin.token.clone(),
             admin_apart: config.admin.bind.is_some(),
+            reject_warn_per_minute: config.session.reject_warn_per_minute,
+            rejects_by_address: PerAddressWindow::default(),
+            login_rate_per_minute: config.login.rate_per_minute,
+            logins_by_address: PerAddressWindow::default(),
         })
     }
 }

@@ -108,6 +108,11 @@ async fn login_flow(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<Session, ApiError> {
+    if let (Some(peer), limit @ 1..) = (req.peer_addr(), state.login_rate_per_minute) {
+        if u64::from(state.logins_by_address.hit(peer.ip())) > limit {
+            return Err(ApiError::LoginRateLimited);
+        }
+    }
     let body: LoginBody = read_json(
         req,
         payload,
