@@ -14,7 +14,6 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo ">> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast
-  cargo test --doc --quiet
 else
   cargo test --no-fail-fast
 fi

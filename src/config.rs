@@ -286,10 +286,7 @@ impl Config {
         }
         // Keys of later features: accepted at their defaults so config.toml can
         // document them, refused otherwise rather than silently ignored.
-        let not_yet: [(&str, bool); 2] = [
-            ("redis.cluster", self.redis.cluster),
-            ("session.local_cache", self.session.local_cache),
-        ];
+        let not_yet: [(&str, bool); 1] = [("session.local_cache", self.session.local_cache)];
         for (key, set) in not_yet {
             if set {
                 return fail(

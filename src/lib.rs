@@ -17,6 +17,8 @@
 //!   Knows no HTTP, no WeChat.
 //! - [`login`]: `Login`, a code in and a session out: `code2Session` at most once
 //!   per code (repeats get the first outcome), then `SessionStore::create`.
+//! - [`redis_conn`]: `RedisConn`, the one lazily connected handle on Redis (a node
+//!   or a Cluster) that the store, the login-code record and the token share.
 //! - [`http`]: routes, the guard (`impl FromRequest for Session`), `ApiError`
 //!   (the only place errors become statuses and JSON) and the server loop.
 //! - [`telemetry`]: Prometheus counters and histogram, logger set-up.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod login;
+pub mod redis_conn;
 pub mod secret;
 pub mod session;
 pub mod telemetry;

@@ -92,7 +92,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/auth").route(web::get().to(routes::auth)))
         .service(resource("/healthz").route(web::get().to(routes::healthz)))
         .service(resource("/readyz").route(web::get().to(routes::readyz)))
-        .service(resource("/metrics").route(web::get().to(routes::metrics)));
+        .service(resource("/metrics").route(web::get().to(routes::metrics)))
+        .service(resource("/openapi.json").route(web::get().to(routes::openapi)));
 }
 
 /// Which routes one listener serves.

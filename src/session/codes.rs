@@ -10,10 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{aio::ConnectionManager, AsyncCommands};
+use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
 
 use super::{bounded, SessionId, StoreError};
+use crate::redis_conn::RedisConn;
 
 /// How long a settled outcome is remembered.
 pub const SETTLED_TTL: Duration = Duration::from_secs(300);
@@ -34,13 +35,13 @@ pub enum CodeClaim {
 
 #[derive(Clone)]
 pub struct LoginCodes {
-    redis: ConnectionManager,
+    redis: RedisConn,
     prefix: String,
     timeout: Duration,
 }
 
 impl LoginCodes {
-    pub(super) fn new(redis: ConnectionManager, prefix: String, timeout: Duration) -> LoginCodes {
+    pub(super) fn new(redis: RedisConn, prefix: String, timeout: Duration) -> LoginCodes {
         LoginCodes {
             redis,
             prefix,

@@ -33,17 +33,14 @@ use std::{
 use futures_util::future::try_join_all;
 use sha2::{Digest, Sha256};
 
-use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    AsyncCommands,
-};
+use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::{
     bounded, log_handle, now_secs, LoginCodes, NewSession, Session, SessionId, SessionPolicy,
     StoreError,
 };
-use crate::{config::Config, secret::Secret};
+use crate::{config::Config, redis_conn::RedisConn, secret::Secret};
 
 /// Names of the keys the server writes; the one place that knows the layout.
 #[derive(Debug, Clone)]
@@ -96,15 +93,15 @@ pub struct StoreStats {
     pub users: u64,
 }
 
-/// Sessions in one Redis, shared by every instance of the server.
+/// Sessions in one Redis (or Cluster), shared by every instance of the server.
 ///
 /// It talks to Redis over one multiplexed connection that reconnects by itself
-/// (`ConnectionManager`), not a pool: a pool's per-checkout health check (deadpool
+/// ([`RedisConn`]), not a pool: a pool's per-checkout health check (deadpool
 /// sends `UNWATCH` + `PING`) would double the guard's round trips, and a
 /// multiplexed connection already serves concurrent requests.
 #[derive(Clone)]
 pub struct SessionStore {
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: Keys,
     policy: SessionPolicy,
     hash_ids: bool,
@@ -117,17 +114,7 @@ impl SessionStore {
     /// Must be called inside a Tokio runtime (the connection's driver task lives there).
     pub fn new(config: &Config) -> Result<SessionStore, StoreError> {
         let timeout = config.redis_timeout();
-        let client = redis::Client::open(config.redis.url.expose())
-            .map_err(|e| StoreError::Config(e.to_string()))?;
-        // Reconnect attempts are capped at a short delay so service resumes within
-        // about a second of Redis coming back.
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let redis = ConnectionManager::new_lazy_with_config(client, manager)
-            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let redis = RedisConn::connect(config).map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(SessionStore {
             redis,
             keys: Keys {
@@ -392,7 +379,8 @@ impl SessionStore {
         .await
     }
 
-    /// Live sessions and users, counted with `SCAN` (never `KEYS`).
+    /// Live sessions and users, counted with `SCAN` (never `KEYS`), on every
+    /// master of a cluster.
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
         let sessions = self.count_keys(&format!("{}s:*", self.keys.prefix)).await?;
         let users = self
@@ -402,27 +390,33 @@ impl SessionStore {
     }
 
     async fn count_keys(&self, pattern: &str) -> Result<u64, StoreError> {
-        let mut cursor: u64 = 0;
+        let nodes = self
+            .bounded(async { Ok(self.conn().masters().await?) })
+            .await?;
         let mut count = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .bounded(async {
-                    Ok(redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut self.conn())
-                        .await?)
-                })
-                .await?;
-            count += keys.len() as u64;
-            if next == 0 {
-                return Ok(count);
+        for mut node in nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = self
+                    .bounded(async {
+                        Ok(redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut node)
+                            .await?)
+                    })
+                    .await?;
+                count += keys.len() as u64;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(count)
     }
 
     /// The user's current `session_key`: the one from their latest login, which
@@ -499,7 +493,7 @@ impl SessionStore {
 
     /// The store's Redis connection, for the few other parts that keep shared
     /// state in the same Redis (the WeChat access_token).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.redis.clone()
     }
 
@@ -545,7 +539,7 @@ impl SessionStore {
     }
 
     /// A handle on the shared connection (cheap: the connection is multiplexed).
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.redis.clone()
     }
 

@@ -14,7 +14,6 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use redis::aio::ConnectionManager;
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -24,6 +23,7 @@ pub use token::{AccessToken, AccessTokens, TokenStatus};
 
 use crate::{
     config::WechatConfig,
+    redis_conn::RedisConn,
     secret::{os_random_bytes, Secret},
     telemetry::Metrics,
 };
@@ -184,7 +184,7 @@ impl Client {
     /// own connection, passed in at start-up), `key_prefix` its key prefix.
     pub fn new(
         config: &WechatConfig,
-        redis: ConnectionManager,
+        redis: RedisConn,
         key_prefix: &str,
         redis_timeout: Duration,
         metrics: Arc<Metrics>,

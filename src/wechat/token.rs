@@ -22,11 +22,12 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use redis::{aio::ConnectionManager, AsyncCommands};
+use redis::AsyncCommands;
 use serde::Deserialize;
 
 use super::{send_json, WechatError};
 use crate::{
+    redis_conn::RedisConn,
     secret::{os_random_bytes, Secret},
     telemetry::Metrics,
 };
@@ -112,7 +113,7 @@ impl TokenSource {
 
 pub struct AccessTokens {
     source: TokenSource,
-    redis: ConnectionManager,
+    redis: RedisConn,
     key: String,
     lock_key: String,
     wait: Duration,
@@ -125,7 +126,7 @@ pub struct AccessTokens {
 impl AccessTokens {
     pub(super) fn new(
         source: TokenSource,
-        redis: ConnectionManager,
+        redis: RedisConn,
         key_prefix: &str,
         wait: Duration,
         redis_timeout: Duration,
