@@ -11,6 +11,8 @@ echo ">> cargo fmt --check"
 cargo fmt --all -- --check
 echo ">> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo ">> hostile input (schemathesis against the OpenAPI document)"
+EXAMPLES="${FUZZ_EXAMPLES:-30}" bash scripts/fuzz-api.sh
 echo ">> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast

@@ -37,11 +37,13 @@ impl FromRequest for AdminAccess {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        super::resource("/admin/users/{openid}/sessions")
+        super::resource("/admin/users/{openid}/sessions", "GET, DELETE")
             .route(web::get().to(list_user_sessions))
             .route(web::delete().to(revoke_user_sessions)),
     )
-    .service(super::resource("/admin/wechat/access-token").route(web::get().to(access_token)));
+    .service(
+        super::resource("/admin/wechat/access-token", "GET").route(web::get().to(access_token)),
+    );
 }
 
 /// The fleet's one access_token, for the deployment's other services.

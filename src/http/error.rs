@@ -25,7 +25,8 @@ pub enum ApiError {
     /// Over `login.rate_per_minute` for this client address.
     LoginRateLimited,
     NotFound,
-    MethodNotAllowed,
+    /// The methods the route does take, for the `Allow` header.
+    MethodNotAllowed(&'static str),
     Wechat(WechatError),
     /// User data that fails its signature, decryption or watermark (422).
     UserData(DataError),
@@ -51,7 +52,7 @@ impl ApiError {
             ApiError::AdminUnauthorized => "unauthorized",
             ApiError::LoginRateLimited => "rate_limited",
             ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::InvalidPhoneCode => "invalid_phone_code",
             ApiError::UserData(e) => match e {
@@ -75,7 +76,7 @@ impl ApiError {
             ApiError::AdminUnauthorized => "admin routes need Authorization: Bearer <admin.token>",
             ApiError::LoginRateLimited => "too many logins from this address; try again in a minute",
             ApiError::NotFound => "no such route",
-            ApiError::MethodNotAllowed => "this route does not take that method",
+            ApiError::MethodNotAllowed(_) => "this route does not take that method",
             ApiError::StoreUnavailable => "the session store is unavailable; try again shortly",
             ApiError::InvalidPhoneCode => {
                 "WeChat rejected the phone-number code (expired after 5 minutes, used, or of another app)"
@@ -121,7 +122,7 @@ impl ResponseError for ApiError {
             }
             ApiError::LoginRateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UserData(DataError::Malformed(_)) => StatusCode::BAD_REQUEST,
             ApiError::UserData(_) | ApiError::InvalidPhoneCode => StatusCode::UNPROCESSABLE_ENTITY,
@@ -140,7 +141,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut answer = HttpResponse::build(self.status_code());
+        if let ApiError::MethodNotAllowed(allow) = self {
+            answer.insert_header((actix_web::http::header::ALLOW, *allow));
+        }
+        answer.json(ErrorBody {
             error: self.code(),
             message: self.message(),
         })

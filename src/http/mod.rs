@@ -71,29 +71,32 @@ impl AppState {
     }
 }
 
-/// A resource whose wrong methods answer 405 in the contract's error shape.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(routes::method_not_allowed))
+/// A resource whose other methods answer 405 in the contract's error shape,
+/// with the `Allow` header listing `allow` (RFC 9110).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed(allow))
+    }))
 }
 
 /// Registers the contract's public routes; the app must also hold
 /// `web::Data<AppState>`. An embedding app can call this, or just take
 /// [`Session`](crate::Session) in its own handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/login").route(web::post().to(routes::login)))
+    cfg.service(resource("/login", "POST").route(web::post().to(routes::login)))
         .service(
-            resource("/session")
+            resource("/session", "GET, DELETE")
                 .route(web::get().to(routes::me))
                 .route(web::delete().to(routes::logout)),
         )
-        .service(resource("/session/userinfo").route(web::post().to(routes::user_info)))
-        .service(resource("/session/phone").route(web::post().to(routes::phone)))
-        .service(resource("/session/check").route(web::get().to(routes::check)))
-        .service(resource("/auth").route(web::get().to(routes::auth)))
-        .service(resource("/healthz").route(web::get().to(routes::healthz)))
-        .service(resource("/readyz").route(web::get().to(routes::readyz)))
-        .service(resource("/metrics").route(web::get().to(routes::metrics)))
-        .service(resource("/openapi.json").route(web::get().to(routes::openapi)));
+        .service(resource("/session/userinfo", "POST").route(web::post().to(routes::user_info)))
+        .service(resource("/session/phone", "POST").route(web::post().to(routes::phone)))
+        .service(resource("/session/check", "GET").route(web::get().to(routes::check)))
+        .service(resource("/auth", "GET").route(web::get().to(routes::auth)))
+        .service(resource("/healthz", "GET").route(web::get().to(routes::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(routes::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(routes::metrics)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(routes::openapi)));
 }
 
 /// Which routes one listener serves.

@@ -266,10 +266,6 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
-}
-
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`], whatever its Content-Type
 /// (mini-program HTTP clients differ in what they send).
 async fn read_json<T: DeserializeOwned>(
