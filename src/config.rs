@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub bind: String,
     /// actix worker threads; 0 = one per core.
     pub workers: usize,
+    /// On SIGTERM/SIGINT: stop accepting, then give in-flight requests this long.
+    pub shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +108,7 @@ impl Default for Config {
             server: ServerConfig {
                 bind: "127.0.0.1:8080".into(),
                 workers: 0,
+                shutdown_timeout_secs: 10,
             },
             redis: RedisConfig {
                 url: Secret::new("redis://127.0.0.1:6379/0"),
@@ -207,6 +210,9 @@ impl Config {
         match (section, key) {
             ("server", "bind") => self.server.bind = v.to_string(),
             ("server", "workers") => self.server.workers = parse(&name, v)?,
+            ("server", "shutdown_timeout_secs") => {
+                self.server.shutdown_timeout_secs = parse(&name, v)?
+            }
             ("redis", "url") => self.redis.url = Secret::new(v),
             ("redis", "key_prefix") => self.redis.key_prefix = value.to_string(),
             ("redis", "timeout_ms") => self.redis.timeout_ms = parse(&name, v)?,

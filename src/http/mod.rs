@@ -147,8 +147,8 @@ pub fn app(
         })
 }
 
-/// Runs the server until SIGINT/SIGTERM (actix stops accepting, then lets
-/// in-flight requests finish).
+/// Runs the server until SIGINT/SIGTERM: actix stops accepting at once, lets
+/// in-flight requests finish for up to `server.shutdown_timeout_secs`, then returns.
 pub async fn serve(config: Config) -> std::io::Result<()> {
     let state = web::Data::new(AppState::new(&config).map_err(std::io::Error::other)?);
     log::info!(
@@ -163,7 +163,9 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         config.session.max_lifetime_secs,
     );
     let main_state = state.clone();
-    let mut server = HttpServer::new(move || app(main_state.clone(), Surface::Main));
+    let grace = config.server.shutdown_timeout_secs;
+    let mut server =
+        HttpServer::new(move || app(main_state.clone(), Surface::Main)).shutdown_timeout(grace);
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }
@@ -172,6 +174,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         (Some(admin_bind), Some(_)) => {
             log::info!("admin routes listening on {admin_bind}");
             let admin = HttpServer::new(move || app(state.clone(), Surface::Admin))
+                .shutdown_timeout(grace)
                 .workers(1)
                 .bind(admin_bind)?
                 .run();

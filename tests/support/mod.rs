@@ -735,3 +735,97 @@ pub fn assert_error(body: &serde_json::Value, code: &str) {
         "{body}"
     );
 }
+
+/// The real `wxsession` binary as a child process, configured only through
+/// `WXSESSION_*` variables, its stderr (the log) captured to a file.
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub base: String,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the binary with the test configuration plus `env`, and waits until
+    /// `/healthz` answers.
+    pub fn start(redis: &RedisServer, wechat_base: &str, env: &[(&str, &str)]) -> ServerProcess {
+        let port = free_port();
+        let dir = unique_dir("server");
+        let log = dir.join("stderr.log");
+        std::fs::write(dir.join("empty.toml"), "").unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxsession"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WXSESSION_WECHAT_APPID", "wx_test_app")
+            .env("WXSESSION_WECHAT_SECRET", TEST_SECRET)
+            .env("WXSESSION_WECHAT_API_BASE", wechat_base)
+            .env("WXSESSION_REDIS_URL", redis.url())
+            .env("WXSESSION_SERVER_BIND", format!("127.0.0.1:{port}"))
+            .env("WXSESSION_SERVER_WORKERS", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .args(["--config", dir.join("empty.toml").to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = ServerProcess {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                server.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("did not exit within {within:?} of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
