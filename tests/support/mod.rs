@@ -827,5 +827,8 @@ impl Drop for ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(dir) = self.log.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
