@@ -126,6 +126,46 @@ async fn wechat_user_info_vector_decrypts_and_the_profile_is_stored() {
 }
 
 #[actix_web::test]
+async fn the_profile_reaches_every_session_of_the_user_in_one_read() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let older = login(&server, &format!("key:u9:{KEY_A}")).await;
+    let id = login(&server, &format!("key:u9:{KEY_A}~2")).await;
+    let (status, _) = post(
+        &server,
+        "/session/userinfo",
+        &id,
+        userinfo_body(
+            "{}",
+            KEY_A,
+            encrypt(KEY_A, IV, user_json(APPID).as_bytes()),
+            IV,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let later = login(&server, &format!("key:u9:{KEY_A}~3")).await;
+    redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    for session in [&older, &id, &later] {
+        let (status, me) = send(
+            client()
+                .get(server.url("/session"))
+                .header("sessionid", session),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(me["profile"]["nickName"], "Band", "{me}");
+        assert_eq!(me["unionid"], "union-1", "{me}");
+    }
+    assert_eq!(
+        redis.commands_served(),
+        3,
+        "GET /session is one command, profile included"
+    );
+}
+
+#[actix_web::test]
 async fn our_own_vectors_answer_the_user_without_watermark() {
     let redis = RedisServer::start();
     let wechat = WechatStandIn::start();

@@ -41,7 +41,7 @@ struct SessionAnswer<'a> {
     created_at: u64,
     expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    profile: Option<serde_json::Value>,
+    profile: Option<&'a serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -123,15 +123,14 @@ async fn login_flow(
     Ok(state.login.login(&code).await?)
 }
 
-pub async fn me(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
-    let profile = state.store.profile(session.openid()).await?;
-    Ok(HttpResponse::Ok().json(SessionAnswer {
+pub async fn me(session: Session) -> HttpResponse {
+    HttpResponse::Ok().json(SessionAnswer {
         openid: session.openid(),
         unionid: session.unionid(),
         created_at: session.created_at(),
         expires_in: session.expires_in(),
-        profile,
-    }))
+        profile: session.profile(),
+    })
 }
 
 /// Verifies and decrypts what `wx.getUserProfile` returned, stores the profile
@@ -156,7 +155,7 @@ pub async fn user_info(
     state
         .store
         .save_profile(
-            &session,
+            session.openid(),
             &serde_json::Value::Object(profile_of(&user)),
             unionid,
         )

@@ -61,6 +61,7 @@ pub struct Session {
     unionid: Option<String>,
     created_at: u64,
     expires_in: u64,
+    profile: Option<serde_json::Value>,
 }
 
 impl Session {
@@ -80,6 +81,10 @@ impl Session {
     /// Seconds until the session expires unless used again.
     pub fn expires_in(&self) -> u64 {
         self.expires_in
+    }
+    /// The profile the user shared through `/session/userinfo`, if any.
+    pub fn profile(&self) -> Option<&serde_json::Value> {
+        self.profile.as_ref()
     }
 }
 

@@ -69,6 +69,9 @@ struct StoredSession {
     openid: String,
     unionid: Option<String>,
     created_at: u64,
+    /// A copy of the user's profile, once `/session/userinfo` has stored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    profile: Option<serde_json::Value>,
 }
 
 /// A session as the admin tools see it, by handle, without touching it.
@@ -169,6 +172,7 @@ impl SessionStore {
                 openid: new.openid.to_string(),
                 unionid: new.unionid.map(str::to_string),
                 created_at: now,
+                profile: None,
             };
             let value = serde_json::to_string(&stored).expect("plain struct serializes");
             let ttl = self.policy.ttl_secs.min(self.policy.max_lifetime_secs);
@@ -214,8 +218,23 @@ impl SessionStore {
                 .ignore()
                 .expire(&index, keep as i64)
                 .ignore()
-                .zrange(&index, 0, -1);
-            let (members,): (Vec<String>,) = pipe.query_async(&mut conn).await?;
+                .zrange(&index, 0, -1)
+                .get(self.keys.user_profile(new.openid))
+                .hget(&user, "unionid");
+            let (members, profile, known_unionid): (Vec<String>, Option<String>, Option<String>) =
+                pipe.query_async(&mut conn).await?;
+            // A user who shared a profile before: the new session carries it, and
+            // the unionid learnt from it, too.
+            let profile: Option<serde_json::Value> =
+                profile.and_then(|p| serde_json::from_str(&p).ok());
+            let unionid = stored.unionid.clone().or(known_unionid);
+            if profile.is_some() || unionid != stored.unionid {
+                self.amend_session(&handle, |s| {
+                    s.profile = profile.clone();
+                    s.unionid = unionid.clone();
+                })
+                .await?;
+            }
             let live = self.prune_index(&index, members).await?;
             let limit = self.policy.max_per_user as usize;
             if limit > 0 && live.len() > limit {
@@ -233,9 +252,10 @@ impl SessionStore {
             Ok(Session {
                 id,
                 openid: stored.openid,
-                unionid: stored.unionid,
+                unionid,
                 created_at: now,
                 expires_in: ttl,
+                profile,
             })
         })
         .await
@@ -294,6 +314,7 @@ impl SessionStore {
                 unionid: stored.unionid,
                 created_at: stored.created_at,
                 expires_in,
+                profile: stored.profile,
             }))
         })
         .await
@@ -432,54 +453,66 @@ impl SessionStore {
         .await
     }
 
-    /// Stores the user's decrypted profile; a `unionid` learnt from it fills the
-    /// session's and the user's when WeChat's login gave none.
+    /// Stores the user's decrypted profile, for their later logins and in every
+    /// live session of theirs (so `GET /session` shows it without a second read);
+    /// a `unionid` learnt from it fills theirs when WeChat's login gave none.
     pub async fn save_profile(
         &self,
-        session: &Session,
+        openid: &str,
         profile: &serde_json::Value,
         unionid: Option<&str>,
     ) -> Result<(), StoreError> {
         self.bounded(async {
             let keep = self.policy.max_lifetime_secs;
-            let mut conn = self.conn();
             let mut pipe = redis::pipe();
-            pipe.set_ex(
-                self.keys.user_profile(&session.openid),
-                profile.to_string(),
-                keep,
-            )
-            .ignore();
-            if let (None, Some(unionid)) = (&session.unionid, unionid) {
-                pipe.hset(self.keys.user(&session.openid), "unionid", unionid)
+            pipe.set_ex(self.keys.user_profile(openid), profile.to_string(), keep)
+                .ignore();
+            if let Some(unionid) = unionid {
+                // Only where none is known: HSETNX.
+                pipe.cmd("HSETNX")
+                    .arg(self.keys.user(openid))
+                    .arg("unionid")
+                    .arg(unionid)
                     .ignore();
-                let stored = StoredSession {
-                    openid: session.openid.clone(),
-                    unionid: Some(unionid.to_string()),
-                    created_at: session.created_at,
-                };
-                // XX: never resurrect a session logged out meanwhile; KEEPTTL: no renewal.
-                let _: Option<String> = redis::cmd("SET")
-                    .arg(self.keys.session(&self.handle(&session.id)))
-                    .arg(serde_json::to_string(&stored).expect("plain struct serializes"))
-                    .arg("XX")
-                    .arg("KEEPTTL")
-                    .query_async(&mut conn)
-                    .await?;
             }
-            let () = pipe.query_async(&mut conn).await?;
+            pipe.zrange(self.keys.user_sessions(openid), 0, -1);
+            let (handles,): (Vec<String>,) = pipe.query_async(&mut self.conn()).await?;
+            try_join_all(handles.iter().map(|handle| async move {
+                self.amend_session(handle, |stored| {
+                    stored.profile = Some(profile.clone());
+                    if stored.unionid.is_none() {
+                        stored.unionid = unionid.map(str::to_string);
+                    }
+                })
+                .await
+            }))
+            .await?;
             Ok(())
         })
         .await
     }
 
-    /// The user's stored profile, if any.
-    pub async fn profile(&self, openid: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.bounded(async {
-            let raw: Option<String> = self.conn().get(self.keys.user_profile(openid)).await?;
-            Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
-        })
-        .await
+    /// Rewrites one session's value in place: `XX` never resurrects a session
+    /// logged out meanwhile, `KEEPTTL` renews nothing.
+    async fn amend_session(
+        &self,
+        handle: &str,
+        change: impl FnOnce(&mut StoredSession),
+    ) -> Result<(), StoreError> {
+        let key = self.keys.session(handle);
+        let raw: Option<String> = self.conn().get(&key).await?;
+        let Some(mut stored) = raw.and_then(|raw| parse_stored(&raw, handle)) else {
+            return Ok(());
+        };
+        change(&mut stored);
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(serde_json::to_string(&stored).expect("plain struct serializes"))
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     /// One `PING`, for `/readyz`.
