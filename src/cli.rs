@@ -136,7 +136,7 @@ pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
         .build()
         .expect("a Tokio runtime");
     runtime.block_on(async {
-        let store = match SessionStore::new(config) {
+        let store = match SessionStore::new(config, Arc::new(Metrics::default())) {
             Ok(store) => store,
             Err(e) => return fail(2, &format!("redis.url: {e}")),
         };
@@ -194,7 +194,7 @@ pub fn run_wechat(config: &Config, command: WechatCommand) -> ExitCode {
         .build()
         .expect("a Tokio runtime");
     runtime.block_on(async {
-        let store = match SessionStore::new(config) {
+        let store = match SessionStore::new(config, Arc::new(Metrics::default())) {
             Ok(store) => store,
             Err(e) => return fail(2, &format!("redis.url: {e}")),
         };

@@ -290,16 +290,14 @@ impl Config {
         {
             return fail("session.header", "not a valid HTTP header name");
         }
-        // Keys of later features: accepted at their defaults so config.toml can
-        // document them, refused otherwise rather than silently ignored.
-        let not_yet: [(&str, bool); 1] = [("session.local_cache", self.session.local_cache)];
-        for (key, set) in not_yet {
-            if set {
-                return fail(
-                    key,
-                    "is not supported by this version yet; leave it at its default",
-                );
-            }
+        if self.session.local_cache && self.redis.cluster {
+            return fail(
+                "session.local_cache",
+                "needs a single Redis node (client-side caching is not set up per cluster node)",
+            );
+        }
+        if self.session.local_cache_capacity == 0 {
+            return fail("session.local_cache_capacity", "must be at least 1");
         }
         if self.admin.bind.is_some() && self.admin.token.is_none() {
             return fail(

@@ -113,6 +113,10 @@ pub struct Metrics {
     pub token_recoveries: CounterVec,
     pub phone_calls: CounterVec,
     pub check_calls: CounterVec,
+    pub cache_lookups: CounterVec,
+    pub cache_invalidations: CounterVec,
+    /// Sessions in the local cache (a gauge, refreshed by the cache's heartbeat).
+    pub cache_entries: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -175,6 +179,19 @@ impl Default for Metrics {
                 "outcome",
                 WECHAT_OUTCOMES,
             ),
+            cache_lookups: CounterVec::new(
+                "wxsession_cache_lookups_total",
+                "Guard checks answered from the local cache (hit) or not (miss).",
+                "result",
+                &["hit", "miss"],
+            ),
+            cache_invalidations: CounterVec::new(
+                "wxsession_cache_invalidations_total",
+                "Invalidations received from Redis: one key, or a full flush.",
+                "kind",
+                &["key", "flush"],
+            ),
+            cache_entries: AtomicU64::new(0),
             latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_count: AtomicU64::new(0),
             latency_sum_micros: AtomicU64::new(0),
@@ -209,9 +226,18 @@ impl Metrics {
             &self.token_recoveries,
             &self.phone_calls,
             &self.check_calls,
+            &self.cache_lookups,
+            &self.cache_invalidations,
         ] {
             counter.render(&mut out);
         }
+        out.push_str("# HELP wxsession_cache_entries Sessions held in the local cache.\n");
+        out.push_str("# TYPE wxsession_cache_entries gauge\n");
+        let _ = writeln!(
+            out,
+            "wxsession_cache_entries {}",
+            self.cache_entries.load(Relaxed)
+        );
         out.push_str(
             "# HELP wxsession_http_request_duration_seconds Time to answer an HTTP request.\n",
         );

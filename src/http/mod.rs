@@ -43,8 +43,9 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: &Config) -> Result<AppState, String> {
-        let store = SessionStore::new(config).map_err(|e| format!("redis.url: {e}"))?;
         let metrics = Arc::new(Metrics::default());
+        let store =
+            SessionStore::new(config, metrics.clone()).map_err(|e| format!("redis.url: {e}"))?;
         let wechat = wechat::Client::new(
             &config.wechat,
             store.connection(),
@@ -152,7 +153,7 @@ pub fn app(
 pub async fn serve(config: Config) -> std::io::Result<()> {
     let state = web::Data::new(AppState::new(&config).map_err(std::io::Error::other)?);
     log::info!(
-        "wxsession {} listening on {} (redis {}, prefix {:?}, wechat {}, session ttl {}s sliding={} max {}s)",
+        "wxsession {} listening on {} (redis {}, prefix {:?}, wechat {}, session ttl {}s sliding={} max {}s, local cache {})",
         env!("CARGO_PKG_VERSION"),
         config.server.bind,
         redacted_url(config.redis.url.expose()),
@@ -161,6 +162,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         config.session.ttl_secs,
         config.session.sliding,
         config.session.max_lifetime_secs,
+        if config.session.local_cache { "on, tracking pending" } else { "off" },
     );
     let main_state = state.clone();
     let grace = config.server.shutdown_timeout_secs;

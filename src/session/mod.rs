@@ -1,10 +1,13 @@
 //! Sessions: the id ([`SessionId`]), what a live session says ([`Session`]),
 //! the lifetime rules ([`SessionPolicy`]), their home in Redis ([`SessionStore`]),
-//! and the record of login codes already used ([`LoginCodes`]).
+//! the record of login codes already used ([`LoginCodes`]), and the optional
+//! per-instance cache behind `SessionStore::touch` (`cache`; handlers never
+//! know whether it is on).
 //!
 //! This module knows neither HTTP nor WeChat: the HTTP layer hands it a verified
 //! identity ([`NewSession`]) and asks it about ids.
 
+mod cache;
 mod codes;
 mod id;
 mod store;
@@ -16,6 +19,7 @@ use std::{
 
 pub use codes::{CodeClaim, LoginCodes};
 pub use id::{log_handle, MalformedId, SessionId};
+use store::StoredSession;
 pub use store::{SessionRecord, SessionStore, StoreStats};
 
 use crate::secret::Secret;

@@ -27,6 +27,7 @@
 
 use std::{
     future::Future,
+    sync::{atomic::Ordering::Relaxed, Arc},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -37,10 +38,11 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    bounded, log_handle, now_secs, LoginCodes, NewSession, Session, SessionId, SessionPolicy,
-    StoreError,
+    bounded,
+    cache::{self, CachedSession, LocalCache},
+    log_handle, now_secs, LoginCodes, NewSession, Session, SessionId, SessionPolicy, StoreError,
 };
-use crate::{config::Config, redis_conn::RedisConn, secret::Secret};
+use crate::{config::Config, redis_conn::RedisConn, secret::Secret, telemetry::Metrics};
 
 /// Names of the keys the server writes; the one place that knows the layout.
 #[derive(Debug, Clone)]
@@ -64,8 +66,8 @@ impl Keys {
 }
 
 /// What a session key holds, as `redis-cli GET` shows it.
-#[derive(Serialize, Deserialize)]
-struct StoredSession {
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct StoredSession {
     openid: String,
     unionid: Option<String>,
     created_at: u64,
@@ -105,6 +107,8 @@ pub struct StoreStats {
 #[derive(Clone)]
 pub struct SessionStore {
     redis: RedisConn,
+    /// With `session.local_cache`: this instance's coherent copy of sessions.
+    cache: Option<Arc<LocalCache>>,
     keys: Keys,
     policy: SessionPolicy,
     hash_ids: bool,
@@ -115,11 +119,32 @@ impl SessionStore {
     /// Builds the store from `[redis]` and `[session]`. Connecting is lazy, so a
     /// server can start (and answer `/readyz` with 503) while Redis is still down.
     /// Must be called inside a Tokio runtime (the connection's driver task lives there).
-    pub fn new(config: &Config) -> Result<SessionStore, StoreError> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<SessionStore, StoreError> {
         let timeout = config.redis_timeout();
         let redis = RedisConn::connect(config).map_err(|e| StoreError::Config(e.to_string()))?;
+        let cache = if config.session.local_cache {
+            let touch_interval = config
+                .session
+                .touch_interval_secs
+                .unwrap_or(config.session.ttl_secs / 10)
+                .max(1);
+            Some(
+                LocalCache::start(
+                    config.redis.url.expose(),
+                    format!("{}s:", config.redis.key_prefix),
+                    config.session.local_cache_capacity,
+                    touch_interval * 1000,
+                    timeout,
+                    metrics,
+                )
+                .map_err(|e| StoreError::Config(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         Ok(SessionStore {
             redis,
+            cache,
             keys: Keys {
                 prefix: config.redis.key_prefix.clone(),
             },
@@ -269,6 +294,9 @@ impl SessionStore {
     /// `created_at`, so a session's absolute end falls up to 1 s before
     /// login + `max_lifetime_secs`, never after. `None`: unknown, expired or logged out.
     pub async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        if let Some(cache) = self.cache.as_ref().filter(|c| c.alive()) {
+            return self.bounded(self.touch_cached(cache, id)).await;
+        }
         self.bounded(async {
             let mut conn = self.conn();
             let handle = self.handle(id);
@@ -320,6 +348,87 @@ impl SessionStore {
         .await
     }
 
+    /// The guard's read with the local cache: from memory while the entry is
+    /// within its deadlines (pushing the idle lifetime to Redis at most once per
+    /// touch interval), else one read through the tracking connection.
+    async fn touch_cached(
+        &self,
+        cache: &LocalCache,
+        id: &SessionId,
+    ) -> Result<Option<Session>, StoreError> {
+        let handle = self.handle(id);
+        let key = self.keys.session(&handle);
+        let now = cache::now_ms();
+        let ttl_ms = self.policy.ttl_secs * 1000;
+        if let Some(entry) = cache.get(&key) {
+            let idle = entry.idle_deadline_ms.load(Relaxed);
+            if now < idle && now < entry.absolute_deadline_ms {
+                let mut expires_at = idle;
+                if self.policy.sliding {
+                    expires_at = (now + ttl_ms).min(entry.absolute_deadline_ms);
+                    entry.idle_deadline_ms.fetch_max(expires_at, Relaxed);
+                    let pushed = entry.pushed_at_ms.load(Relaxed);
+                    if now.saturating_sub(pushed) >= cache.touch_interval_ms {
+                        entry.pushed_at_ms.store(now, Relaxed);
+                        if let Some(mut tracking) = cache.tracking_connection() {
+                            if !push_idle_deadline(&mut tracking, &key, expires_at).await? {
+                                cache.remove(&key);
+                                return Ok(None);
+                            }
+                        }
+                    }
+                }
+                return Ok(Some(session_of(
+                    id,
+                    &entry.stored,
+                    (expires_at - now) / 1000,
+                )));
+            }
+            cache.remove(&key);
+        }
+        let Some((mut tracking, ticket)) = cache.begin_read(&key) else {
+            return Ok(None);
+        };
+        let (raw, pttl): (Option<String>, i64) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut tracking)
+            .await?;
+        let Some(stored) = raw.and_then(|raw| parse_stored(&raw, &handle)) else {
+            cache.finish_read(ticket, None);
+            return Ok(None);
+        };
+        let absolute = stored
+            .created_at
+            .saturating_add(self.policy.max_lifetime_secs)
+            * 1000;
+        if absolute <= now || pttl < 0 {
+            cache.finish_read(ticket, None);
+            return Ok(None);
+        }
+        let idle = if self.policy.sliding {
+            let deadline = (now + ttl_ms).min(absolute);
+            if !push_idle_deadline(&mut tracking, &key, deadline).await? {
+                cache.finish_read(ticket, None);
+                return Ok(None);
+            }
+            deadline
+        } else {
+            now + pttl as u64
+        };
+        let session = session_of(id, &stored, (idle - now) / 1000);
+        cache.finish_read(
+            ticket,
+            Some(Arc::new(CachedSession {
+                stored,
+                idle_deadline_ms: idle.into(),
+                absolute_deadline_ms: absolute,
+                pushed_at_ms: now.into(),
+            })),
+        );
+        Ok(Some(session))
+    }
+
     /// Logout: deletes the session key, so the id is dead for every instance at once.
     /// Returns whether the session existed.
     pub async fn revoke(&self, id: &SessionId) -> Result<bool, StoreError> {
@@ -328,6 +437,9 @@ impl SessionStore {
 
     /// Revokes one session by handle (admin tools, logout).
     pub async fn revoke_handle(&self, handle: &str) -> Result<bool, StoreError> {
+        if let Some(cache) = &self.cache {
+            cache.remove(&self.keys.session(handle));
+        }
         self.bounded(async {
             let mut conn = self.conn();
             let raw: Option<String> = redis::cmd("GETDEL")
@@ -581,6 +693,34 @@ impl SessionStore {
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         bounded(self.timeout, op).await
+    }
+}
+
+/// Pushes a cached session's idle deadline to Redis through the tracking
+/// connection, and reads the key again in the same round trip: with `NOLOOP`
+/// our own write drops the key from Redis's tracking table without telling us,
+/// and only a read puts it back. `false`: the key is gone.
+async fn push_idle_deadline(
+    tracking: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    deadline_ms: u64,
+) -> Result<bool, StoreError> {
+    let (_, exists): (bool, bool) = redis::pipe()
+        .pexpire_at(key, deadline_ms as i64)
+        .exists(key)
+        .query_async(tracking)
+        .await?;
+    Ok(exists)
+}
+
+fn session_of(id: &SessionId, stored: &StoredSession, expires_in: u64) -> Session {
+    Session {
+        id: id.clone(),
+        openid: stored.openid.clone(),
+        unionid: stored.unionid.clone(),
+        created_at: stored.created_at,
+        expires_in,
+        profile: stored.profile.clone(),
     }
 }
 

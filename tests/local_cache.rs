@@ -1,0 +1,295 @@
+//! `session.local_cache = true` (contract §8): guarded requests from memory,
+//! revocation still seen by every instance within 10 ms, failing closed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn cached(
+    redis: &RedisServer,
+    wechat: &WechatStandIn,
+    extra: &[(&str, &str)],
+) -> wxsession::Config {
+    let mut all = vec![("session.local_cache", "true"), ("admin.token", "t")];
+    all.extend_from_slice(extra);
+    config(redis, &wechat.base, &all)
+}
+
+async fn status(server: &TestServer, id: &str) -> u16 {
+    send(client().get(server.url("/session")).header("sessionid", id))
+        .await
+        .0
+}
+
+/// Waits until the instance's tracking connection is confirmed (served from memory).
+async fn warm(server: &TestServer, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        for _ in 0..3 {
+            assert_eq!(status(server, id).await, 200);
+        }
+        let metrics = client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let hits: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("wxsession_cache_lookups_total{result=\"hit\"} "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        if hits > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "cache never served: {metrics}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls B until it answers 401; answers how long that took.
+async fn time_to_401(server: &TestServer, id: &str) -> Duration {
+    let started = Instant::now();
+    while status(server, id).await != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "never revoked on the other instance"
+        );
+    }
+    started.elapsed()
+}
+
+#[actix_web::test]
+async fn warm_cache_serves_without_redis_commands() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&cached(&redis, &wechat, &[]));
+    let ids: Vec<String> = futures_util::future::join_all((0..20).map(|i| {
+        let server = &server;
+        async move { login(server, &format!("ok:c{i}")).await }
+    }))
+    .await;
+    warm(&server, &ids[0]).await;
+    for id in &ids {
+        assert_eq!(status(&server, id).await, 200);
+    }
+    redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    let requests = 1000;
+    for n in 0..requests {
+        assert_eq!(status(&server, &ids[n % ids.len()]).await, 200);
+    }
+    let commands = redis.commands_served();
+    // Heartbeat PINGs (4 a second) are not guard work; count them out.
+    let info: String = redis.cmd(&["INFO", "commandstats"]);
+    let pings: u64 = info
+        .lines()
+        .find(|l| l.starts_with("cmdstat_ping:"))
+        .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    let per_request = (commands - pings) as f64 / requests as f64;
+    println!("Redis commands per guarded request, warm cache: {per_request:.4}");
+    assert!(per_request <= 0.02, "{per_request}");
+}
+
+#[actix_web::test]
+async fn every_kind_of_revocation_reaches_the_other_instance_within_10ms() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let a = TestServer::start(&cached(&redis, &wechat, &[]));
+    let b = TestServer::start(&cached(&redis, &wechat, &[]));
+    let warmup = login(&a, "ok:warm").await;
+    warm(&b, &warmup).await;
+
+    // Logout on A, a few hundred times.
+    let mut delays = Vec::new();
+    for i in 0..200 {
+        let id = login(&a, &format!("ok:u{i}")).await;
+        assert_eq!(status(&b, &id).await, 200);
+        assert_eq!(status(&b, &id).await, 200, "from B's memory now");
+        let (code, _) = send(client().delete(a.url("/session")).header("sessionid", &id)).await;
+        assert_eq!(code, 204);
+        delays.push(time_to_401(&b, &id).await);
+    }
+    delays.sort();
+    let p50 = delays[delays.len() / 2];
+    let p99 = delays[delays.len() * 99 / 100];
+    println!(
+        "logout on A → 401 on B: p50 {p50:?}, p99 {p99:?} over {} logouts",
+        delays.len()
+    );
+    assert!(p99 <= Duration::from_millis(10), "p99 {p99:?}");
+
+    // Admin revoke, redis-cli DEL, FLUSHDB, expiry.
+    let id = login(&a, "ok:adm").await;
+    status(&b, &id).await;
+    status(&b, &id).await;
+    send(
+        client()
+            .delete(a.url("/admin/users/adm/sessions"))
+            .header("authorization", "Bearer t"),
+    )
+    .await;
+    assert!(time_to_401(&b, &id).await <= Duration::from_millis(10));
+
+    let id = login(&a, "ok:del").await;
+    status(&b, &id).await;
+    status(&b, &id).await;
+    redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{id}")]);
+    assert!(time_to_401(&b, &id).await <= Duration::from_millis(10));
+
+    let id = login(&a, "ok:flush").await;
+    status(&b, &id).await;
+    status(&b, &id).await;
+    redis.cmd::<String>(&["FLUSHDB"]);
+    assert!(time_to_401(&b, &id).await <= Duration::from_millis(10));
+
+    let id = login(&a, "ok:expire").await;
+    status(&b, &id).await;
+    status(&b, &id).await;
+    redis.cmd::<i64>(&["PEXPIRE", &format!("wxsess:s:{id}"), "1"]);
+    actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    // Redis expires keys lazily on access or in its 10 Hz sweep; a read by
+    // anyone (here redis-cli) makes the expiry, and its invalidation, happen.
+    redis.cmd::<Option<String>>(&["GET", &format!("wxsess:s:{id}")]);
+    assert!(time_to_401(&b, &id).await <= Duration::from_millis(10));
+}
+
+#[actix_web::test]
+async fn a_read_racing_a_logout_never_leaves_a_dead_session_cached() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let a = TestServer::start(&cached(&redis, &wechat, &[]));
+    let b = TestServer::start(&cached(&redis, &wechat, &[]));
+    let warmup = login(&a, "ok:warm").await;
+    warm(&b, &warmup).await;
+    for round in 0..30 {
+        let id = login(&a, &format!("ok:race{round}")).await;
+        let readers = (0..16).map(|_| {
+            let (b, id) = (&b, &id);
+            async move {
+                for _ in 0..10 {
+                    status(b, id).await;
+                }
+            }
+        });
+        let logout = async {
+            actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+            send(client().delete(a.url("/session")).header("sessionid", &id)).await
+        };
+        let (_, (code, _)) =
+            futures_util::future::join(futures_util::future::join_all(readers), logout).await;
+        assert_eq!(code, 204);
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        for _ in 0..20 {
+            assert_eq!(
+                status(&b, &id).await,
+                401,
+                "round {round}: B still serves a dead session"
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn redis_down_or_frozen_never_gives_a_stale_200() {
+    let mut redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&cached(&redis, &wechat, &[]));
+    let id = login(&server, "ok:fc").await;
+    warm(&server, &id).await;
+
+    redis.kill();
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..20 {
+        let (code, body) = send(
+            client()
+                .get(server.url("/session"))
+                .header("sessionid", &id),
+        )
+        .await;
+        assert_eq!(code, 503, "{body}");
+        assert_error(&body, "store_unavailable");
+    }
+    redis.restart();
+    // Redis came back empty (no persistence): the session is gone, and the
+    // refilled cache must say so too.
+    let started = Instant::now();
+    loop {
+        let code = status(&server, &id).await;
+        assert!(code == 503 || code == 401, "{code}");
+        if code == 401 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fresh = login(&server, "ok:fc2").await;
+    warm(&server, &fresh).await;
+
+    redis.signal("-STOP");
+    actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
+    for _ in 0..5 {
+        let (code, body) = send(
+            client()
+                .get(server.url("/session"))
+                .header("sessionid", &fresh),
+        )
+        .await;
+        assert_eq!(code, 503, "frozen Redis: {body}");
+    }
+    redis.signal("-CONT");
+    let started = Instant::now();
+    while status(&server, &fresh).await != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no recovery after SIGCONT"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn lifetimes_hold_with_the_cache_on() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = TestServer::start(&cached(
+        &redis,
+        &wechat,
+        &[
+            ("session.ttl_secs", "2"),
+            ("session.max_lifetime_secs", "4"),
+            ("session.touch_interval_secs", "1"),
+        ],
+    ));
+    let warmup = login(&server, "ok:lw").await;
+    warm(&server, &warmup).await;
+    // Sliding: used every 0.8 s it lives past the 2 s ttl, until the absolute 4 s.
+    let id = login(&server, "ok:life").await;
+    let started = Instant::now();
+    let mut last_ok = Duration::ZERO;
+    while started.elapsed() < Duration::from_millis(5500) {
+        if status(&server, &id).await == 200 {
+            last_ok = started.elapsed();
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert!(
+        last_ok >= Duration::from_millis(2400),
+        "sliding kept it alive past ttl: {last_ok:?}"
+    );
+    assert!(
+        last_ok < Duration::from_secs(4),
+        "never past the absolute lifetime: {last_ok:?}"
+    );
+
+    // Idle: dead within ttl (2 s) of its last use, never later.
+    let idle = login(&server, "ok:idle").await;
+    assert_eq!(status(&server, &idle).await, 200);
+    actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(status(&server, &idle).await, 401);
+}
