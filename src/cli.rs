@@ -131,15 +131,7 @@ impl Args {
 
 /// Runs a `sessions` subcommand against the configured Redis, printing to stdout.
 pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
-    runtime.block_on(async {
-        let store = match SessionStore::new(config, Arc::new(Metrics::default())) {
-            Ok(store) => store,
-            Err(e) => return fail(2, &format!("redis.url: {e}")),
-        };
+    with_store(config, |store| async move {
         let handle = |text: &str| store.parse_handle(text);
         let result = match command {
             SessionsCommand::List(openid) => store.list_user(&openid).await.map(|records| {
@@ -189,15 +181,7 @@ pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
 
 /// Runs a `wechat` subcommand with the server's configuration and shared Redis.
 pub fn run_wechat(config: &Config, command: WechatCommand) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
-    runtime.block_on(async {
-        let store = match SessionStore::new(config, Arc::new(Metrics::default())) {
-            Ok(store) => store,
-            Err(e) => return fail(2, &format!("redis.url: {e}")),
-        };
+    with_store(config, |store| async move {
         let client = match wechat::Client::new(
             &config.wechat,
             store.connection(),
@@ -242,6 +226,27 @@ pub fn run_wechat(config: &Config, command: WechatCommand) -> ExitCode {
                 }
                 Err(e) => fail(3, &e.to_string()),
             },
+        }
+    })
+}
+
+/// Runs `body` on a one-thread runtime with the configured store (never its
+/// local cache: a one-shot command has nothing to cache).
+fn with_store<F, Fut>(config: &Config, body: F) -> ExitCode
+where
+    F: FnOnce(SessionStore) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let mut config = config.clone();
+    config.session.local_cache = false;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    runtime.block_on(async {
+        match SessionStore::new(&config, Arc::new(Metrics::default())) {
+            Ok(store) => body(store).await,
+            Err(e) => fail(2, &format!("redis.url: {e}")),
         }
     })
 }

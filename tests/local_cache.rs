@@ -30,14 +30,7 @@ async fn warm(server: &TestServer, id: &str) {
         for _ in 0..3 {
             assert_eq!(status(server, id).await, 200);
         }
-        let metrics = client()
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics(&server.url("/metrics")).await;
         let hits: u64 = metrics
             .lines()
             .find_map(|l| l.strip_prefix("wxsession_cache_lookups_total{result=\"hit\"} "))

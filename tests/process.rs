@@ -65,14 +65,7 @@ async fn many_rejected_ids_from_one_address_log_one_warning() {
         "{}",
         warnings[0]
     );
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server.url("/metrics")).await;
     assert!(
         metrics.contains("wxsession_guard_checks_total{outcome=\"unknown\"} 8"),
         "{metrics}"

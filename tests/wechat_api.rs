@@ -124,14 +124,7 @@ async fn a_refused_token_is_replaced_once_and_the_call_retried_once() {
             "never force_refresh on its own"
         );
     }
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server.url("/metrics")).await;
     assert!(
         metrics.contains("wxsession_wechat_token_recoveries_total{outcome=\"ok\"} 1"),
         "{metrics}"

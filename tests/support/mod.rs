@@ -711,6 +711,18 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     )
 }
 
+/// The Prometheus text a `/metrics` URL answers.
+pub async fn metrics(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Logs in through the stand-in with `code` and returns the session id.
 pub async fn login(server: &TestServer, code: &str) -> String {
     let (status, body) = send(
