@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-ensure_packages redis-server
+ensure_packages redis-server nginx
 
 echo ">> cargo fmt --check"
 cargo fmt --all -- --check

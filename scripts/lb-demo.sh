@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Load-balancer demo on 127.0.0.1: one Redis, three wxsession instances (mock
+# WeChat) and nginx round-robin in front, plus a sample backend that nginx
+# protects with auth_request on wxsession's GET /auth. Ctrl-C stops everything.
+# tests/nginx_lb.rs runs the same setup (same nginx template) as a test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ensure_packages redis-server nginx
+
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1"; exit 1; }
+
+cargo build --release --quiet --bin wxsession
+redis_port="$(free_port)"
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >/dev/null &
+pids+=($!)
+touch "$work/empty.toml"
+ports=()
+for i in 1 2 3; do
+  port="$(free_port)"
+  WXSESSION_WECHAT_APPID=wx_demo WXSESSION_WECHAT_MOCK=true WXSESSION_SERVER_WORKERS=1 RUST_LOG=warn \
+  WXSESSION_REDIS_URL="redis://127.0.0.1:$redis_port/0" WXSESSION_SERVER_BIND="127.0.0.1:$port" \
+    target/release/wxsession --config "$work/empty.toml" 2>"$work/instance$i.log" &
+  pids+=($!)
+  ports+=("$port")
+done
+for p in "${ports[@]}"; do wait_port "$p"; done
+
+nginx_port="$(free_port)"; app_port="$(free_port)"
+user_line=""; [ "$(id -u)" -eq 0 ] && user_line="user root;"
+sed -e "s|@USER_LINE@|$user_line|" -e "s|@DIR@|$work|g" -e "s|@PORT@|$nginx_port|" -e "s|@APP@|$app_port|g" \
+    -e "s|@UP1@|${ports[0]}|" -e "s|@UP2@|${ports[1]}|" -e "s|@UP3@|${ports[2]}|" \
+    scripts/nginx-lb.conf.template > "$work/nginx.conf"
+nginx -p "$work" -c "$work/nginx.conf" &
+pids+=($!)
+wait_port "$nginx_port"
+
+base="http://127.0.0.1:$nginx_port"
+cat <<EOT
+nginx on $base, round-robin over wxsession on ports ${ports[*]} (one Redis on $redis_port).
+
+  SID=\$(curl -s -XPOST $base/login -d '{"code":"demo"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["sessionid"])')
+  curl -s $base/session -H "sessionid: \$SID"                 # answered by any instance
+  curl -s $base/protected/orders -H "sessionid: \$SID"        # "hello <openid>": nginx checked /auth
+  curl -si $base/protected/orders | head -1                  # 401 without a session
+  curl -si -XDELETE $base/session -H "sessionid: \$SID"        # logout: dead on all three at once
+  for p in ${ports[*]}; do curl -s 127.0.0.1:\$p/metrics | grep 'guard_checks_total{outcome="ok"}'; done
+
+Ctrl-C stops everything.
+EOT
+wait

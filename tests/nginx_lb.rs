@@ -1,0 +1,173 @@
+//! Behind nginx: three instances round-robin over one Redis, a logout through
+//! one honoured by all at once, and a backend protected with `auth_request /auth`.
+//! Uses the same nginx configuration as `scripts/lb-demo.sh`.
+
+mod support;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::*;
+
+/// nginx as a child process with a configuration of its own in a scratch folder.
+struct Nginx {
+    child: Child,
+    dir: std::path::PathBuf,
+    base: String,
+}
+
+impl Nginx {
+    fn start(upstreams: [u16; 3]) -> Nginx {
+        assert!(
+            Command::new("nginx").arg("-v").output().is_ok(),
+            "nginx is not installed (scripts/test.sh installs it)"
+        );
+        let dir = std::env::temp_dir().join(format!("wxsession-nginx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (port, app) = (free_port(), free_port());
+        let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let conf = include_str!("../scripts/nginx-lb.conf.template")
+            .replace("@USER_LINE@", if is_root { "user root;" } else { "" })
+            .replace("@DIR@", dir.to_str().unwrap())
+            .replace("@PORT@", &port.to_string())
+            .replace("@APP@", &app.to_string())
+            .replace("@UP1@", &upstreams[0].to_string())
+            .replace("@UP2@", &upstreams[1].to_string())
+            .replace("@UP3@", &upstreams[2].to_string());
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "nginx did not start: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx {
+            child,
+            dir,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn guard_ok(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wxsession_guard_checks_total{outcome=\"ok\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[actix_web::test]
+async fn three_instances_behind_nginx_share_sessions_and_guard_a_backend() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let instances: Vec<ServerProcess> = (0..3)
+        .map(|_| ServerProcess::start(&redis, &wechat.base, &[]))
+        .collect();
+    let ports: Vec<u16> = instances
+        .iter()
+        .map(|i| i.base.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    let nginx = Nginx::start([ports[0], ports[1], ports[2]]);
+
+    let (status, body) = send(
+        client()
+            .post(nginx.url("/login"))
+            .json(&serde_json::json!({"code": "ok:nina"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["sessionid"].as_str().unwrap().to_string();
+
+    for _ in 0..30 {
+        let (status, me) = send(client().get(nginx.url("/session")).header("sessionid", &id)).await;
+        assert_eq!(status, 200);
+        assert_eq!(me["openid"], "nina");
+    }
+    let mut spread = Vec::new();
+    for instance in &instances {
+        spread.push(guard_ok(&metrics(&instance.url("/metrics")).await));
+    }
+    println!("30 guarded requests through nginx, per instance: {spread:?}");
+    assert!(
+        spread.iter().all(|n| *n > 0),
+        "every instance served: {spread:?}"
+    );
+    assert_eq!(spread.iter().sum::<u64>(), 30);
+
+    // The protected backend sees the openid; without a live session nginx says 401.
+    let resp = client()
+        .get(nginx.url("/protected/orders"))
+        .header("sessionid", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap().trim(), "hello nina");
+    let resp = client()
+        .get(nginx.url("/protected/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = client()
+        .get(nginx.url("/protected/orders"))
+        .header("sessionid", "0123456789abcdef0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Logout through nginx (one instance): every instance rejects the id at once.
+    let (status, _) = send(
+        client()
+            .delete(nginx.url("/session"))
+            .header("sessionid", &id),
+    )
+    .await;
+    assert_eq!(status, 204);
+    for instance in &instances {
+        let (status, body) = send(
+            client()
+                .get(instance.url("/session"))
+                .header("sessionid", &id),
+        )
+        .await;
+        assert_eq!(status, 401, "{body}");
+        assert_error(&body, "invalid_session");
+    }
+    let resp = client()
+        .get(nginx.url("/protected/orders"))
+        .header("sessionid", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        401,
+        "a logged-out session no longer opens the backend"
+    );
+}
