@@ -19,12 +19,7 @@ ensure_packages redis-server redis-tools wrk
 
 SECS="${BENCH_SECS:-10}"; ROUNDS="${ROUNDS:-3}"
 SESSIONS="${SESSIONS:-10000}"; CACHED="${CACHED_SESSIONS:-100000}"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1"; exit 1; }
+use_scratch
 
 echo ">> building (release)"
 cargo build --release --quiet --bin wxsession --example bench_reference

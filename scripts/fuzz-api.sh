@@ -14,10 +14,7 @@ source scripts/lib.sh
 ensure_packages redis-server
 
 EXAMPLES="${EXAMPLES:-100}"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+use_scratch
 
 venv="${FUZZ_VENV:-.dev/fuzz-venv}"
 if [ ! -x "$venv/bin/st" ]; then
@@ -26,7 +23,6 @@ if [ ! -x "$venv/bin/st" ]; then
   "$venv/bin/pip" install -q schemathesis
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 redis_port="$(free_port)"; http_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >/dev/null &
 pids+=($!)

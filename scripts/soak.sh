@@ -9,12 +9,8 @@ source scripts/lib.sh
 ensure_packages redis-server wrk
 
 SECS="${SOAK_SECS:-60}"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+use_scratch
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 cargo build --release --quiet --bin wxsession
