@@ -45,9 +45,19 @@ const HEARTBEAT: Duration = Duration::from_millis(250);
 const ALIVE_WINDOW_MS: u64 = 750;
 const RETRY: Duration = Duration::from_millis(250);
 
+/// Where a session sits in the cache: the first 128 bits of its handle (the id
+/// itself, or its SHA-256), which is all the key a 16-byte id needs and keeps
+/// each entry small.
+pub(super) fn slot(handle: &str) -> u128 {
+    handle
+        .get(..32)
+        .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+        .unwrap_or(0)
+}
+
 /// One cached session and its deadlines (unix milliseconds).
 pub(super) struct CachedSession {
-    pub stored: StoredSession,
+    pub stored: Arc<StoredSession>,
     pub idle_deadline_ms: AtomicU64,
     pub absolute_deadline_ms: u64,
     pub pushed_at_ms: AtomicU64,
@@ -55,14 +65,14 @@ pub(super) struct CachedSession {
 
 /// A read in flight for the cache: insert its answer only if still current.
 pub(super) struct Ticket {
-    key: String,
+    slot: u128,
     ticket: u64,
     epoch: u64,
 }
 
 pub(super) struct LocalCache {
-    entries: moka::sync::Cache<String, Arc<CachedSession>>,
-    pending: Mutex<HashMap<String, u64>>,
+    entries: moka::sync::Cache<u128, Arc<CachedSession>>,
+    pending: Mutex<HashMap<u128, u64>>,
     next_ticket: AtomicU64,
     /// Bumped by every full flush.
     epoch: AtomicU64,
@@ -117,17 +127,17 @@ impl LocalCache {
             && now_ms().saturating_sub(self.last_ok_ms.load(Relaxed)) < ALIVE_WINDOW_MS
     }
 
-    pub fn get(&self, key: &str) -> Option<Arc<CachedSession>> {
-        let entry = self.entries.get(key);
+    pub fn get(&self, slot: u128) -> Option<Arc<CachedSession>> {
+        let entry = self.entries.get(&slot);
         self.metrics
             .cache_lookups
             .inc(if entry.is_some() { "hit" } else { "miss" });
         entry
     }
 
-    pub fn remove(&self, key: &str) {
+    pub fn remove(&self, slot: u128) {
         let _pending = self.pending.lock().expect("pending lock");
-        self.entries.invalidate(key);
+        self.entries.invalidate(&slot);
     }
 
     /// The connection to read and touch through (the tracking one), and a
@@ -136,18 +146,18 @@ impl LocalCache {
         self.tracking.lock().expect("tracking lock").clone()
     }
 
-    pub fn begin_read(&self, key: &str) -> Option<(MultiplexedConnection, Ticket)> {
+    pub fn begin_read(&self, slot: u128) -> Option<(MultiplexedConnection, Ticket)> {
         let conn = self.tracking.lock().expect("tracking lock").clone()?;
         let ticket = self.next_ticket.fetch_add(1, Relaxed);
         let epoch = self.epoch.load(Relaxed);
         self.pending
             .lock()
             .expect("pending lock")
-            .insert(key.to_string(), ticket);
+            .insert(slot, ticket);
         Some((
             conn,
             Ticket {
-                key: key.to_string(),
+                slot,
                 ticket,
                 epoch,
             },
@@ -158,20 +168,20 @@ impl LocalCache {
     /// everything) arrived since [`LocalCache::begin_read`].
     pub fn finish_read(&self, ticket: Ticket, entry: Option<Arc<CachedSession>>) {
         let mut pending = self.pending.lock().expect("pending lock");
-        let current = pending.get(&ticket.key) == Some(&ticket.ticket)
+        let current = pending.get(&ticket.slot) == Some(&ticket.ticket)
             && self.epoch.load(Relaxed) == ticket.epoch;
         if current {
-            pending.remove(&ticket.key);
+            pending.remove(&ticket.slot);
             if let Some(entry) = entry {
-                self.entries.insert(ticket.key, entry);
+                self.entries.insert(ticket.slot, entry);
             }
         }
     }
 
-    fn invalidate(&self, key: &str) {
+    fn invalidate(&self, slot: u128) {
         let mut pending = self.pending.lock().expect("pending lock");
-        pending.remove(key);
-        self.entries.invalidate(key);
+        pending.remove(&slot);
+        self.entries.invalidate(&slot);
         self.metrics.cache_invalidations.inc("key");
     }
 
@@ -191,10 +201,11 @@ impl LocalCache {
                 Some(Value::Array(keys)) => {
                     for key in keys {
                         if let Value::BulkString(key) = key {
-                            if let Ok(key) = std::str::from_utf8(key) {
-                                if key.starts_with(&self.session_prefix) {
-                                    self.invalidate(key);
-                                }
+                            if let Some(handle) = std::str::from_utf8(key)
+                                .ok()
+                                .and_then(|k| k.strip_prefix(&self.session_prefix))
+                            {
+                                self.invalidate(slot(handle));
                             }
                         }
                     }

@@ -14,6 +14,7 @@ mod store;
 
 use std::{
     future::Future,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -58,14 +59,22 @@ pub struct NewSession<'a> {
 ///
 /// Take it as a handler argument (`async fn me(session: Session)`) and the request
 /// is rejected with 401 before the handler runs unless it carries a live session id.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Session {
     id: SessionId,
-    openid: String,
-    unionid: Option<String>,
-    created_at: u64,
+    /// What Redis holds for it; shared with the local cache, never copied per request.
+    data: Arc<StoredSession>,
     expires_in: u64,
-    profile: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("openid", &self.data.openid)
+            .field("created_at", &self.data.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -73,14 +82,14 @@ impl Session {
         &self.id
     }
     pub fn openid(&self) -> &str {
-        &self.openid
+        &self.data.openid
     }
     pub fn unionid(&self) -> Option<&str> {
-        self.unionid.as_deref()
+        self.data.unionid.as_deref()
     }
     /// Unix seconds.
     pub fn created_at(&self) -> u64 {
-        self.created_at
+        self.data.created_at
     }
     /// Seconds until the session expires unless used again.
     pub fn expires_in(&self) -> u64 {
@@ -88,7 +97,7 @@ impl Session {
     }
     /// The profile the user shared through `/session/userinfo`, if any.
     pub fn profile(&self) -> Option<&serde_json::Value> {
-        self.profile.as_ref()
+        self.data.profile.as_ref()
     }
 }
 

@@ -26,6 +26,7 @@
 //! and a Redis Cluster refuses cross-slot pipelines.
 
 use std::{
+    borrow::Cow,
     future::Future,
     sync::{atomic::Ordering::Relaxed, Arc},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -68,12 +69,12 @@ impl Keys {
 /// What a session key holds, as `redis-cli GET` shows it.
 #[derive(Clone, Serialize, Deserialize)]
 pub(super) struct StoredSession {
-    openid: String,
-    unionid: Option<String>,
-    created_at: u64,
+    pub(super) openid: String,
+    pub(super) unionid: Option<String>,
+    pub(super) created_at: u64,
     /// A copy of the user's profile, once `/session/userinfo` has stored one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    profile: Option<serde_json::Value>,
+    pub(super) profile: Option<serde_json::Value>,
 }
 
 /// A session as the admin tools see it, by handle, without touching it.
@@ -276,11 +277,12 @@ impl SessionStore {
 
             Ok(Session {
                 id,
-                openid: stored.openid,
-                unionid,
-                created_at: now,
+                data: Arc::new(StoredSession {
+                    unionid,
+                    profile,
+                    ..stored
+                }),
                 expires_in: ttl,
-                profile,
             })
         })
         .await
@@ -338,11 +340,8 @@ impl SessionStore {
             }
             Ok(Some(Session {
                 id: id.clone(),
-                openid: stored.openid,
-                unionid: stored.unionid,
-                created_at: stored.created_at,
+                data: Arc::new(stored),
                 expires_in,
-                profile: stored.profile,
             }))
         })
         .await
@@ -356,11 +355,16 @@ impl SessionStore {
         cache: &LocalCache,
         id: &SessionId,
     ) -> Result<Option<Session>, StoreError> {
-        let handle = self.handle(id);
-        let key = self.keys.session(&handle);
+        // The hit path allocates nothing: the cache is keyed by the id's bits.
+        let handle = if self.hash_ids {
+            Cow::Owned(self.handle(id))
+        } else {
+            Cow::Borrowed(id.as_str())
+        };
+        let slot = cache::slot(&handle);
         let now = cache::now_ms();
         let ttl_ms = self.policy.ttl_secs * 1000;
-        if let Some(entry) = cache.get(&key) {
+        if let Some(entry) = cache.get(slot) {
             let idle = entry.idle_deadline_ms.load(Relaxed);
             if now < idle && now < entry.absolute_deadline_ms {
                 let mut expires_at = idle;
@@ -371,8 +375,9 @@ impl SessionStore {
                     if now.saturating_sub(pushed) >= cache.touch_interval_ms {
                         entry.pushed_at_ms.store(now, Relaxed);
                         if let Some(mut tracking) = cache.tracking_connection() {
+                            let key = self.keys.session(&handle);
                             if !push_idle_deadline(&mut tracking, &key, expires_at).await? {
-                                cache.remove(&key);
+                                cache.remove(slot);
                                 return Ok(None);
                             }
                         }
@@ -384,9 +389,10 @@ impl SessionStore {
                     (expires_at - now) / 1000,
                 )));
             }
-            cache.remove(&key);
+            cache.remove(slot);
         }
-        let Some((mut tracking, ticket)) = cache.begin_read(&key) else {
+        let key = self.keys.session(&handle);
+        let Some((mut tracking, ticket)) = cache.begin_read(slot) else {
             return Ok(None);
         };
         let (raw, pttl): (Option<String>, i64) = redis::pipe()
@@ -416,6 +422,7 @@ impl SessionStore {
         } else {
             now + pttl as u64
         };
+        let stored = Arc::new(stored);
         let session = session_of(id, &stored, (idle - now) / 1000);
         cache.finish_read(
             ticket,
@@ -438,7 +445,7 @@ impl SessionStore {
     /// Revokes one session by handle (admin tools, logout).
     pub async fn revoke_handle(&self, handle: &str) -> Result<bool, StoreError> {
         if let Some(cache) = &self.cache {
-            cache.remove(&self.keys.session(handle));
+            cache.remove(cache::slot(handle));
         }
         self.bounded(async {
             let mut conn = self.conn();
@@ -713,14 +720,11 @@ async fn push_idle_deadline(
     Ok(exists)
 }
 
-fn session_of(id: &SessionId, stored: &StoredSession, expires_in: u64) -> Session {
+fn session_of(id: &SessionId, stored: &Arc<StoredSession>, expires_in: u64) -> Session {
     Session {
         id: id.clone(),
-        openid: stored.openid.clone(),
-        unionid: stored.unionid.clone(),
-        created_at: stored.created_at,
+        data: stored.clone(),
         expires_in,
-        profile: stored.profile.clone(),
     }
 }
 
