@@ -122,9 +122,9 @@ impl LocalCache {
 
     /// Whether the tracking connection has shown it is alive: only then may
     /// anything be served from memory.
+    /// Lock-free: the supervisor zeroes `last_ok_ms` whenever the connection goes.
     pub fn alive(&self) -> bool {
-        self.tracking.lock().expect("tracking lock").is_some()
-            && now_ms().saturating_sub(self.last_ok_ms.load(Relaxed)) < ALIVE_WINDOW_MS
+        now_ms().saturating_sub(self.last_ok_ms.load(Relaxed)) < ALIVE_WINDOW_MS
     }
 
     pub fn get(&self, slot: u128) -> Option<Arc<CachedSession>> {
@@ -255,6 +255,7 @@ async fn supervise(cache: Weak<LocalCache>, client: redis::Client, timeout: Dura
         let Some(strong) = cache.upgrade() else {
             return;
         };
+        strong.last_ok_ms.store(0, Relaxed);
         *strong.tracking.lock().expect("tracking lock") = None;
         strong.flush("tracking connection lost");
         drop(strong);
