@@ -6,26 +6,32 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line: flags and the operator's `sessions …` subcommands.
+//! - [`cli`]: the command line: flags and the operator's `sessions …` and
+//!   `wechat …` subcommands.
 //! - [`config`]: typed configuration from `config.toml` and `WXSESSION_*` variables,
 //!   validated with one-line errors naming the key.
 //! - [`secret`]: [`Secret`], a string that never prints, and OS randomness.
-//! - [`wechat`]: the WeChat client: `code2Session`, its errcodes as `WechatError`,
-//!   the login-code rules and the development mock. Knows no HTTP routes, no Redis.
-//! - [`session`]: `SessionId`, the [`Session`] a handler gets, the lifetime policy
-//!   and `SessionStore` (create, touch, revoke, per-user index, key layout and TTLs).
-//!   Knows no HTTP, no WeChat.
+//! - [`wechat`]: the WeChat client: `code2Session`, phone number by code, the
+//!   session-key check, its errcodes as `WechatError`, the login-code rules, the
+//!   development mock, the fleet's shared access_token (`AccessTokens`, kept in
+//!   Redis through the `RedisConn` it is handed) and the user-data crypto
+//!   (`userdata`). Knows no HTTP routes and no sessions.
+//! - [`session`]: `SessionId`, the [`Session`] a handler gets, the lifetime policy,
+//!   `SessionStore` (create, touch, revoke, per-user index, key layout and TTLs: where
+//!   every TTL is applied), `LoginCodes` (codes already sent to WeChat) and the
+//!   optional local cache behind `touch`. Knows no HTTP, no WeChat.
 //! - [`login`]: `Login`, a code in and a session out: `code2Session` at most once
 //!   per code (repeats get the first outcome), then `SessionStore::create`.
 //! - [`redis_conn`]: `RedisConn`, the one lazily connected handle on Redis (a node
 //!   or a Cluster) that the store, the login-code record and the token share.
-//! - [`http`]: routes, the guard (`impl FromRequest for Session`), `ApiError`
-//!   (the only place errors become statuses and JSON) and the server loop.
-//! - [`telemetry`]: Prometheus counters and histogram, logger set-up.
+//! - [`http`]: routes (public and admin), the guard (`impl FromRequest for
+//!   Session`), `ApiError` (the only place errors become statuses and JSON),
+//!   per-address limits, the OpenAPI document and the server loop.
+//! - [`telemetry`]: Prometheus counters, gauge and histogram; logger set-up.
 //!
 //! Dependencies point one way: `http` uses `login`, `session` and `wechat`; `login`
-//! uses `session` and `wechat`, which know nothing of each other; `config`,
-//! `secret` and `telemetry` import none of them.
+//! uses `session` and `wechat`, which know nothing of each other and share only
+//! `redis_conn`; `config`, `secret` and `telemetry` import none of them.
 
 pub mod cli;
 pub mod config;
