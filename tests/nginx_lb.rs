@@ -11,7 +11,28 @@ use std::{
 
 use support::*;
 
+/// The nginx binary: on PATH, or where Debian puts it (`/usr/sbin` is not on a
+/// non-root user's PATH).
+fn nginx_binary() -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|dir| dir.join("nginx"))
+        .find(|bin| bin.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "nginx is not installed: this test needs Debian's `nginx` package \
+                 (scripts/test.sh installs it: apt-get install nginx)"
+            )
+        })
+}
+
 /// nginx as a child process with a configuration of its own in a scratch folder.
+/// Stopped (SIGTERM, then SIGKILL) and the folder removed when dropped, also when
+/// the start itself fails.
 struct Nginx {
     child: Child,
     dir: std::path::PathBuf,
@@ -20,11 +41,12 @@ struct Nginx {
 
 impl Nginx {
     fn start(upstreams: [u16; 3]) -> Nginx {
-        assert!(
-            Command::new("nginx").arg("-v").output().is_ok(),
-            "nginx is not installed (scripts/test.sh installs it)"
-        );
-        let dir = std::env::temp_dir().join(format!("wxsession-nginx-{}", std::process::id()));
+        let bin = nginx_binary();
+        let dir = std::env::temp_dir().join(format!(
+            "wxsession-nginx-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let (port, app) = (free_port(), free_port());
         let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
@@ -36,31 +58,50 @@ impl Nginx {
             .replace("@UP1@", &upstreams[0].to_string())
             .replace("@UP2@", &upstreams[1].to_string())
             .replace("@UP3@", &upstreams[2].to_string());
+        assert!(
+            !conf
+                .lines()
+                .any(|l| !l.trim_start().starts_with('#') && l.contains('@')),
+            "a placeholder of the template is left unfilled:\n{conf}"
+        );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let child = Command::new(&bin)
             .arg("-p")
             .arg(&dir)
             .arg("-c")
             .arg(dir.join("nginx.conf"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-            assert!(Instant::now() < deadline, "nginx did not start: {log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx {
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        // From here on Drop stops nginx, whatever happens.
+        let mut nginx = Nginx {
             child,
             dir,
             base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = nginx.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "nginx did not start ({}): {}",
+                exited.map_or("no listener within 10 s".into(), |s| s.to_string()),
+                nginx.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
+        nginx
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    fn logs(&self) -> String {
+        let read = |name| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!("{}{}", read("stderr.log"), read("error.log"))
     }
 }
 
@@ -70,6 +111,11 @@ impl Drop for Nginx {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -85,6 +131,7 @@ fn guard_ok(metrics: &str) -> u64 {
 
 #[actix_web::test]
 async fn three_instances_behind_nginx_share_sessions_and_guard_a_backend() {
+    let started = Instant::now();
     let redis = RedisServer::start();
     let wechat = WechatStandIn::start();
     let instances: Vec<ServerProcess> = (0..3)
@@ -95,6 +142,7 @@ async fn three_instances_behind_nginx_share_sessions_and_guard_a_backend() {
         .map(|i| i.base.rsplit(':').next().unwrap().parse().unwrap())
         .collect();
     let nginx = Nginx::start([ports[0], ports[1], ports[2]]);
+    let ready = started.elapsed();
 
     let (status, body) = send(
         client()
@@ -122,14 +170,32 @@ async fn three_instances_behind_nginx_share_sessions_and_guard_a_backend() {
     assert_eq!(spread.iter().sum::<u64>(), 30);
 
     // The protected backend sees the openid; without a live session nginx says 401.
+    for path in ["/protected/", "/protected/orders"] {
+        let resp = client()
+            .get(nginx.url(path))
+            .header("sessionid", &id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.text().await.unwrap().trim(), "hello nina", "{path}");
+    }
+    // A client cannot forge the identity header, nor call the auth location itself.
     let resp = client()
         .get(nginx.url("/protected/orders"))
+        .header("sessionid", &id)
+        .header("X-WX-OpenID", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap().trim(), "hello nina");
+    let resp = client()
+        .get(nginx.url("/_wxauth"))
         .header("sessionid", &id)
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.text().await.unwrap().trim(), "hello nina");
+    assert_eq!(resp.status(), 404, "/_wxauth is internal to nginx");
     let resp = client()
         .get(nginx.url("/protected/orders"))
         .send()
@@ -172,5 +238,9 @@ async fn three_instances_behind_nginx_share_sessions_and_guard_a_backend() {
         resp.status(),
         401,
         "a logged-out session no longer opens the backend"
+    );
+    println!(
+        "redis + 3 instances + nginx ready in {ready:?}; whole test {:?}",
+        started.elapsed()
     );
 }
