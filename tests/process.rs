@@ -71,3 +71,93 @@ async fn many_rejected_ids_from_one_address_log_one_warning() {
         "{metrics}"
     );
 }
+
+/// Runs the binary to its exit with only `env` (and PATH); answers (code, stdout, stderr).
+fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxsession"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(std::env::temp_dir())
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_configuration_stops_the_start_with_one_line_naming_the_key() {
+    let unknown_key =
+        std::env::temp_dir().join(format!("wxsession-bad-{}.toml", std::process::id()));
+    std::fs::write(&unknown_key, "[session]\nttl = 5\n").unwrap();
+    let appid = ("WXSESSION_WECHAT_APPID", "wx_test_app");
+    let secret = ("WXSESSION_WECHAT_SECRET", TEST_SECRET);
+    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+        (vec![secret], vec![], "wechat.appid"),
+        (vec![appid], vec![], "wechat.secret"),
+        (
+            vec![appid, secret, ("WXSESSION_SESSION_TTL_SECS", "0")],
+            vec![],
+            "session.ttl_secs",
+        ),
+        (
+            vec![appid, secret, ("WXSESSION_SESSION_TTL_SECS", "soon")],
+            vec![],
+            "session.ttl_secs",
+        ),
+        (
+            vec![appid, secret, ("WXSESSION_WECHAT_MOCK", "maybe")],
+            vec![],
+            "wechat.mock",
+        ),
+        (
+            vec![appid, secret, ("WXSESSION_REDIS_URL", "http://x")],
+            vec![],
+            "redis.url",
+        ),
+        (
+            vec![appid, secret],
+            vec!["--config", unknown_key.to_str().unwrap()],
+            "session.ttl",
+        ),
+        (
+            vec![appid, secret],
+            vec!["--config", "/no/such/wxsession.toml"],
+            "/no/such/wxsession.toml",
+        ),
+    ];
+    for (env, args, key) in cases {
+        let (code, _, stderr) = run_to_exit(&env, &args);
+        assert_eq!(code, 2, "{key}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(key), "names {key}: {stderr}");
+        assert!(!stderr.contains(TEST_SECRET), "never the secret: {stderr}");
+    }
+    let _ = std::fs::remove_file(unknown_key);
+}
+
+#[test]
+fn help_describes_every_flag_and_bad_usage_exits_2() {
+    let (code, help, _) = run_to_exit(&[], &["--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--config",
+        "--help",
+        "--version",
+        "sessions list",
+        "revoke-user",
+        "wechat refresh-token",
+        "--force",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+    let (code, _, stderr) = run_to_exit(&[], &["--bogus"]);
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, _) = run_to_exit(&[], &["sessions", "frobnicate"]);
+    assert_eq!(code, 2);
+}
