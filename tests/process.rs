@@ -97,7 +97,9 @@ fn a_bad_configuration_stops_the_start_with_one_line_naming_the_key() {
     std::fs::write(&unknown_key, "[session]\nttl = 5\n").unwrap();
     let appid = ("WXSESSION_WECHAT_APPID", "wx_test_app");
     let secret = ("WXSESSION_WECHAT_SECRET", TEST_SECRET);
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    // (environment, arguments, the key the one line must name)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![secret], vec![], "wechat.appid"),
         (vec![appid], vec![], "wechat.secret"),
         (
