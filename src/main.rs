@@ -55,7 +55,7 @@ fn serve(config: Config) -> ExitCode {
     match actix_web::rt::System::new().block_on(wxsession::http::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("server stopped: {e}");
+            // One line, on stderr, like every other start-up failure.
             eprintln!("wxsession: {e}");
             ExitCode::FAILURE
         }

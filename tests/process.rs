@@ -141,6 +141,18 @@ fn a_bad_configuration_stops_the_start_with_one_line_naming_the_key() {
         assert!(!stderr.contains(TEST_SECRET), "never the secret: {stderr}");
     }
     let _ = std::fs::remove_file(unknown_key);
+
+    // A listen address that cannot be bound (taken, or not an address) also
+    // names its key, in one line, before anything is logged as listening.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    for bind in [taken.as_str(), "nonsense:99999"] {
+        let env = [appid, secret, ("WXSESSION_SERVER_BIND", bind)];
+        let (code, _, stderr) = run_to_exit(&env, &[]);
+        assert_ne!(code, 0, "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("server.bind"), "{stderr}");
+    }
 }
 
 #[test]

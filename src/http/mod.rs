@@ -152,6 +152,17 @@ pub fn app(
 /// in-flight requests finish for up to `server.shutdown_timeout_secs`, then returns.
 pub async fn serve(config: Config) -> std::io::Result<()> {
     let state = web::Data::new(AppState::new(&config).map_err(std::io::Error::other)?);
+    let main_state = state.clone();
+    let grace = config.server.shutdown_timeout_secs;
+    let mut server =
+        HttpServer::new(move || app(main_state.clone(), Surface::Main)).shutdown_timeout(grace);
+    if config.server.workers > 0 {
+        server = server.workers(config.server.workers);
+    }
+    let main = server
+        .bind(&config.server.bind)
+        .map_err(|e| bind_error("server.bind", &config.server.bind, e))?
+        .run();
     log::info!(
         "wxsession {} listening on {} (redis {}, prefix {:?}, wechat {}, session ttl {}s sliding={} max {}s, local cache {})",
         env!("CARGO_PKG_VERSION"),
@@ -164,28 +175,29 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         config.session.max_lifetime_secs,
         if config.session.local_cache { "on, tracking pending" } else { "off" },
     );
-    let main_state = state.clone();
-    let grace = config.server.shutdown_timeout_secs;
-    let mut server =
-        HttpServer::new(move || app(main_state.clone(), Surface::Main)).shutdown_timeout(grace);
-    if config.server.workers > 0 {
-        server = server.workers(config.server.workers);
-    }
-    let main = server.bind(&config.server.bind)?.run();
     match (&config.admin.bind, &config.admin.token) {
         (Some(admin_bind), Some(_)) => {
-            log::info!("admin routes listening on {admin_bind}");
             let admin = HttpServer::new(move || app(state.clone(), Surface::Admin))
                 .shutdown_timeout(grace)
                 .workers(1)
-                .bind(admin_bind)?
+                .bind(admin_bind)
+                .map_err(|e| bind_error("admin.bind", admin_bind, e))?
                 .run();
+            log::info!("admin routes listening on {admin_bind}");
             futures_util::future::try_join(main, admin)
                 .await
                 .map(|_| ())
         }
         _ => main.await,
     }
+}
+
+/// A listen address that cannot be bound is a configuration error: name the key.
+fn bind_error(key: &str, addr: &str, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!("configuration error: {key}: cannot listen on {addr:?}: {e}"),
+    )
 }
 
 /// The Redis URL without a password, for the start-up line.
