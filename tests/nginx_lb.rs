@@ -58,10 +58,20 @@ impl Nginx {
             .replace("@UP1@", &upstreams[0].to_string())
             .replace("@UP2@", &upstreams[1].to_string())
             .replace("@UP3@", &upstreams[2].to_string());
+        // Placeholders look like @NAME@ (nginx's own named locations are @lower).
+        let unfilled = conf
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| {
+                l.split('@').skip(1).step_by(2).any(|name| {
+                    !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                })
+            });
         assert!(
-            !conf
-                .lines()
-                .any(|l| !l.trim_start().starts_with('#') && l.contains('@')),
+            !unfilled,
             "a placeholder of the template is left unfilled:\n{conf}"
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
@@ -202,13 +212,15 @@ async fn three_instances_behind_nginx_share_sessions_and_guard_a_backend() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    let resp = client()
-        .get(nginx.url("/protected/orders"))
-        .header("sessionid", "0123456789abcdef0123456789abcdef")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
+    let (status, body) = send(
+        client()
+            .get(nginx.url("/protected/orders"))
+            .header("sessionid", "0123456789abcdef0123456789abcdef"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // In the contract's shape, so a client knows to log in again.
+    assert_error(&body, "invalid_session");
 
     // Logout through nginx (one instance): every instance rejects the id at once.
     let (status, _) = send(
