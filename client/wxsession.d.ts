@@ -1,18 +1,24 @@
 export interface ClientOptions {
-  /** The wxsession server, e.g. "https://api.example.com". */
+  /** The wxsession server, e.g. "https://api.example.com" (a trailing slash is ignored). */
   baseUrl: string;
-  /** Request header that carries the session id (server's session.header). */
+  /** Request header that carries the session id (the server's session.header). Default "sessionid". */
   header?: string;
-  /** wx storage key under which the session id is kept. */
+  /** wx storage key under which the session id is kept. Default "wxsession". */
   storageKey?: string;
 }
 
 export interface RequestOptions {
   /** Path relative to baseUrl, e.g. "/session". */
   url: string;
-  method?: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH' | 'HEAD' | 'OPTIONS';
+  method?: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH' | 'HEAD' | 'OPTIONS' | 'TRACE' | 'CONNECT';
   data?: unknown;
+  /** Extra headers; the session header is set by the client. */
   header?: Record<string, string>;
+  /** Any other wx.request option (timeout, dataType, responseType, enableHttp2, ...) is passed through. */
+  timeout?: number;
+  dataType?: string;
+  responseType?: 'text' | 'arraybuffer';
+  [option: string]: unknown;
 }
 
 export interface Response<T = any> {
@@ -21,9 +27,15 @@ export interface Response<T = any> {
   header: Record<string, string>;
 }
 
-/** Rejections carry the server's `error` code, or network_error / login_failed. */
+/**
+ * Rejections carry the server's `error` code for a failed login (e.g. "invalid_code",
+ * "store_unavailable"), or "network_error" (wx.request failed) / "login_failed"
+ * (wx.login failed, or /login answered neither a session id nor an error code).
+ */
 export interface ClientError extends Error {
-  code: string;
+  code: 'network_error' | 'login_failed' | string;
+  /** The HTTP status of a failed POST /login. */
+  statusCode?: number;
 }
 
 export interface UserInfoPayload {
@@ -34,10 +46,14 @@ export interface UserInfoPayload {
 }
 
 export interface Client {
+  /** Like wx.request, as a Promise; logs in when needed, re-logs in and retries at most once on a 401 session error. */
   request<T = any>(options: RequestOptions): Promise<Response<T>>;
+  /** wx.login → POST /login → storage; concurrent callers share one login. Resolves the session id. */
   login(): Promise<string>;
+  /** DELETE /session, then forgets the stored id (even when the server is unreachable). Never rejects. */
   logout(): Promise<void>;
-  userInfo(payload: UserInfoPayload): Promise<Response>;
+  /** POST /session/userinfo (through request) with what wx.getUserProfile returned. */
+  userInfo<T = any>(payload: UserInfoPayload): Promise<Response<T>>;
 }
 
 export function createClient(options: ClientOptions): Client;

@@ -6,16 +6,27 @@
  *
  *   const { createClient } = require('./wxsession');
  *   const api = createClient({ baseUrl: 'https://api.example.com' });
- *   const { statusCode, data } = await api.request({ url: '/orders' });
+ *   api.request({ url: '/orders' }).then(({ statusCode, data }) => { ... });
+ *
+ * Written with plain Promises (no async/await, no Array.prototype.includes) so
+ * that it runs unchanged under the devtools' plain "ES6 → ES5" compile mode,
+ * which has no regeneratorRuntime.
  */
 
+/** 401 bodies that mean "log in again"; every other 401 is handed back. */
 const SESSION_ERRORS = ['invalid_session', 'session_required'];
 
-function clientError(code, message) {
+/** wx.request options the client owns; everything else is passed through. */
+const OWN_OPTIONS = ['url', 'header', 'success', 'fail', 'complete'];
+
+function clientError(code, message, statusCode) {
   const error = new Error(message || code);
   error.code = code;
+  if (statusCode !== undefined) error.statusCode = statusCode;
   return error;
 }
+
+function noop() {}
 
 function createClient(options) {
   const opts = options || {};
@@ -25,24 +36,51 @@ function createClient(options) {
   let loginInFlight = null;
 
   function stored() {
-    return wx.getStorageSync(storageKey) || '';
+    try {
+      return wx.getStorageSync(storageKey) || '';
+    } catch (e) {
+      return ''; // unreadable storage: as if logged out
+    }
+  }
+
+  function forget() {
+    try {
+      wx.removeStorageSync(storageKey);
+    } catch (e) {
+      // nothing more to do: the next request logs in again at worst
+    }
   }
 
   /** One HTTP exchange through wx.request, as a Promise; never retried here. */
   function send(request, sessionId) {
-    const headers = Object.assign({}, request.header);
-    if (sessionId) headers[header] = sessionId;
     return new Promise((resolve, reject) => {
-      wx.request({
-        url: baseUrl + request.url,
-        method: request.method || 'GET',
-        data: request.data,
-        header: headers,
+      const call = {};
+      Object.keys(request).forEach((key) => {
+        if (OWN_OPTIONS.indexOf(key) < 0) call[key] = request[key];
+      });
+      call.url = baseUrl + request.url;
+      call.method = request.method || 'GET';
+      call.header = Object.assign({}, request.header);
+      if (sessionId) call.header[header] = sessionId;
+      call.success = (res) => {
+        resolve({ statusCode: res.statusCode, data: res.data, header: res.header });
+      };
+      call.fail = (err) => {
+        reject(clientError('network_error', (err && err.errMsg) || 'request failed'));
+      };
+      wx.request(call);
+    });
+  }
+
+  function wxLogin() {
+    return new Promise((resolve, reject) => {
+      wx.login({
         success(res) {
-          resolve({ statusCode: res.statusCode, data: res.data, header: res.header });
+          if (res && res.code) resolve(res.code);
+          else reject(clientError('login_failed', 'wx.login gave no code'));
         },
         fail(err) {
-          reject(clientError('network_error', err && err.errMsg));
+          reject(clientError('login_failed', (err && err.errMsg) || 'wx.login failed'));
         },
       });
     });
@@ -51,40 +89,47 @@ function createClient(options) {
   /** wx.login → POST /login → storage. Concurrent callers share one login. */
   function login() {
     if (loginInFlight) return loginInFlight;
-    loginInFlight = (async () => {
-      const code = await new Promise((resolve, reject) => {
-        wx.login({
-          success(res) {
-            if (res && res.code) resolve(res.code);
-            else reject(clientError('login_failed', 'wx.login gave no code'));
-          },
-          fail(err) {
-            reject(clientError('login_failed', err && err.errMsg));
-          },
-        });
+    const attempt = wxLogin()
+      .then((code) =>
+        send({
+          url: '/login',
+          method: 'POST',
+          data: { code },
+          header: { 'content-type': 'application/json' },
+        })
+      )
+      .then((res) => {
+        const body = res.data && typeof res.data === 'object' ? res.data : {};
+        if (res.statusCode === 200 && typeof body.sessionid === 'string' && body.sessionid) {
+          try {
+            wx.setStorageSync(storageKey, body.sessionid);
+          } catch (e) {
+            // storage full or unavailable: this request still has its session
+          }
+          return body.sessionid;
+        }
+        throw clientError(
+          typeof body.error === 'string' && body.error ? body.error : 'login_failed',
+          body.message || `POST /login answered ${res.statusCode} without a session id`,
+          res.statusCode
+        );
       });
-      const res = await send({
-        url: '/login',
-        method: 'POST',
-        data: { code },
-        header: { 'content-type': 'application/json' },
-      });
-      const body = res.data || {};
-      if (res.statusCode === 200 && body.sessionid) {
-        wx.setStorageSync(storageKey, body.sessionid);
-        return body.sessionid;
-      }
-      throw clientError(body.error || 'login_failed', body.message);
-    })();
+    loginInFlight = attempt;
+    // Settles before any caller's own continuation runs (registered first).
     const done = () => {
-      loginInFlight = null;
+      if (loginInFlight === attempt) loginInFlight = null;
     };
-    loginInFlight.then(done, done);
-    return loginInFlight;
+    attempt.then(done, done);
+    return attempt;
   }
 
   function isSessionError(res) {
-    return res.statusCode === 401 && res.data && SESSION_ERRORS.includes(res.data.error);
+    return (
+      res.statusCode === 401 &&
+      !!res.data &&
+      typeof res.data === 'object' &&
+      SESSION_ERRORS.indexOf(res.data.error) >= 0
+    );
   }
 
   /**
@@ -92,31 +137,46 @@ function createClient(options) {
    * when no session is stored; on a 401 invalid_session/session_required, logs
    * in once and retries once. Every other answer (503 included) is passed on.
    */
-  async function request(request) {
-    let id = stored() || (await login());
-    let res = await send(request, id);
-    if (!isSessionError(res)) return res;
-    const current = stored();
-    if (current && current !== id) {
-      id = current; // another request already logged in again
-    } else {
-      if (current === id) wx.removeStorageSync(storageKey);
-      id = await login();
-    }
-    res = await send(request, id);
-    return res;
+  function request(req) {
+    const r = req || {};
+    const first = stored();
+    return Promise.resolve(first || login()).then((id) =>
+      send(r, id).then((res) => {
+        if (!isSessionError(res)) return res;
+        const current = stored();
+        let renewed;
+        if (current && current !== id) {
+          renewed = current; // a concurrent request has logged in again already
+        } else {
+          if (current === id) forget();
+          renewed = login();
+        }
+        // The retry's answer is final, whatever it is: at most one re-login.
+        return Promise.resolve(renewed).then((newId) => send(r, newId));
+      })
+    );
   }
 
-  /** DELETE /session, then forget the id even if the server could not be reached. */
-  async function logout() {
-    const id = stored();
-    try {
-      if (id) await send({ url: '/session', method: 'DELETE' }, id);
-    } catch (e) {
-      // unreachable server: the id is forgotten all the same
-    } finally {
-      wx.removeStorageSync(storageKey);
-    }
+  /**
+   * DELETE /session, then forget the id even if the server could not be
+   * reached. A login still in flight is waited for first, so the session it
+   * creates is logged out too instead of landing in storage afterwards. Only
+   * the id logged out is forgotten: a newer one, stored meanwhile by a request
+   * that logged in again, is left alone (it is live and in use).
+   */
+  function logout() {
+    const pending = loginInFlight ? loginInFlight.catch(noop) : Promise.resolve();
+    let id = '';
+    return pending
+      .then(() => {
+        id = stored();
+        return id ? send({ url: '/session', method: 'DELETE' }, id) : null;
+      })
+      .catch(noop) // unreachable server: the id is forgotten all the same
+      .then(() => {
+        const current = stored();
+        if (!current || current === id) forget();
+      });
   }
 
   /** POST /session/userinfo with what wx.getUserProfile returned. */

@@ -1,7 +1,9 @@
 'use strict';
 // The mini-program client against a real wxsession (mock WeChat) and a real
 // redis-server, both started here on 127.0.0.1. A fake `wx` global does real
-// HTTP with node's http module and counts what it was asked to do.
+// HTTP with node's http module and counts what it was asked to do. A few cases
+// that the real server cannot produce on demand (a server that answers 401
+// forever, odd /login answers) use a small stub HTTP server instead.
 const { test, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('node:http');
@@ -19,6 +21,7 @@ const bin = process.env.WXSESSION_BIN
 
 let redis;
 let server;
+let serverLog = '';
 let redisPort;
 let baseUrl;
 // WeChat codes are single-use (the server remembers them): every wx.login of
@@ -26,9 +29,31 @@ let baseUrl;
 let codeNumber = 0;
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'wxsession-client-'));
 
+// An interrupted run (Ctrl-C, a CI timeout) still leaves no process or folder behind.
+function cleanupNow() {
+  for (const child of [server, redis]) if (child && child.exitCode === null) child.kill('SIGKILL');
+  fs.rmSync(scratch, { recursive: true, force: true });
+}
+process.once('exit', cleanupNow);
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    cleanupNow();
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+  });
+}
+
+const unhandled = [];
+process.on('unhandledRejection', (reason) => unhandled.push(reason));
+
+// Every test is bounded: a retry loop fails the test instead of hanging the run.
+const T = { timeout: 20000 };
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
 function freePort() {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const s = net.createServer();
+    s.on('error', reject);
     s.listen(0, '127.0.0.1', () => {
       const { port } = s.address();
       s.close(() => resolve(port));
@@ -36,31 +61,68 @@ function freePort() {
   });
 }
 
-async function waitPort(port) {
-  for (let i = 0; i < 200; i++) {
-    const ok = await new Promise((resolve) => {
-      const c = net.connect(port, '127.0.0.1', () => {
-        c.end();
-        resolve(true);
-      });
-      c.on('error', () => resolve(false));
+/** A plain HTTP exchange outside the client: { status, body }. */
+function raw(method, url, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers: headers || {} }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode, body: text }));
     });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
+    req.on('error', reject);
+    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+    req.end();
+  });
+}
+
+/** Waits (at most `ms`) until `ready()` is true; fails at once if `child` exits. */
+async function waitFor(what, ready, child, ms = 15000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (child && child.exitCode !== null) {
+      throw new Error(`${what} exited with ${child.exitCode}\n${serverLog}`);
+    }
+    if (await ready().catch(() => false)) return;
+    await sleep(50);
   }
-  throw new Error(`nothing listens on ${port}`);
+  throw new Error(`${what} not ready after ${ms} ms\n${serverLog}`);
+}
+
+function portOpen(port) {
+  return new Promise((resolve) => {
+    const c = net.connect(port, '127.0.0.1', () => {
+      c.end();
+      resolve(true);
+    });
+    c.on('error', () => resolve(false));
+  });
+}
+
+/** Stops a child: `signal`, then SIGKILL if it is still there after 5 s. */
+function stop(child, signal) {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const force = setTimeout(() => child.kill('SIGKILL'), 5000);
+    child.once('exit', () => {
+      clearTimeout(force);
+      resolve();
+    });
+    child.kill(signal);
+  });
 }
 
 function startRedis() {
-  redis = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(redisPort), '--save', '', '--appendonly', 'no', '--dir', scratch], { stdio: 'ignore' });
-  return waitPort(redisPort);
+  redis = spawn(
+    'redis-server',
+    ['--bind', '127.0.0.1', '--port', String(redisPort), '--save', '', '--appendonly', 'no', '--dir', scratch],
+    { stdio: 'ignore' }
+  );
+  return waitFor('redis-server', () => portOpen(redisPort), redis);
 }
 
-function stopRedis() {
-  return new Promise((resolve) => {
-    redis.once('exit', resolve);
-    redis.kill('SIGKILL');
-  });
+function redisCli(...args) {
+  return execFileSync('redis-cli', ['-h', '127.0.0.1', '-p', String(redisPort), ...args], { encoding: 'utf8', timeout: 5000 }).trim();
 }
 
 /** A fake `wx`: real HTTP, in-memory storage, counters. */
@@ -71,15 +133,26 @@ function fakeWx() {
   global.wx = {
     login({ success, fail }) {
       counts.login += 1;
-      setImmediate(() => (loginFails ? fail({ errMsg: 'login:fail' }) : success({ code: `code-${process.pid}-${++codeNumber}` })));
+      setImmediate(() =>
+        loginFails ? fail({ errMsg: 'login:fail' }) : success({ code: `code-${process.pid}-${++codeNumber}` })
+      );
     },
     getStorageSync: (key) => (storage.has(key) ? storage.get(key) : ''),
     setStorageSync: (key, value) => storage.set(key, value),
     removeStorageSync: (key) => storage.delete(key),
-    request({ url, method, data, header, success, fail }) {
-      counts.requests.push(`${method} ${new URL(url).pathname}`);
-      const body = data === undefined ? undefined : JSON.stringify(data);
-      const req = http.request(url, { method, headers: Object.assign({}, header, body ? { 'content-length': Buffer.byteLength(body) } : {}) }, (res) => {
+    request(options) {
+      const { url, method = 'GET', data, header = {}, success, fail } = options;
+      const target = new URL(url);
+      let body;
+      // As wx.request: GET data goes in the query string, anything else as JSON.
+      if (data !== undefined && method === 'GET') {
+        for (const [k, v] of Object.entries(data)) target.searchParams.set(k, String(v));
+      } else if (data !== undefined) {
+        body = typeof data === 'string' ? data : JSON.stringify(data);
+      }
+      counts.requests.push({ what: `${method} ${target.pathname}`, header: Object.assign({}, header), options });
+      const headers = Object.assign({}, header, body ? { 'content-length': Buffer.byteLength(body) } : {});
+      const req = http.request(target, { method, headers }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (chunk) => (text += chunk));
@@ -94,6 +167,7 @@ function fakeWx() {
         });
       });
       req.on('error', (e) => fail({ errMsg: `request:fail ${e.code}` }));
+      req.setTimeout(options.timeout || 10000, () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
       if (body) req.write(body);
       req.end();
     },
@@ -102,37 +176,63 @@ function fakeWx() {
     counts,
     storage,
     failLogin: (v) => (loginFails = v),
-    calls: (what) => counts.requests.filter((r) => r === what).length,
+    calls: (what) => counts.requests.filter((r) => r.what === what).length,
   };
 }
 
-before(async () => {
-  if (!fs.existsSync(bin)) {
-    execFileSync('cargo', ['build', '--release', '--bin', 'wxsession'], { cwd: root, stdio: 'inherit' });
-  }
-  redisPort = await freePort();
-  await startRedis();
-  const port = await freePort();
-  baseUrl = `http://127.0.0.1:${port}`;
-  fs.writeFileSync(path.join(scratch, 'empty.toml'), '');
-  server = spawn(bin, ['--config', path.join(scratch, 'empty.toml')], {
-    env: {
-      PATH: process.env.PATH,
-      RUST_LOG: 'warn',
-      WXSESSION_WECHAT_APPID: 'wx_client_test',
-      WXSESSION_WECHAT_MOCK: 'true',
-      WXSESSION_REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
-      WXSESSION_REDIS_TIMEOUT_MS: '300',
-      WXSESSION_SERVER_BIND: `127.0.0.1:${port}`,
-    },
-    stdio: 'ignore',
+/** A stub HTTP server answering with `handler(req) → [status, body]`; counts requests by path. */
+async function stub(handler) {
+  const hits = {};
+  const s = http.createServer((req, res) => {
+    const p = new URL(req.url, 'http://x').pathname;
+    hits[p] = (hits[p] || 0) + 1;
+    req.resume().on('end', () => {
+      const [status, body] = handler(p, req);
+      res.statusCode = status;
+      res.setHeader('content-type', typeof body === 'string' ? 'text/html' : 'application/json');
+      res.end(typeof body === 'string' ? body : JSON.stringify(body));
+    });
   });
-  await waitPort(port);
-});
+  await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${s.address().port}`, hits, close: () => new Promise((r) => s.close(r)) };
+}
+
+before(
+  async () => {
+    if (!fs.existsSync(bin)) {
+      // Builds the profile the path names (a cold release build takes minutes here).
+      const release = !bin.split(path.sep).includes('debug');
+      execFileSync('cargo', ['build', '--bin', 'wxsession', ...(release ? ['--release'] : [])], { cwd: root, stdio: 'inherit' });
+      if (!fs.existsSync(bin)) throw new Error(`cargo build did not produce ${bin}`);
+    }
+    redisPort = await freePort();
+    await startRedis();
+    const port = await freePort();
+    baseUrl = `http://127.0.0.1:${port}`;
+    // --config needs an existing file; every setting comes from the environment.
+    fs.writeFileSync(path.join(scratch, 'empty.toml'), '');
+    server = spawn(bin, ['--config', path.join(scratch, 'empty.toml')], {
+      env: {
+        PATH: process.env.PATH,
+        RUST_LOG: 'warn',
+        WXSESSION_WECHAT_APPID: 'wx_client_test',
+        WXSESSION_WECHAT_MOCK: 'true',
+        WXSESSION_REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
+        WXSESSION_REDIS_TIMEOUT_MS: '300',
+        WXSESSION_SERVER_BIND: `127.0.0.1:${port}`,
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    server.stderr.setEncoding('utf8');
+    server.stderr.on('data', (t) => (serverLog = (serverLog + t).slice(-4000)));
+    await waitFor('wxsession', async () => (await raw('GET', `${baseUrl}/readyz`)).status === 200, server);
+  },
+  { timeout: 30 * 60 * 1000 }
+);
 
 after(async () => {
-  if (server) server.kill('SIGTERM');
-  if (redis) redis.kill('SIGKILL');
+  await stop(server, 'SIGTERM');
+  await stop(redis, 'SIGKILL');
   fs.rmSync(scratch, { recursive: true, force: true });
 });
 
@@ -141,66 +241,155 @@ beforeEach(() => {
   wxs = fakeWx();
 });
 
-test('the first request logs in, then uses the stored session', async () => {
-  const api = createClient({ baseUrl });
+test('the first request logs in, then uses the stored session', T, async () => {
+  const api = createClient({ baseUrl: `${baseUrl}/` });
   const res = await api.request({ url: '/session' });
   assert.equal(res.statusCode, 200);
   assert.match(res.data.openid, /^mock_/);
+  assert.equal(typeof res.header, 'object');
   assert.equal(wxs.counts.login, 1);
   assert.equal(wxs.calls('POST /login'), 1);
-  assert.match(wxs.storage.get('wxsession'), /^[0-9a-f]{32}$/);
-  await api.request({ url: '/session' });
+  const id = wxs.storage.get('wxsession');
+  assert.match(id, /^[0-9a-f]{32}$/);
+  const again = await api.request({ url: '/session' });
+  assert.equal(again.data.openid, res.data.openid);
   assert.equal(wxs.counts.login, 1, 'no second login');
+  const sent = wxs.counts.requests.filter((r) => r.what === 'GET /session').map((r) => r.header.sessionid);
+  assert.deepEqual(sent, [id, id]);
 });
 
-test('a revoked session is renewed transparently, once', async () => {
+test('a revoked session (DELETE /session elsewhere) is renewed transparently, once', T, async () => {
   const api = createClient({ baseUrl });
   await api.request({ url: '/session' });
   const old = wxs.storage.get('wxsession');
   // Revoked behind the client's back (another device logged out, an admin revoked).
-  await new Promise((resolve) => {
-    http.request(`${baseUrl}/session`, { method: 'DELETE', headers: { sessionid: old } }, (r) => r.resume().on('end', resolve)).end();
-  });
+  assert.equal((await raw('DELETE', `${baseUrl}/session`, { sessionid: old })).status, 204);
   const res = await api.request({ url: '/session' });
   assert.equal(res.statusCode, 200);
   assert.notEqual(wxs.storage.get('wxsession'), old);
   assert.equal(wxs.counts.login, 2);
-  assert.equal(wxs.calls('GET /session'), 3, 'one failed try, one retry');
+  assert.equal(wxs.calls('POST /login'), 2);
+  assert.equal(wxs.calls('GET /session'), 3, 'the warm-up, one failed try, one retry');
 });
 
-test('ten concurrent cold-start requests share one login', async () => {
+test('a revoked session whose re-login fails: rejects login_failed, the dead id is dropped', T, async () => {
+  const api = createClient({ baseUrl });
+  await api.request({ url: '/session' });
+  const old = wxs.storage.get('wxsession');
+  await raw('DELETE', `${baseUrl}/session`, { sessionid: old });
+  wxs.failLogin(true);
+  await assert.rejects(api.request({ url: '/session' }), (e) => e.code === 'login_failed');
+  assert.equal(wxs.storage.has('wxsession'), false, 'the dead id is not kept');
+  assert.equal(wxs.calls('GET /session'), 2, 'no retry without a session');
+  wxs.failLogin(false);
+  assert.equal((await api.request({ url: '/session' })).statusCode, 200);
+  assert.equal(wxs.calls('GET /session'), 3, 'the next request logs in first, without a doomed try');
+});
+
+test('an expired session (its Redis key gone) is renewed transparently, once', T, async () => {
+  const api = createClient({ baseUrl });
+  await api.request({ url: '/session' });
+  const old = wxs.storage.get('wxsession');
+  assert.equal(redisCli('DEL', `wxsess:s:${old}`), '1');
+  const res = await api.request({ url: '/session' });
+  assert.equal(res.statusCode, 200);
+  assert.notEqual(wxs.storage.get('wxsession'), old);
+  assert.equal(wxs.counts.login, 2);
+  assert.equal(wxs.calls('GET /session'), 3);
+});
+
+test('ten concurrent cold-start requests share one login', T, async () => {
   const api = createClient({ baseUrl, storageKey: 'cold' });
   const answers = await Promise.all(Array.from({ length: 10 }, () => api.request({ url: '/session' })));
   assert.ok(answers.every((r) => r.statusCode === 200));
+  assert.equal(new Set(answers.map((r) => r.data.openid)).size, 1);
   assert.equal(wxs.counts.login, 1);
   assert.equal(wxs.calls('POST /login'), 1);
+  assert.equal(wxs.calls('GET /session'), 10);
+  assert.ok(wxs.storage.has('cold'));
 });
 
-test('a custom header and storage key are used', async () => {
-  const api = createClient({ baseUrl, header: 'sessionid', storageKey: 'other-key' });
-  await api.request({ url: '/auth' });
+test('ten concurrent requests on a revoked session share one re-login', T, async () => {
+  const api = createClient({ baseUrl });
+  await api.request({ url: '/session' });
+  const old = wxs.storage.get('wxsession');
+  await raw('DELETE', `${baseUrl}/session`, { sessionid: old });
+  const answers = await Promise.all(Array.from({ length: 10 }, () => api.request({ url: '/session' })));
+  assert.ok(answers.every((r) => r.statusCode === 200));
+  assert.equal(wxs.counts.login, 2, 'the first login and one shared re-login');
+  assert.equal(wxs.calls('POST /login'), 2);
+  assert.equal(wxs.calls('GET /session'), 1 + 10 + 10);
+});
+
+test('session_required (a header the server does not read): one re-login, one retry, then the 401', T, async () => {
+  const api = createClient({ baseUrl, header: 'x-my-session', storageKey: 'other-key' });
+  const res = await api.request({ url: '/session' });
+  assert.equal(res.statusCode, 401);
+  assert.equal(res.data.error, 'session_required');
+  assert.equal(wxs.counts.login, 2);
+  assert.equal(wxs.calls('GET /session'), 2);
+  const sent = wxs.counts.requests.filter((r) => r.what === 'GET /session');
+  assert.ok(sent.every((r) => /^[0-9a-f]{32}$/.test(r.header['x-my-session']) && !('sessionid' in r.header)));
   assert.ok(wxs.storage.has('other-key'));
+  assert.ok(!wxs.storage.has('wxsession'));
 });
 
-test('server down: rejects with network_error', async () => {
+test("the caller's headers and other wx.request options are passed through", T, async () => {
+  const api = createClient({ baseUrl });
+  const res = await api.request({ url: '/session', header: { 'x-trace': 't1', sessionid: 'spoofed' }, timeout: 4321 });
+  assert.equal(res.statusCode, 200);
+  const sent = wxs.counts.requests.find((r) => r.what === 'GET /session');
+  assert.equal(sent.header['x-trace'], 't1');
+  assert.equal(sent.header.sessionid, wxs.storage.get('wxsession'), 'the stored id wins');
+  assert.equal(sent.options.timeout, 4321);
+});
+
+test('server down: rejects with network_error, cold or warm', T, async () => {
   const api = createClient({ baseUrl: `http://127.0.0.1:${await freePort()}` });
-  await assert.rejects(api.request({ url: '/session' }), (e) => e.code === 'network_error');
+  await assert.rejects(api.request({ url: '/session' }), (e) => e instanceof Error && e.code === 'network_error');
+  assert.equal(wxs.counts.login, 1);
   wxs.storage.set('wxsession', '0123456789abcdef0123456789abcdef');
   await assert.rejects(api.request({ url: '/session' }), (e) => e.code === 'network_error');
+  assert.equal(wxs.counts.login, 1, 'a network error is not a reason to log in again');
+  assert.equal(wxs.storage.get('wxsession'), '0123456789abcdef0123456789abcdef', 'nor to forget the session');
 });
 
-test('wx.login failing rejects with login_failed', async () => {
+test('wx.login failing rejects with login_failed; the next login works', T, async () => {
   const api = createClient({ baseUrl });
   wxs.failLogin(true);
   await assert.rejects(api.request({ url: '/session' }), (e) => e.code === 'login_failed');
+  await assert.rejects(api.login(), (e) => e.code === 'login_failed');
+  assert.equal(wxs.calls('POST /login'), 0);
+  wxs.failLogin(false);
+  const res = await api.request({ url: '/session' });
+  assert.equal(res.statusCode, 200, 'a failed login does not stay in flight');
 });
 
-test('logout clears storage, even with the server unreachable', async () => {
+test('a failed POST /login rejects with the server code, or login_failed', T, async () => {
+  const answers = [
+    [401, { error: 'invalid_code', message: 'code used' }, 'invalid_code'],
+    [200, { expires_in: 7200 }, 'login_failed'],
+    [502, '<html>bad gateway</html>', 'login_failed'],
+  ];
+  for (const [status, body, code] of answers) {
+    const s = await stub(() => [status, body]);
+    const api = createClient({ baseUrl: s.url });
+    await assert.rejects(api.request({ url: '/session' }), (e) => e.code === code && e.statusCode === status);
+    await s.close();
+    assert.deepEqual(s.hits, { '/login': 1 }, `${status} ${JSON.stringify(body)}: one login, no request`);
+  }
+  assert.equal(wxs.storage.size, 0);
+});
+
+test('logout logs out on the server and clears storage, even with the server unreachable', T, async () => {
   const api = createClient({ baseUrl });
   await api.request({ url: '/session' });
   const id = wxs.storage.get('wxsession');
   await api.logout();
   assert.equal(wxs.storage.has('wxsession'), false);
+  assert.equal(wxs.calls('DELETE /session'), 1);
+  assert.equal((await raw('GET', `${baseUrl}/session`, { sessionid: id })).status, 401, 'dead on the server');
+  await api.logout(); // nothing stored: nothing sent, no rejection
   assert.equal(wxs.calls('DELETE /session'), 1);
   const dead = createClient({ baseUrl: `http://127.0.0.1:${await freePort()}` });
   wxs.storage.set('wxsession', id);
@@ -208,39 +397,63 @@ test('logout clears storage, even with the server unreachable', async () => {
   assert.equal(wxs.storage.has('wxsession'), false);
 });
 
-test('userInfo posts the four fields to /session/userinfo', async () => {
+test('logout during a cold-start login logs that new session out too', T, async () => {
+  const api = createClient({ baseUrl });
+  const pending = api.request({ url: '/session' });
+  const out = api.logout();
+  const [res] = await Promise.all([pending, out]);
+  assert.equal(res.statusCode, 200);
+  assert.equal(wxs.storage.has('wxsession'), false);
+  const loggedOut = wxs.counts.requests.find((r) => r.what === 'DELETE /session');
+  assert.ok(loggedOut, 'DELETE /session was sent');
+  assert.equal((await raw('GET', `${baseUrl}/session`, { sessionid: loggedOut.header.sessionid })).status, 401);
+});
+
+test('userInfo posts the four fields to /session/userinfo', T, async () => {
   const api = createClient({ baseUrl });
   const res = await api.userInfo({ rawData: '{}', signature: '00', encryptedData: 'AAAA', iv: 'AAAAAAAAAAAAAAAAAAAAAA==' });
   assert.equal(res.statusCode, 422, 'the server checked it (a wrong signature here)');
   assert.equal(res.data.error, 'bad_signature');
-  assert.equal(wxs.calls('POST /session/userinfo'), 1);
+  const sent = wxs.counts.requests.find((r) => r.what === 'POST /session/userinfo');
+  assert.deepEqual(Object.keys(sent.options.data).sort(), ['encryptedData', 'iv', 'rawData', 'signature']);
+  assert.equal(sent.header.sessionid, wxs.storage.get('wxsession'));
+  assert.equal(wxs.counts.login, 1);
 });
 
-test('a server that keeps answering 401: one re-login, one retry, no loop', async () => {
-  let gets = 0;
-  const stubborn = http.createServer((req, res) => {
-    res.setHeader('content-type', 'application/json');
-    if (req.url === '/login') {
-      res.end(JSON.stringify({ sessionid: 'ffffffffffffffffffffffffffffffff', expires_in: 7200 }));
-    } else {
-      gets += 1;
-      res.statusCode = 401;
-      res.end(JSON.stringify({ error: 'invalid_session', message: 'no' }));
-    }
+test('a server that keeps answering 401: one re-login, one retry, no loop', T, async () => {
+  // 401 for ever (after 20 tries a 500, so that a looping client ends and fails the counts).
+  let tries = 0;
+  const s = await stub((p) => {
+    if (p === '/login') return [200, { sessionid: 'ffffffffffffffffffffffffffffffff', expires_in: 7200 }];
+    return ++tries > 20 ? [500, { error: 'stop', message: 'loop' }] : [401, { error: 'invalid_session', message: 'no' }];
   });
-  await new Promise((r) => stubborn.listen(0, '127.0.0.1', r));
-  const api = createClient({ baseUrl: `http://127.0.0.1:${stubborn.address().port}` });
+  const api = createClient({ baseUrl: s.url });
   const res = await api.request({ url: '/session' });
-  stubborn.close();
+  // With the session stored already, too: still exactly one re-login.
+  const warm = await api.request({ url: '/session' });
+  await s.close();
   assert.equal(res.statusCode, 401);
-  assert.equal(gets, 2);
-  assert.equal(wxs.counts.login, 2);
+  assert.equal(warm.statusCode, 401);
+  assert.deepEqual(s.hits, { '/login': 3, '/session': 4 });
+  assert.equal(wxs.counts.login, 3);
 });
 
-test('a 503 from the server is passed through, not retried in a loop', async () => {
+test('other 401s (not a session error) are handed back without a re-login', T, async () => {
+  const s = await stub((p) =>
+    p === '/login' ? [200, { sessionid: 'ffffffffffffffffffffffffffffffff', expires_in: 7200 }] : [401, { error: 'unauthorized', message: 'admin' }]
+  );
+  const api = createClient({ baseUrl: s.url });
+  const res = await api.request({ url: '/admin/x' });
+  await s.close();
+  assert.equal(res.statusCode, 401);
+  assert.deepEqual(s.hits, { '/login': 1, '/admin/x': 1 });
+});
+
+// Last against the real server: it stops and restarts Redis.
+test('a 503 from the server is passed through, not retried in a loop', T, async () => {
   const api = createClient({ baseUrl });
   await api.request({ url: '/session' });
-  await stopRedis();
+  await stop(redis, 'SIGKILL');
   try {
     const res = await api.request({ url: '/session' });
     assert.equal(res.statusCode, 503);
@@ -249,8 +462,20 @@ test('a 503 from the server is passed through, not retried in a loop', async () 
     assert.equal(wxs.counts.login, 1);
     // A cold start against a broken store: the login fails with the server's code.
     const cold = createClient({ baseUrl, storageKey: 'cold-503' });
-    await assert.rejects(cold.request({ url: '/session' }), (e) => e.code === 'store_unavailable');
+    await assert.rejects(cold.request({ url: '/session' }), (e) => e.code === 'store_unavailable' && e.statusCode === 503);
+    assert.equal(wxs.counts.login, 2);
+    assert.equal(wxs.calls('POST /login'), 2, 'the warm-up login and one failed cold login');
+    assert.equal(wxs.calls('GET /session'), 2, 'no request without a session');
   } finally {
     await startRedis();
   }
+  // And back to normal once Redis is.
+  await waitFor('wxsession', async () => (await raw('GET', `${baseUrl}/readyz`)).status === 200, server);
+  const again = await api.request({ url: '/session' });
+  assert.equal(again.statusCode, 200, 'the old session is gone with Redis; one re-login renews it');
+});
+
+test('no unhandled rejections', T, async () => {
+  await sleep(50);
+  assert.deepEqual(unhandled, []);
 });
