@@ -6,10 +6,16 @@
 //!   connection per actix worker (opened in `App::data_factory`, so no hop to
 //!   another thread), answering the raw value or 401.
 //! - `bench_reference wechat --bind ADDR`: a WeChat stand-in whose
-//!   `jscode2session` answers at once with an openid derived from the code.
+//!   `jscode2session` answers at once with an openid derived from the code;
+//!   `GET /hits` answers how many times it was called (so the bench can check
+//!   that every login it timed reached "WeChat").
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use redis::aio::MultiplexedConnection;
+
+static HITS: AtomicU64 = AtomicU64::new(0);
 
 async fn session(req: HttpRequest, conn: web::Data<MultiplexedConnection>) -> HttpResponse {
     let Some(id) = req.headers().get("sessionid").and_then(|v| v.to_str().ok()) else {
@@ -32,12 +38,17 @@ async fn session(req: HttpRequest, conn: web::Data<MultiplexedConnection>) -> Ht
 async fn jscode2session(
     query: web::Query<std::collections::HashMap<String, String>>,
 ) -> HttpResponse {
+    HITS.fetch_add(1, Ordering::Relaxed);
     let code = query.get("js_code").map(String::as_str).unwrap_or("");
     HttpResponse::Ok()
         .content_type("application/json")
         .body(format!(
             r#"{{"openid":"o{code}","session_key":"c2Vzc2lvbmtleTEyMzQ1Ng=="}}"#
         ))
+}
+
+async fn hits() -> String {
+    HITS.load(Ordering::Relaxed).to_string()
 }
 
 fn main() -> std::io::Result<()> {
@@ -70,7 +81,9 @@ fn main() -> std::io::Result<()> {
             }
             "wechat" => {
                 HttpServer::new(|| {
-                    App::new().route("/sns/jscode2session", web::get().to(jscode2session))
+                    App::new()
+                        .route("/sns/jscode2session", web::get().to(jscode2session))
+                        .route("/hits", web::get().to(hits))
                 })
                 .workers(1)
                 .bind(bind)?

@@ -4,30 +4,45 @@
 #   (a*) the same with session.local_cache = true (plus Redis commands per request)
 #   (h)  GET /healthz of the cache-on server: the framework alone (driven by a
 #        Lua script doing the same client-side work as (a), so that wrk, which
-#        shares the 2 cores, costs the same in both)
+#        shares the cores, costs the same in both)
 #   (b)  the 401 path (a well-formed unknown id)
-#   (c)  POST /login against an instant WeChat stand-in
-#   (d)  redis-benchmark GET and GETEX on the same Redis
+#   (c)  POST /login against an instant WeChat stand-in, a fresh code per request
+#        (checked: one stand-in call per timed login)
 #   (e)  examples/bench_reference.rs: one GETEX per request over one multiplexed
 #        connection per worker, the ceiling for one round trip per request
-# Runs are interleaved (a a* h b c e, ROUNDS times) and medians reported; then
-# RSS with CACHED_SESSIONS sessions in the cache.
-#   scripts/bench.sh                        # defaults: 10 s runs, 3 rounds
+#   (d)  redis-benchmark GET and GETEX (-c 64) on the same Redis, session-sized value
+# The sessions are made through POST /login. Runs are interleaved
+# (a a* h b c e d-GET d-GETEX, ROUNDS times) and medians reported; then the RSS of
+# the cache-on server holding CACHED_SESSIONS sessions. Every wrk run is checked:
+# (b) must answer only 401s, the others only 2xx, or the script fails.
+#   scripts/bench.sh                        # defaults: 10 s runs, 3 rounds (~4 min)
 #   BENCH_SECS=3 ROUNDS=1 scripts/bench.sh  # a quick look
+# Also: SESSIONS (10000), CACHED_SESSIONS (100000), REDIS_N (200000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cmdline="scripts/bench.sh"
+for v in REDIS_N CACHED_SESSIONS SESSIONS ROUNDS BENCH_SECS; do
+  if [ -n "${!v:-}" ]; then cmdline="$v=${!v} $cmdline"; fi
+done
 source scripts/lib.sh
+# redis-benchmark and redis-cli come with Debian's redis-tools.
 ensure_packages redis-server redis-tools wrk
+command -v curl >/dev/null || ensure_packages curl
+command -v python3 >/dev/null || ensure_packages python3
 
 SECS="${BENCH_SECS:-10}"; ROUNDS="${ROUNDS:-3}"
-SESSIONS="${SESSIONS:-10000}"; CACHED="${CACHED_SESSIONS:-100000}"
+SESSIONS="${SESSIONS:-10000}"; CACHED="${CACHED_SESSIONS:-100000}"; REDIS_N="${REDIS_N:-200000}"
+THREADS=2; CONNS=64
 use_scratch
+# On Ctrl-C or TERM: stop here (the EXIT trap stops every process), do not carry on.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 echo ">> building (release)"
 cargo build --release --quiet --bin wxsession --example bench_reference
 redis_port="$(free_port)"; wx_port="$(free_port)"; plain_port="$(free_port)"; cache_port="$(free_port)"; ref_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >/dev/null &
-pids+=($!)
+pids+=($!); redis_pid=$!
 wait_port "$redis_port"
 target/release/examples/bench_reference wechat --bind "127.0.0.1:$wx_port" &
 pids+=($!)
@@ -43,111 +58,194 @@ start_server() { # port, extra env...
 start_server "$plain_port"; plain_pid=$!
 start_server "$cache_port" WXSESSION_SESSION_LOCAL_CACHE=true; cache_pid=$!
 target/release/examples/bench_reference session --bind "127.0.0.1:$ref_port" --redis "redis://127.0.0.1:$redis_port/0" &
-pids+=($!)
+pids+=($!); ref_pid=$!
 for p in "$redis_port" "$wx_port" "$plain_port" "$cache_port" "$ref_port"; do wait_port "$p"; done
 
-# Sessions written straight into Redis, in the server's own format.
-make_sessions() { # count, ids file
-  python3 - "$1" "$2" <<'PY' | redis-cli -p "$redis_port" --pipe >/dev/null
-import os, sys, time, json
-count, path = int(sys.argv[1]), sys.argv[2]
-now = int(time.time())
-out = sys.stdout.buffer
-with open(path, "w") as ids:
-    for i in range(count):
-        sid = os.urandom(16).hex()
-        ids.write(sid + "\n")
-        value = json.dumps({"openid": f"bench{i}", "unionid": None, "created_at": now}, separators=(",", ":"))
-        args = ["SET", f"wxsess:s:{sid}", value, "EX", "7200"]
-        out.write(f"*{len(args)}\r\n".encode())
-        for a in args:
-            b = a.encode()
-            out.write(f"${len(b)}\r\n".encode() + b + b"\r\n")
-PY
-}
-make_sessions "$SESSIONS" "$work/ids.txt"
-export IDS_FILE="$work/ids.txt"
+wechat_hits() { curl -sf "127.0.0.1:$wx_port/hits"; }
+nonce() { echo "bench$(date +%s%N)$RANDOM"; }
 
-commands_total() { redis-cli -p "$redis_port" info commandstats | tr -d '\r' | grep '^cmdstat_' | grep -v -e '^cmdstat_ping' -e '^cmdstat_info' | sed -E 's/.*calls=([0-9]+).*/\1/' | paste -sd+ | bc; }
-# name url [lua]: one wrk run; appends "name rps p50_ms p99_ms requests" to results
+# count, ids file: `count` logins through the cache-off server with wrk
+# (scripts/bench/create.lua), the answered session ids into the file.
+login_sessions() {
+  local count="$1" out="$2" wrk_pid marks=0
+  rm -f "$work"/created.*
+  COUNT="$count" THREADS="$THREADS" NONCE="$(nonce)" OUT="$work/created" \
+    wrk -t"$THREADS" -c"$CONNS" -d120s -s scripts/bench/create.lua "http://127.0.0.1:$plain_port" >"$work/create.log" &
+  wrk_pid=$!; pids+=("$wrk_pid")
+  for _ in $(seq 1200); do # at most 120 s, as wrk's -d
+    marks="$(find "$work" -maxdepth 1 -name 'created.*.done' | wc -l)"
+    [ "$marks" -eq "$THREADS" ] && break
+    kill -0 "$wrk_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -INT "$wrk_pid" 2>/dev/null || true
+  wait "$wrk_pid" || true
+  local got failed
+  got="$(cat "$work"/created.*.ids | wc -l)"
+  failed="$(cat "$work"/created.*.done 2>/dev/null | awk '{s += $1} END {print s + 0}')"
+  if [ "$marks" -ne "$THREADS" ] || [ "$failed" -ne 0 ] || [ "$got" -lt "$count" ]; then
+    echo "!! wanted $count sessions: $got logins answered with a session, $failed failed"
+    cat "$work/create.log"; tail -5 "$work/server.log"; exit 1
+  fi
+  cat "$work"/created.*.ids | head -n "$count" > "$out"
+}
+
+echo ">> $SESSIONS sessions through POST /login"
+login_sessions "$SESSIONS" "$work/ids.txt"
+# Cross-check in Redis: at least those sessions, plus at most one per connection.
+redis-cli -p "$redis_port" --scan --pattern 'wxsess:s:*' | sed 's/^wxsess:s://' | sort > "$work/in_redis.txt"
+missing="$(sort "$work/ids.txt" | comm -23 - "$work/in_redis.txt" | wc -l)"
+in_redis="$(wc -l < "$work/in_redis.txt")"
+if [ "$missing" -ne 0 ] || [ "$in_redis" -gt $((SESSIONS + CONNS)) ]; then
+  echo "!! Redis holds $in_redis sessions, $missing of the $SESSIONS answered ids missing"; exit 1
+fi
+export IDS_FILE="$work/ids.txt"
+# (d) reads a real session's value: GET on redis-benchmark's fixed key (a copy),
+# GETEX on the session itself.
+first_key="wxsess:s:$(head -1 "$work/ids.txt")"
+redis-cli -p "$redis_port" GET "$first_key" | tr -d '\n' | redis-cli -p "$redis_port" -x SET 'key:__rand_int__' >/dev/null
+
+commands_total() {
+  redis-cli -p "$redis_port" info commandstats | tr -d '\r' | grep '^cmdstat_' \
+    | grep -v -e '^cmdstat_ping' -e '^cmdstat_info' | sed -E 's/.*calls=([0-9]+).*/\1/' | awk '{s += $1} END {print s}'
+}
+to_ms() { # wrk's 612.00us / 1.73ms / 1.02s -> ms
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) ; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+# CPU accounting: clock ticks of one process, and of the whole machine (busy, all).
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+all_ticks() { awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat; }
+cpu_start() { # server pid: remembers the counters
+  c_srv="$(proc_ticks "$1")"; c_redis="$(proc_ticks "$redis_pid")"; read -r c_busy c_all < <(all_ticks)
+}
+cpu_end() { # server pid: prints "server% redis% rest%" (of one core) since cpu_start
+  local srv redis busy all
+  srv="$(proc_ticks "$1")"; redis="$(proc_ticks "$redis_pid")"; read -r busy all < <(all_ticks)
+  [ "$1" = "$redis_pid" ] && srv="$c_srv" # the server is Redis: count it once
+  awk -v s=$((srv - c_srv)) -v r=$((redis - c_redis)) -v b=$((busy - c_busy)) -v a=$((all - c_all)) -v n="$(nproc)" \
+    'BEGIN { k = 100 * n / (a > 0 ? a : 1); printf "%.0f %.0f %.0f", s * k, r * k, (b - s - r) * k }'
+}
+# name expect url lua server_pid: one wrk run (expect: 2xx or 401, what every
+# answer must be); appends "name rps p50_ms p99_ms requests cpu_server cpu_redis
+# cpu_rest" to results (CPU in % of one core; rest = wrk, the stand-in, softirq, others).
 run() {
-  local name="$1" url="$2" script="${3:-}"
-  local out
-  if [ -n "$script" ]; then out="$(wrk -t2 -c64 -d"${SECS}s" --latency -s "$script" "$url")"; else out="$(wrk -t2 -c64 -d"${SECS}s" --latency "$url")"; fi
-  local rps p50 p99 reqs
+  local name="$1" expect="$2" url="$3" script="$4" server_pid="$5" out cpu
+  local args=(-t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency -s "$script")
+  cpu_start "$server_pid"
+  out="$(NONCE="$(nonce)" timeout --foreground $((SECS + 30)) wrk "${args[@]}" "$url")"
+  cpu="$(cpu_end "$server_pid")"
+  local rps p50 p99 reqs non2xx errors
   rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
-  p50="$(echo "$out" | awk '$1=="50%" {print $2}')"
-  p99="$(echo "$out" | awk '$1=="99%" {print $2}')"
+  p50="$(echo "$out" | awk '$1 == "50%" {print $2}')"
+  p99="$(echo "$out" | awk '$1 == "99%" {print $2}')"
   reqs="$(echo "$out" | awk '/requests in/ {print $1}')"
-  echo "$name $rps $p50 $p99 $reqs" >> "$work/results"
-  printf '   %-8s %10s req/s  p50 %-8s p99 %s\n' "$name" "$rps" "$p50" "$p99"
+  non2xx="$(echo "$out" | awk '/Non-2xx/ {print $NF}')"; non2xx="${non2xx:-0}"
+  errors="$(echo "$out" | awk '/Socket errors/ {sub(/.*Socket errors: /, ""); print}')"
+  if { [ "$expect" = 2xx ] && [ "$non2xx" -ne 0 ]; } || { [ "$expect" = 401 ] && [ "$non2xx" -ne "$reqs" ]; }; then
+    echo "!! $name: $non2xx of $reqs answers were not $expect"; echo "$out"; tail -5 "$work/server.log"; exit 1
+  fi
+  [ -n "$errors" ] && echo "$name socket errors: $errors" >> "$work/notes"
+  echo "$name $rps $(to_ms "$p50") $(to_ms "$p99") $reqs $cpu" >> "$work/results"
+  printf '   %-8s %10s req/s  p50 %-8s p99 %-8s cpu%% server/redis/rest %s %s\n' "$name" "$rps" "$p50" "$p99" \
+    "${cpu// //}" "${errors:+socket errors: $errors}"
+}
+# name, redis-benchmark command...: appends "name rps p50_ms p99_ms" to results.
+run_redis() {
+  local name="$1" line test rps avg min p50 p95 p99 max cpu; shift
+  cpu_start "$redis_pid"
+  line="$(timeout --foreground 120 redis-benchmark -p "$redis_port" -c "$CONNS" -n "$REDIS_N" --csv "$@" | tail -1 | tr -d '"')"
+  cpu="$(cpu_end "$redis_pid")"
+  IFS=, read -r test rps avg min p50 p95 p99 max <<<"$line"
+  echo "$name $rps $p50 $p99 $REDIS_N $cpu" >> "$work/results"
+  printf '   %-8s %10s req/s  p50 %-8s p99 %-8s cpu%% server/redis/rest %s\n' "$name" "$rps" "${p50}ms" "${p99}ms" "${cpu// //}"
 }
 
 # Warm the cache-on server, then measure.
-wrk -t2 -c64 -d2s -s scripts/bench/get.lua "http://127.0.0.1:$cache_port" >/dev/null
+timeout --foreground 30 wrk -t"$THREADS" -c"$CONNS" -d2s -s scripts/bench/get.lua "http://127.0.0.1:$cache_port" >/dev/null
 for round in $(seq "$ROUNDS"); do
-  echo ">> round $round"
-  run a "http://127.0.0.1:$plain_port" scripts/bench/get.lua
+  echo ">> round $round of $ROUNDS"
+  run a 2xx "http://127.0.0.1:$plain_port" scripts/bench/get.lua "$plain_pid"
   before="$(commands_total)"
-  run a_cache "http://127.0.0.1:$cache_port" scripts/bench/get.lua
+  run a_cache 2xx "http://127.0.0.1:$cache_port" scripts/bench/get.lua "$cache_pid"
   after="$(commands_total)"
   echo "a_cache_cmds $((after - before))" >> "$work/results"
-  run healthz "http://127.0.0.1:$cache_port" scripts/bench/healthz.lua
-  run b_401 "http://127.0.0.1:$plain_port/session" scripts/bench/unknown.lua
-  run c_login "http://127.0.0.1:$plain_port" scripts/bench/login.lua
-  run e_ref "http://127.0.0.1:$ref_port" scripts/bench/get.lua
+  run healthz 2xx "http://127.0.0.1:$cache_port" scripts/bench/healthz.lua "$cache_pid"
+  run b_401 401 "http://127.0.0.1:$plain_port/session" scripts/bench/unknown.lua "$plain_pid"
+  before="$(wechat_hits)"
+  run c_login 2xx "http://127.0.0.1:$plain_port" scripts/bench/login.lua "$plain_pid"
+  after="$(wechat_hits)"
+  echo "c_login_hits $((after - before))" >> "$work/results"
+  run e_ref 2xx "http://127.0.0.1:$ref_port" scripts/bench/get.lua "$ref_pid"
+  run_redis d_get -t get
+  run_redis d_getex GETEX "$first_key" EX 7200
 done
-echo ">> redis-benchmark (d)"
-redis-benchmark -p "$redis_port" -c 64 -n 300000 --csv -t get | tail -1 > "$work/d_get.csv"
-redis-benchmark -p "$redis_port" -c 64 -n 300000 --csv GETEX benchkey EX 7200 | tail -1 > "$work/d_getex.csv"
-redis-cli -p "$redis_port" set benchkey x >/dev/null
 
 rss_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
-plain_rss="$(rss_kib "$plain_pid")"
-echo ">> cache RSS with $CACHED sessions"
-make_sessions "$CACHED" "$work/ids_cached.txt"
-IDS_FILE="$work/ids_cached.txt" wrk -t2 -c64 -d"${SECS}s" -s scripts/bench/get.lua "http://127.0.0.1:$cache_port" >/dev/null
-IDS_FILE="$work/ids_cached.txt" wrk -t2 -c64 -d"${SECS}s" -s scripts/bench/get.lua "http://127.0.0.1:$cache_port" >/dev/null
+plain_rss="$(rss_kib "$plain_pid")"; ref_rss="$(rss_kib "$ref_pid")"
+echo ">> cache RSS with $CACHED sessions (made through POST /login)"
+login_sessions "$CACHED" "$work/ids_cached.txt"
+for _ in 1 2; do
+  IDS_FILE="$work/ids_cached.txt" timeout --foreground $((SECS + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" \
+    -s scripts/bench/get.lua "http://127.0.0.1:$cache_port" >/dev/null
+done
 entries="$(curl -s "127.0.0.1:$cache_port/metrics" | awk '/^wxsession_cache_entries/ {print $2}')"
 cache_rss="$(rss_kib "$cache_pid")"
 
-python3 - "$work" "$plain_rss" "$cache_rss" "$entries" "$SECS" "$ROUNDS" "$SESSIONS" "$CACHED" <<'PY'
-import csv, statistics, sys, os
-work, plain_rss, cache_rss, entries, secs, rounds, sessions, cached = sys.argv[1:]
-rows = {}
-cmds = []
+touch "$work/notes"
+python3 - "$work" "$plain_rss" "$ref_rss" "$cache_rss" "${entries:-?}" "$SECS" "$ROUNDS" "$SESSIONS" \
+  "$cmdline" "$(nproc)" "$(wrk --version 2>&1 | head -1 | awk '{print $2}')" "$(redis-server --version | awk '{sub(/^v=/, "", $3); print $3}')" <<'PY'
+import statistics, sys, os
+(work, plain_rss, ref_rss, cache_rss, entries, secs, rounds, sessions,
+ cmdline, nproc, wrk_version, redis_version) = sys.argv[1:]
+rows, extra = {}, {}
 for line in open(os.path.join(work, "results")):
-    parts = line.split()
-    if parts[0] == "a_cache_cmds":
-        cmds.append(int(parts[1])); continue
-    rows.setdefault(parts[0], []).append(parts[1:])
-def ms(v):
-    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
-med = {}
-for name, runs in rows.items():
-    med[name] = (statistics.median(float(r[0]) for r in runs),
-                 statistics.median(ms(r[1]) for r in runs),
-                 statistics.median(ms(r[2]) for r in runs),
-                 [int(r[3]) for r in runs])
-def redis_csv(path):
-    row = next(csv.reader(open(path)))
-    return float(row[1]), float(row[4]), float(row[6])
-d_get, d_getex = redis_csv(os.path.join(work, "d_get.csv")), redis_csv(os.path.join(work, "d_getex.csv"))
-per_req = statistics.median(c / r for c, r in zip(cmds, med["a_cache"][3]))
-labels = {"a": "(a) guarded GET /session", "a_cache": "(a*) same, local cache on", "healthz": "(h) GET /healthz",
-          "b_401": "(b) 401 path", "c_login": "(c) POST /login", "e_ref": "(e) one-GETEX reference"}
+    name, *vals = line.split()
+    if name in ("a_cache_cmds", "c_login_hits"):
+        extra.setdefault(name, []).append(int(vals[0]))
+    else:
+        rows.setdefault(name, []).append([float(v) for v in vals])
+med = {name: [statistics.median(r[i] for r in runs) for i in range(3)] + [[int(r[3]) for r in runs]]
+       for name, runs in rows.items()}
+cpu = {name: [statistics.median(r[i] for r in runs) for i in (4, 5, 6)] for name, runs in rows.items()}
+cmds_per_req = statistics.median(c / r for c, r in zip(extra["a_cache_cmds"], med["a_cache"][3]))
+hits_per_login = statistics.median(h / r for h, r in zip(extra["c_login_hits"], med["c_login"][3]))
+labels = [("a", "(a) guarded GET /session"),
+          ("a_cache", "(a*) same, local cache on"),
+          ("healthz", "(h) GET /healthz (same wrk Lua work as (a))"),
+          ("b_401", "(b) 401 path"),
+          ("c_login", "(c) POST /login (instant WeChat stand-in)"),
+          ("e_ref", "(e) one-GETEX reference"),
+          ("d_get", "(d) redis-benchmark GET -c 64"),
+          ("d_getex", "(d) redis-benchmark GETEX -c 64")]
 print()
-print(f"| run ({os.cpu_count()} cores, wrk -t2 -c64 -d{secs}s, median of {rounds}) | req/s | p50 ms | p99 ms |")
+print(f"Command: `{cmdline}`; nproc = {nproc} (server, Redis, wrk and redis-benchmark share them); "
+      f"wrk {wrk_version}, redis {redis_version}; {sessions} sessions.")
+print()
+print(f"| run (nproc {nproc}, wrk -t2 -c64 -d{secs}s, median of {rounds}) | req/s | p50 ms | p99 ms |")
 print("|---|---|---|---|")
-for key in ["a", "a_cache", "healthz", "b_401", "c_login", "e_ref"]:
+for key, label in labels:
     rps, p50, p99, _ = med[key]
-    print(f"| {labels[key]} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |")
-print(f"| (d) redis-benchmark GET -c 64 | {d_get[0]:,.0f} | {d_get[1]:.2f} | {d_get[2]:.2f} |")
-print(f"| (d) redis-benchmark GETEX -c 64 | {d_getex[0]:,.0f} | {d_getex[1]:.2f} | {d_getex[2]:.2f} |")
+    print(f"| {label} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |")
 print()
-a, e, ac, h = med["a"][0], med["e_ref"][0], med["a_cache"][0], med["healthz"][0]
-print(f"(a)/(d GETEX) = {a / d_getex[0]:.2f}   (a)/(e) = {a / e:.2f}")
-print(f"(a*)/(h) = {ac / h:.2f}   (a*)/(e) = {ac / e:.2f}   Redis commands per cached guarded request = {per_req:.4f}")
-print(f"server peak RSS under load: {int(plain_rss) / 1024:.1f} MiB (cache off); "
-      f"{int(cache_rss) / 1024:.1f} MiB with the cache on holding {entries} sessions")
+a, e, ac, h, dx = (med[k][0] for k in ("a", "e_ref", "a_cache", "healthz", "d_getex"))
+print(f"(a)/(d GETEX) = {a / dx:.2f}   (a)/(e) = {a / e:.2f}   "
+      f"(a*)/(e) = {ac / e:.2f}   (a*)/(h) = {ac / h:.2f}")
+print(f"Redis commands per cached guarded request (a*) = {cmds_per_req:.4f}; "
+      f"WeChat stand-in calls per timed login (c) = {hits_per_login:.3f}")
+print(f"Peak RSS (VmHWM): cache-off server {int(plain_rss) / 1024:.1f} MiB after every run; "
+      f"reference {int(ref_rss) / 1024:.1f} MiB; cache-on server {int(cache_rss) / 1024:.1f} MiB "
+      f"holding {entries} cached sessions")
+print()
+print(f"CPU during each run, % of one core (all {nproc} cores busy = {100 * int(nproc)}%), median; "
+      "rest = wrk or redis-benchmark, the WeChat stand-in, kernel softirq, anything else:")
+print()
+print("| run | server | redis | rest |")
+print("|---|---|---|---|")
+for key, label in labels:
+    srv, red, rest = cpu[key]
+    srv_text = "(is redis)" if key.startswith("d_") else f"{srv:.0f}"
+    print(f"| {label} | {srv_text} | {red:.0f} | {rest:.0f} |")
+notes = open(os.path.join(work, "notes")).read().strip()
+if notes:
+    print("wrk socket errors:\n" + notes)
 PY

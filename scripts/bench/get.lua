@@ -2,7 +2,6 @@
 local ids = {}
 for line in io.lines(os.getenv("IDS_FILE")) do ids[#ids + 1] = line end
 local i = 0
-function setup(thread) end
 function request()
   i = i + 1
   return wrk.format("GET", "/session", {["sessionid"] = ids[(i % #ids) + 1]})
