@@ -3,13 +3,69 @@
 //!
 //! Every counter is a [`CounterVec`] over a closed set of label values, so
 //! recording costs one relaxed add and no label set can grow without bound (no
-//! per-user or per-address labels).
+//! per-user or per-address labels). The adds land in per-thread shards
+//! ([`Shards`]) that `/metrics` sums.
 
 use std::{
+    cell::Cell,
     fmt::Write as _,
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
     time::Duration,
 };
+
+/// Threads are spread over this many shards; more threads share them.
+const SHARDS: usize = 8;
+/// Unused cells after each shard's counters (128 bytes): no two shards' counters
+/// ever share a cache line, whatever the allocation's alignment.
+const SHARD_PADDING: usize = 16;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// This thread's shard, assigned round-robin on first use.
+fn this_shard() -> usize {
+    SHARD.with(|shard| {
+        shard.get().unwrap_or_else(|| {
+            let assigned = NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS;
+            shard.set(Some(assigned));
+            assigned
+        })
+    })
+}
+
+/// A row of counters that many threads add to. Each thread adds to its own
+/// shard: with one shared row, the workers took the cache line from each other
+/// on every request, which cost about 6% of the server's CPU per guarded
+/// request (`scripts/bench.sh`, README). Reads sum the shards.
+pub struct Shards {
+    width: usize,
+    cells: Box<[AtomicU64]>,
+}
+
+impl Shards {
+    pub fn new(width: usize) -> Shards {
+        Shards {
+            width,
+            cells: (0..SHARDS * (width + SHARD_PADDING))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    pub fn add(&self, index: usize, n: u64) {
+        debug_assert!(index < self.width);
+        self.cells[this_shard() * (self.width + SHARD_PADDING) + index].fetch_add(n, Relaxed);
+    }
+
+    pub fn sum(&self, index: usize) -> u64 {
+        (0..SHARDS)
+            .map(|shard| self.cells[shard * (self.width + SHARD_PADDING) + index].load(Relaxed))
+            .sum()
+    }
+}
 
 /// Outcomes of WeChat calls: `ok` or the error tag; anything else counts as `other`.
 const WECHAT_OUTCOMES: &[&str] = &[
@@ -56,7 +112,7 @@ pub struct CounterVec {
     help: &'static str,
     label: &'static str,
     values: &'static [&'static str],
-    counts: Box<[AtomicU64]>,
+    counts: Shards,
 }
 
 impl CounterVec {
@@ -71,7 +127,7 @@ impl CounterVec {
             help,
             label,
             values,
-            counts: values.iter().map(|_| AtomicU64::new(0)).collect(),
+            counts: Shards::new(values.len()),
         }
     }
 
@@ -81,19 +137,19 @@ impl CounterVec {
             .iter()
             .position(|v| *v == value)
             .unwrap_or(self.values.len() - 1);
-        self.counts[index].fetch_add(1, Relaxed);
+        self.counts.add(index, 1);
     }
 
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
         let _ = writeln!(out, "# TYPE {} counter", self.name);
-        for (value, n) in self.values.iter().zip(self.counts.iter()) {
+        for (index, value) in self.values.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "{}{{{}=\"{value}\"}} {}",
                 self.name,
                 self.label,
-                n.load(Relaxed)
+                self.counts.sum(index)
             );
         }
     }
@@ -117,10 +173,12 @@ pub struct Metrics {
     pub cache_invalidations: CounterVec,
     /// Sessions in the local cache (a gauge, refreshed by the cache's heartbeat).
     pub cache_entries: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_micros: AtomicU64,
+    /// The histogram's buckets (not cumulative), then its count and sum (µs).
+    latency: Shards,
 }
+
+const LATENCY_COUNT: usize = LATENCY_BUCKETS.len();
+const LATENCY_SUM_MICROS: usize = LATENCY_BUCKETS.len() + 1;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -192,9 +250,7 @@ impl Default for Metrics {
                 &["key", "flush"],
             ),
             cache_entries: AtomicU64::new(0),
-            latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            latency_count: AtomicU64::new(0),
-            latency_sum_micros: AtomicU64::new(0),
+            latency: Shards::new(LATENCY_BUCKETS.len() + 2),
         }
     }
 }
@@ -208,11 +264,11 @@ impl Metrics {
         let secs = elapsed.as_secs_f64();
         // Cumulative buckets are summed at render time; here only the first that fits.
         if let Some(i) = LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
-            self.latency_buckets[i].fetch_add(1, Relaxed);
+            self.latency.add(i, 1);
         }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Relaxed);
+        self.latency.add(LATENCY_COUNT, 1);
+        self.latency
+            .add(LATENCY_SUM_MICROS, elapsed.as_micros() as u64);
     }
 
     /// The Prometheus text exposition format.
@@ -243,14 +299,14 @@ impl Metrics {
         );
         out.push_str("# TYPE wxsession_http_request_duration_seconds histogram\n");
         let mut cumulative = 0;
-        for (le, n) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            cumulative += n.load(Relaxed);
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.latency.sum(i);
             let _ = writeln!(
                 out,
                 "wxsession_http_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
             );
         }
-        let count = self.latency_count.load(Relaxed);
+        let count = self.latency.sum(LATENCY_COUNT);
         let _ = writeln!(
             out,
             "wxsession_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
@@ -258,7 +314,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "wxsession_http_request_duration_seconds_sum {}",
-            self.latency_sum_micros.load(Relaxed) as f64 / 1e6
+            self.latency.sum(LATENCY_SUM_MICROS) as f64 / 1e6
         );
         let _ = writeln!(out, "wxsession_http_request_duration_seconds_count {count}");
         out
@@ -275,6 +331,28 @@ pub fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_sum_what_every_thread_added() {
+        let shards = std::sync::Arc::new(Shards::new(3));
+        let threads: Vec<_> = (0..SHARDS + 3)
+            .map(|_| {
+                let shards = shards.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        shards.add(1, 1);
+                    }
+                    shards.add(2, 5);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(shards.sum(0), 0);
+        assert_eq!(shards.sum(1), 1000 * (SHARDS as u64 + 3));
+        assert_eq!(shards.sum(2), 5 * (SHARDS as u64 + 3));
+    }
 
     #[test]
     fn renders_counters_and_a_cumulative_histogram() {

@@ -6,7 +6,7 @@ use std::{future::Future, pin::Pin};
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest, HttpResponse};
 use subtle::ConstantTimeEq;
 
-use super::{error::ApiError, AppState};
+use super::{error::ApiError, AppState, JsonAnswer as _};
 
 /// Proof that the request carries the admin token; take it as a handler argument.
 pub struct AdminAccess;
@@ -52,7 +52,7 @@ async fn access_token(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let token = state.wechat.access_token().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
+    Ok(HttpResponse::Ok().json_body(serde_json::json!({
         "access_token": token.token.expose(),
         "expires_in": token.expires_in,
     })))
@@ -64,7 +64,7 @@ async fn list_user_sessions(
     openid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sessions = state.store.list_user(&openid).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": sessions })))
+    Ok(HttpResponse::Ok().json_body(serde_json::json!({ "sessions": sessions })))
 }
 
 async fn revoke_user_sessions(
@@ -74,5 +74,5 @@ async fn revoke_user_sessions(
 ) -> Result<HttpResponse, ApiError> {
     let revoked = state.store.revoke_user(&openid).await?;
     log::info!("admin revoked {revoked} sessions of openid={openid}");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked": revoked })))
+    Ok(HttpResponse::Ok().json_body(serde_json::json!({ "revoked": revoked })))
 }

@@ -5,6 +5,8 @@
 //! their details go to the log, never into a response.
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+
+use super::JsonAnswer as _;
 use serde::Serialize;
 
 use crate::{
@@ -145,7 +147,7 @@ impl ResponseError for ApiError {
         if let ApiError::MethodNotAllowed(allow) = self {
             answer.insert_header((actix_web::http::header::ALLOW, *allow));
         }
-        answer.json(ErrorBody {
+        answer.json_body(ErrorBody {
             error: self.code(),
             message: self.message(),
         })

@@ -19,22 +19,24 @@ impl FromRequest for Session {
     type Future = Pin<Box<dyn Future<Output = Result<Session, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-            // A wiring mistake of the embedding app, not the client's fault.
-            log::error!("Session extractor used without web::Data<AppState>");
-            return Box::pin(async { Err(ApiError::StoreUnavailable) });
-        };
-        let peer = req.peer_addr().map(|a| a.ip());
-        let parsed = parse_header(req, &state, peer);
+        // The future keeps the request (a per-thread `Rc`), not a clone of the
+        // state's `Arc`, whose count every worker would bump on every request.
+        let req = req.clone();
         Box::pin(async move {
-            let id = parsed?;
+            let Some(state) = req.app_data::<web::Data<AppState>>() else {
+                // A wiring mistake of the embedding app, not the client's fault.
+                log::error!("Session extractor used without web::Data<AppState>");
+                return Err(ApiError::StoreUnavailable);
+            };
+            let peer = req.peer_addr().map(|a| a.ip());
+            let id = parse_header(&req, state, peer)?;
             match state.store.touch(&id).await {
                 Ok(Some(session)) => {
                     state.metrics.record_guard(GuardOutcome::Ok);
                     Ok(session)
                 }
                 Ok(None) => Err(reject(
-                    &state,
+                    state,
                     GuardOutcome::Unknown,
                     Some(id.as_str().as_bytes()),
                     peer,

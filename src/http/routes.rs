@@ -8,7 +8,7 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{error::ApiError, AppState};
+use super::{error::ApiError, AppState, JsonAnswer as _};
 use crate::{
     secret::Secret,
     session::Session,
@@ -97,7 +97,7 @@ pub async fn login(
         }
     }
     let session = result?;
-    Ok(HttpResponse::Ok().json(LoginAnswer {
+    Ok(HttpResponse::Ok().json_body(LoginAnswer {
         sessionid: session.id().as_str(),
         expires_in: session.expires_in(),
     }))
@@ -124,7 +124,7 @@ async fn login_flow(
 }
 
 pub async fn me(session: Session) -> HttpResponse {
-    HttpResponse::Ok().json(SessionAnswer {
+    HttpResponse::Ok().json_body(SessionAnswer {
         openid: session.openid(),
         unionid: session.unionid(),
         created_at: session.created_at(),
@@ -160,7 +160,7 @@ pub async fn user_info(
             unionid,
         )
         .await?;
-    Ok(HttpResponse::Ok().json(user))
+    Ok(HttpResponse::Ok().json_body(user))
 }
 
 /// The user's phone number, from a `getPhoneNumber` code (through WeChat, with
@@ -201,14 +201,14 @@ pub async fn phone(
         }
     };
     let phone = PhoneNumber::from_object(&object).ok_or(DataError::DecryptFailed)?;
-    Ok(HttpResponse::Ok().json(phone))
+    Ok(HttpResponse::Ok().json_body(phone))
 }
 
 /// Is this session's `session_key` still the user's current one at WeChat?
 pub async fn check(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
     let key = current_session_key(&state, &session).await?;
     let valid = state.wechat.check_session(session.openid(), &key).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "valid": valid })))
+    Ok(HttpResponse::Ok().json_body(serde_json::json!({ "valid": valid })))
 }
 
 /// The key this session decrypts with: its user's newest `session_key`. Missing
@@ -240,12 +240,12 @@ pub async fn auth(session: Session) -> HttpResponse {
 }
 
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+    HttpResponse::Ok().json_body(serde_json::json!({"status": "ok"}))
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.store.ping().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+    Ok(HttpResponse::Ok().json_body(serde_json::json!({"status": "ready"})))
 }
 
 /// The OpenAPI 3 document of this API (kept true by `tests/openapi.rs`).

@@ -160,11 +160,11 @@ impl SessionStore {
     }
 
     /// The name of a session in Redis and in the admin tools.
-    pub fn handle(&self, id: &SessionId) -> String {
+    pub fn handle<'a>(&self, id: &'a SessionId) -> Cow<'a, str> {
         if self.hash_ids {
-            hex::encode(Sha256::digest(id.as_str().as_bytes()))
+            Cow::Owned(hex::encode(Sha256::digest(id.as_str().as_bytes())))
         } else {
-            id.as_str().to_string()
+            Cow::Borrowed(id.as_str())
         }
     }
 
@@ -172,7 +172,7 @@ impl SessionStore {
     /// a handle. `None` if it is neither.
     pub fn parse_handle(&self, text: &str) -> Option<String> {
         if let Ok(id) = SessionId::parse(text.as_bytes()) {
-            return Some(self.handle(&id));
+            return Some(self.handle(&id).into_owned());
         }
         let is_hash =
             text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
@@ -358,11 +358,7 @@ impl SessionStore {
         id: &SessionId,
     ) -> Result<Option<Session>, StoreError> {
         // The hit path allocates nothing: the cache is keyed by the id's bits.
-        let handle = if self.hash_ids {
-            Cow::Owned(self.handle(id))
-        } else {
-            Cow::Borrowed(id.as_str())
-        };
+        let handle = self.handle(id);
         let slot = cache::slot(&handle);
         let now = cache::now_ms();
         let ttl_ms = self.policy.ttl_secs * 1000;
@@ -702,7 +698,7 @@ impl SessionStore {
 
     /// A handle on the shared connection (cheap: the connection is multiplexed).
     fn conn(&self) -> RedisConn {
-        self.redis.clone()
+        self.redis.for_this_thread()
     }
 
     async fn bounded<T>(
