@@ -8,6 +8,9 @@
 #   (b)  the 401 path (a well-formed unknown id)
 #   (c)  POST /login against an instant WeChat stand-in, a fresh code per request
 #        (checked: one stand-in call per timed login)
+#   (c1) the same over one connection, and (w1) the stand-in's jscode2session
+#        alone over one connection: p99 (c1) - p99 (w1) is what a login adds to
+#        the WeChat call when nothing queues
 #   (e)  examples/bench_reference.rs: one GETEX per request over one multiplexed
 #        connection per worker, the ceiling for one round trip per request
 #   (d)  redis-benchmark GET and GETEX (-c 64) on the same Redis, session-sized value
@@ -45,7 +48,7 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --d
 pids+=($!); redis_pid=$!
 wait_port "$redis_port"
 target/release/examples/bench_reference wechat --bind "127.0.0.1:$wx_port" &
-pids+=($!)
+pids+=($!); wx_pid=$!
 touch "$work/empty.toml"
 start_server() { # port, extra env...
   local port="$1"; shift
@@ -130,7 +133,7 @@ cpu_end() { # server pid: prints "server% redis% rest%" (of one core) since cpu_
 # cpu_rest" to results (CPU in % of one core; rest = wrk, the stand-in, softirq, others).
 run() {
   local name="$1" expect="$2" url="$3" script="$4" server_pid="$5" out cpu
-  local args=(-t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency -s "$script")
+  local args=(-t"${RUN_THREADS:-$THREADS}" -c"${RUN_CONNS:-$CONNS}" -d"${SECS}s" --latency -s "$script")
   cpu_start "$server_pid"
   out="$(NONCE="$(nonce)" timeout --foreground $((SECS + 30)) wrk "${args[@]}" "$url")"
   cpu="$(cpu_end "$server_pid")"
@@ -175,6 +178,8 @@ for round in $(seq "$ROUNDS"); do
   run c_login 2xx "http://127.0.0.1:$plain_port" scripts/bench/login.lua "$plain_pid"
   after="$(wechat_hits)"
   echo "c_login_hits $((after - before))" >> "$work/results"
+  RUN_THREADS=1 RUN_CONNS=1 run c1_login 2xx "http://127.0.0.1:$plain_port" scripts/bench/login.lua "$plain_pid"
+  RUN_THREADS=1 RUN_CONNS=1 run w1_wechat 2xx "http://127.0.0.1:$wx_port" scripts/bench/wechat.lua "$wx_pid"
   run e_ref 2xx "http://127.0.0.1:$ref_port" scripts/bench/get.lua "$ref_pid"
   run_redis d_get -t get
   run_redis d_getex GETEX "$first_key" EX 7200
@@ -214,6 +219,8 @@ labels = [("a", "(a) guarded GET /session"),
           ("healthz", "(h) GET /healthz (same wrk Lua work as (a))"),
           ("b_401", "(b) 401 path"),
           ("c_login", "(c) POST /login (instant WeChat stand-in)"),
+          ("c1_login", "(c1) POST /login, 1 connection (-t1 -c1)"),
+          ("w1_wechat", "(w1) the stand-in's jscode2session alone, 1 connection"),
           ("e_ref", "(e) one-GETEX reference"),
           ("d_get", "(d) redis-benchmark GET -c 64"),
           ("d_getex", "(d) redis-benchmark GETEX -c 64")]
@@ -230,6 +237,8 @@ print()
 a, e, ac, h, dx = (med[k][0] for k in ("a", "e_ref", "a_cache", "healthz", "d_getex"))
 print(f"(a)/(d GETEX) = {a / dx:.2f}   (a)/(e) = {a / e:.2f}   "
       f"(a*)/(e) = {ac / e:.2f}   (a*)/(h) = {ac / h:.2f}")
+print(f"Login over the WeChat call, 1 connection: p99 (c1) - p99 (w1) = "
+      f"{med['c1_login'][2] - med['w1_wechat'][2]:.2f} ms, p50 {med['c1_login'][1] - med['w1_wechat'][1]:.2f} ms")
 print(f"Redis commands per cached guarded request (a*) = {cmds_per_req:.4f}; "
       f"WeChat stand-in calls per timed login (c) = {hits_per_login:.3f}")
 print(f"Peak RSS (VmHWM): cache-off server {int(plain_rss) / 1024:.1f} MiB after every run; "
@@ -243,7 +252,7 @@ print("| run | server | redis | rest |")
 print("|---|---|---|---|")
 for key, label in labels:
     srv, red, rest = cpu[key]
-    srv_text = "(is redis)" if key.startswith("d_") else f"{srv:.0f}"
+    srv_text = "(is redis)" if key.startswith("d_") else f"{srv:.0f}" + (" (stand-in)" if key == "w1_wechat" else "")
     print(f"| {label} | {srv_text} | {red:.0f} | {rest:.0f} |")
 notes = open(os.path.join(work, "notes")).read().strip()
 if notes:

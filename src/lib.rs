@@ -22,12 +22,14 @@
 //!   optional local cache behind `touch`. Knows no HTTP, no WeChat.
 //! - [`login`]: `Login`, a code in and a session out: `code2Session` at most once
 //!   per code (repeats get the first outcome), then `SessionStore::create`.
-//! - [`redis_conn`]: `RedisConn`, the one lazily connected handle on Redis (a node
-//!   or a Cluster) that the store, the login-code record and the token share.
+//! - [`redis_conn`]: `RedisConn`, the one lazily connected handle on Redis (a node,
+//!   with one connection per thread, or a Cluster) that the store, the
+//!   login-code record and the token share.
 //! - [`http`]: routes (public and admin), the guard (`impl FromRequest for
 //!   Session`), `ApiError` (the only place errors become statuses and JSON),
 //!   per-address limits, the OpenAPI document and the server loop.
-//! - [`telemetry`]: Prometheus counters, gauge and histogram; logger set-up.
+//! - [`telemetry`]: Prometheus counters, gauge and histogram (added to per
+//!   thread, summed when read); logger set-up.
 //!
 //! Dependencies point one way: `http` uses `login`, `session` and `wechat`; `login`
 //! uses `session` and `wechat`, which know nothing of each other and share only
