@@ -1,5 +1,5 @@
-//! The real binary as operators run it: graceful shutdown on SIGTERM, and the
-//! brute-force warning in its log.
+//! The real binary as operators run it: graceful shutdown on SIGTERM, the
+//! brute-force warning in its log, its Redis connections, bad configurations.
 
 mod support;
 
@@ -73,6 +73,38 @@ async fn many_rejected_ids_from_one_address_log_one_warning() {
 }
 
 /// Runs the binary to its exit with only `env` (and PATH); answers (code, stdout, stderr).
+/// Each worker thread talks to Redis over a connection of its own (so no command
+/// waits for another thread's driver task): an instance holds one connection per
+/// worker, however many requests it serves at once.
+#[actix_web::test]
+async fn an_instance_holds_one_redis_connection_per_worker() {
+    let redis = RedisServer::start();
+    let wechat = WechatStandIn::start();
+    let server = ServerProcess::start(&redis, &wechat.base, &[("WXSESSION_SERVER_WORKERS", "2")]);
+    let url = server.url("/login");
+    let (code, body) = send(client().post(url).json(&json!({"code": "ok:erin"}))).await;
+    assert_eq!(code, 200, "{body}");
+    let id = body["sessionid"].as_str().unwrap().to_string();
+    // Many connections at once, so that both workers get some (actix hands
+    // accepted connections to its workers in turn).
+    let requests = (0..32).map(|_| {
+        let url = server.url("/session");
+        let id = id.clone();
+        async move {
+            // A client of its own: a TCP connection of its own.
+            send(client().get(url).header("sessionid", id)).await.0
+        }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let clients: String = redis.cmd(&["CLIENT", "LIST"]);
+    let servers = clients
+        .lines()
+        .filter(|line| !line.contains("cmd=client|list"))
+        .count();
+    assert_eq!(servers, 2, "{clients}");
+}
+
 fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxsession"));
     cmd.env_clear()
