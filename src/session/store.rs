@@ -46,6 +46,8 @@ use super::{
 use crate::{config::Config, redis_conn::RedisConn, secret::Secret, telemetry::Metrics};
 
 /// Names of the keys the server writes; the one place that knows the layout.
+/// (Joined with `concat`, not `format!`: the formatting machinery cost ~1,200
+/// instructions per guarded request in callgrind, `concat` ~100.)
 #[derive(Debug, Clone)]
 struct Keys {
     prefix: String,
@@ -53,16 +55,16 @@ struct Keys {
 
 impl Keys {
     fn session(&self, handle: &str) -> String {
-        format!("{}s:{handle}", self.prefix)
+        [&self.prefix, "s:", handle].concat()
     }
     fn user(&self, openid: &str) -> String {
-        format!("{}user:{{{openid}}}", self.prefix)
+        [&self.prefix, "user:{", openid, "}"].concat()
     }
     fn user_sessions(&self, openid: &str) -> String {
-        format!("{}user:{{{openid}}}:sessions", self.prefix)
+        [&self.prefix, "user:{", openid, "}:sessions"].concat()
     }
     fn user_profile(&self, openid: &str) -> String {
-        format!("{}user:{{{openid}}}:profile", self.prefix)
+        [&self.prefix, "user:{", openid, "}:profile"].concat()
     }
 }
 
