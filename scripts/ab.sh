@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Before/after for the guarded GET /session: two or more builds of the server
+# binary, and the one-GETEX reference, on one Redis, interleaved (every binary
+# once per round, ROUNDS rounds of SECS seconds, wrk -t2 -c64), medians of
+# req/s and of the server's and Redis's CPU per request (µs, user + system).
+#   cp target/release/wxsession /tmp/before    # then change, build, and:
+#   scripts/ab.sh /tmp/before target/release/wxsession
+#   ROUNDS=5 SECS=10 scripts/ab.sh A B C       # defaults: 3 rounds of 8 s
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: scripts/ab.sh BINARY [BINARY...]"; exit 2; }
+source scripts/lib.sh
+ensure_packages redis-server wrk
+command -v python3 >/dev/null || ensure_packages python3
+ROUNDS="${ROUNDS:-3}"; SECS="${SECS:-8}"
+use_scratch
+
+cargo build --release --quiet --example bench_reference
+redis_port="$(free_port)"; wx_port="$(free_port)"
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >/dev/null &
+pids+=($!); redis_pid=$!
+wait_port "$redis_port"
+target/release/examples/bench_reference wechat --bind "127.0.0.1:$wx_port" &
+pids+=($!)
+touch "$work/empty.toml"
+names=(); ports=(); spids=()
+for i in $(seq $#); do
+  binary="${!i}"; port="$(free_port)"
+  env WXSESSION_WECHAT_APPID=wx_bench WXSESSION_WECHAT_SECRET=bench-secret \
+    WXSESSION_WECHAT_API_BASE="http://127.0.0.1:$wx_port" RUST_LOG=warn \
+    WXSESSION_REDIS_URL="redis://127.0.0.1:$redis_port/0" WXSESSION_SERVER_BIND="127.0.0.1:$port" \
+    "$binary" --config "$work/empty.toml" 2>>"$work/server.log" &
+  pids+=($!); spids+=($!); ports+=("$port"); names+=("$i:$(basename "$binary")")
+done
+port="$(free_port)"
+target/release/examples/bench_reference session --bind "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" &
+pids+=($!); spids+=($!); ports+=("$port"); names+=("reference")
+for p in "$wx_port" "${ports[@]}"; do wait_port "$p"; done
+
+# 10,000 sessions through the first binary's POST /login (scripts/bench/create.lua).
+COUNT=10000 THREADS=2 NONCE="ab$(date +%s%N)" OUT="$work/created" \
+  timeout 120 wrk -t2 -c64 -d120s -s scripts/bench/create.lua "http://127.0.0.1:${ports[0]}" >/dev/null &
+w=$!; pids+=("$w")
+for _ in $(seq 1200); do
+  [ "$(find "$work" -maxdepth 1 -name 'created.*.done' | wc -l)" -eq 2 ] && break
+  kill -0 "$w" 2>/dev/null || break
+  sleep 0.1
+done
+kill -INT "$w" 2>/dev/null || true; wait "$w" || true
+cat "$work"/created.*.ids > "$work/ids"
+[ "$(wc -l < "$work/ids")" -ge 10000 ] || { echo "!! could not make the sessions"; tail -5 "$work/server.log"; exit 1; }
+export IDS_FILE="$work/ids"
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+for round in $(seq "$ROUNDS"); do
+  for i in "${!names[@]}"; do
+    t0="$(ticks "${spids[$i]}")"; r0="$(ticks "$redis_pid")"
+    out="$(timeout $((SECS + 30)) wrk -t2 -c64 -d"${SECS}s" -s scripts/bench/get.lua "http://127.0.0.1:${ports[$i]}")"
+    t1="$(ticks "${spids[$i]}")"; r1="$(ticks "$redis_pid")"
+    if echo "$out" | grep -q Non-2xx; then echo "!! ${names[$i]} answered non-2xx"; echo "$out"; exit 1; fi
+    rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"; n="$(echo "$out" | awk '/requests in/ {print $1}')"
+    echo "${names[$i]} $rps $((t1 - t0)) $((r1 - r0)) $n" | tee -a "$work/results" \
+      | awk -v r="$round" -v hz="$(getconf CLK_TCK)" '{printf "   round %s  %-24s %10.0f req/s  server %.2f us/req  redis %.2f us/req\n", r, $1, $2, $3 * 1e6 / hz / $5, $4 * 1e6 / hz / $5}'
+  done
+done
+python3 - "$work/results" "$(getconf CLK_TCK)" <<'PY'
+import statistics, sys
+runs = {}
+hz = int(sys.argv[2])
+for line in open(sys.argv[1]):
+    name, rps, srv, red, n = line.split()
+    runs.setdefault(name, []).append((float(rps), int(srv) * 1e6 / hz / int(n), int(red) * 1e6 / hz / int(n)))
+ref = statistics.median(r[0] for r in runs["reference"])
+print(f"\nmedians of {len(runs['reference'])} rounds: req/s, /reference, server and Redis CPU per request (us)")
+for name, rows in runs.items():
+    rps = statistics.median(r[0] for r in rows)
+    print(f"  {name:24s} {rps:10,.0f}  {rps / ref:5.2f}  {statistics.median(r[1] for r in rows):6.2f}  {statistics.median(r[2] for r in rows):6.2f}")
+PY
