@@ -103,10 +103,10 @@ pub struct StoreStats {
 
 /// Sessions in one Redis (or Cluster), shared by every instance of the server.
 ///
-/// It talks to Redis over one multiplexed connection that reconnects by itself
-/// ([`RedisConn`]), not a pool: a pool's per-checkout health check (deadpool
-/// sends `UNWATCH` + `PING`) would double the guard's round trips, and a
-/// multiplexed connection already serves concurrent requests.
+/// It talks to Redis over multiplexed connections that reconnect by themselves,
+/// one per thread ([`RedisConn`]), not a pool: a pool's per-checkout health
+/// check (deadpool sends `UNWATCH` + `PING`) would double the guard's round
+/// trips, and a multiplexed connection already serves concurrent requests.
 #[derive(Clone)]
 pub struct SessionStore {
     redis: RedisConn,
@@ -698,7 +698,8 @@ impl SessionStore {
         Ok(deleted.into_iter().sum::<i64>() as u64)
     }
 
-    /// A handle on the shared connection (cheap: the connection is multiplexed).
+    /// This thread's connection, for one operation (cheap: a handle on a
+    /// multiplexed connection).
     fn conn(&self) -> RedisConn {
         self.redis.for_this_thread()
     }
