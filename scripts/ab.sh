@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: scripts/ab.sh BINARY [BINARY...]"; exit 2; }
 source scripts/lib.sh
+source scripts/bench/common.sh
 ensure_packages redis-server wrk
 command -v python3 >/dev/null || ensure_packages python3
 ROUNDS="${ROUNDS:-3}"; SECS="${SECS:-8}"
@@ -22,41 +23,26 @@ pids+=($!); redis_pid=$!
 wait_port "$redis_port"
 target/release/examples/bench_reference wechat --bind "127.0.0.1:$wx_port" &
 pids+=($!)
-touch "$work/empty.toml"
 names=(); ports=(); spids=()
 for i in $(seq $#); do
-  binary="${!i}"; port="$(free_port)"
-  env WXSESSION_WECHAT_APPID=wx_bench WXSESSION_WECHAT_SECRET=bench-secret \
-    WXSESSION_WECHAT_API_BASE="http://127.0.0.1:$wx_port" RUST_LOG=warn \
-    WXSESSION_REDIS_URL="redis://127.0.0.1:$redis_port/0" WXSESSION_SERVER_BIND="127.0.0.1:$port" \
-    "$binary" --config "$work/empty.toml" 2>>"$work/server.log" &
-  pids+=($!); spids+=($!); ports+=("$port"); names+=("$i:$(basename "$binary")")
+  port="$(free_port)"
+  SERVER_BINARY="${!i}" start_server "$port"
+  spids+=($!); ports+=("$port"); names+=("$i:$(basename "${!i}")")
 done
 port="$(free_port)"
 target/release/examples/bench_reference session --bind "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" &
 pids+=($!); spids+=($!); ports+=("$port"); names+=("reference")
 for p in "$wx_port" "${ports[@]}"; do wait_port "$p"; done
 
-# 10,000 sessions through the first binary's POST /login (scripts/bench/create.lua).
-COUNT=10000 THREADS=2 NONCE="ab$(date +%s%N)" OUT="$work/created" \
-  timeout 120 wrk -t2 -c64 -d120s -s scripts/bench/create.lua "http://127.0.0.1:${ports[0]}" >/dev/null &
-w=$!; pids+=("$w")
-for _ in $(seq 1200); do
-  [ "$(find "$work" -maxdepth 1 -name 'created.*.done' | wc -l)" -eq 2 ] && break
-  kill -0 "$w" 2>/dev/null || break
-  sleep 0.1
-done
-kill -INT "$w" 2>/dev/null || true; wait "$w" || true
-cat "$work"/created.*.ids > "$work/ids"
-[ "$(wc -l < "$work/ids")" -ge 10000 ] || { echo "!! could not make the sessions"; tail -5 "$work/server.log"; exit 1; }
+# 10,000 sessions through the first binary's POST /login.
+login_sessions 10000 "$work/ids" "${ports[0]}"
 export IDS_FILE="$work/ids"
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for round in $(seq "$ROUNDS"); do
   for i in "${!names[@]}"; do
-    t0="$(ticks "${spids[$i]}")"; r0="$(ticks "$redis_pid")"
+    t0="$(proc_ticks "${spids[$i]}")"; r0="$(proc_ticks "$redis_pid")"
     out="$(timeout $((SECS + 30)) wrk -t2 -c64 -d"${SECS}s" -s scripts/bench/get.lua "http://127.0.0.1:${ports[$i]}")"
-    t1="$(ticks "${spids[$i]}")"; r1="$(ticks "$redis_pid")"
+    t1="$(proc_ticks "${spids[$i]}")"; r1="$(proc_ticks "$redis_pid")"
     if echo "$out" | grep -q Non-2xx; then echo "!! ${names[$i]} answered non-2xx"; echo "$out"; exit 1; fi
     rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"; n="$(echo "$out" | awk '/requests in/ {print $1}')"
     echo "${names[$i]} $rps $((t1 - t0)) $((r1 - r0)) $n" | tee -a "$work/results" \

@@ -29,6 +29,7 @@ for v in REDIS_N CACHED_SESSIONS SESSIONS ROUNDS BENCH_SECS; do
   if [ -n "${!v:-}" ]; then cmdline="$v=${!v} $cmdline"; fi
 done
 source scripts/lib.sh
+source scripts/bench/common.sh
 # redis-benchmark and redis-cli come with Debian's redis-tools.
 ensure_packages redis-server redis-tools wrk
 command -v curl >/dev/null || ensure_packages curl
@@ -50,15 +51,6 @@ pids+=($!); redis_pid=$!
 wait_port "$redis_port"
 target/release/examples/bench_reference wechat --bind "127.0.0.1:$wx_port" &
 pids+=($!); wx_pid=$!
-touch "$work/empty.toml"
-start_server() { # port, extra env...
-  local port="$1"; shift
-  env WXSESSION_WECHAT_APPID=wx_bench WXSESSION_WECHAT_SECRET=bench-secret \
-    WXSESSION_WECHAT_API_BASE="http://127.0.0.1:$wx_port" RUST_LOG=warn \
-    WXSESSION_REDIS_URL="redis://127.0.0.1:$redis_port/0" WXSESSION_SERVER_BIND="127.0.0.1:$port" "$@" \
-    target/release/wxsession --config "$work/empty.toml" 2>>"$work/server.log" &
-  pids+=($!)
-}
 start_server "$plain_port"; plain_pid=$!
 start_server "$cache_port" WXSESSION_SESSION_LOCAL_CACHE=true; cache_pid=$!
 target/release/examples/bench_reference session --bind "127.0.0.1:$ref_port" --redis "redis://127.0.0.1:$redis_port/0" &
@@ -66,36 +58,8 @@ pids+=($!); ref_pid=$!
 for p in "$redis_port" "$wx_port" "$plain_port" "$cache_port" "$ref_port"; do wait_port "$p"; done
 
 wechat_hits() { curl -sf "127.0.0.1:$wx_port/hits"; }
-nonce() { echo "bench$(date +%s%N)$RANDOM"; }
-
-# count, ids file: `count` logins through the cache-off server with wrk
-# (scripts/bench/create.lua), the answered session ids into the file.
-login_sessions() {
-  local count="$1" out="$2" wrk_pid marks=0
-  rm -f "$work"/created.*
-  COUNT="$count" THREADS="$THREADS" NONCE="$(nonce)" OUT="$work/created" \
-    wrk -t"$THREADS" -c"$CONNS" -d120s -s scripts/bench/create.lua "http://127.0.0.1:$plain_port" >"$work/create.log" &
-  wrk_pid=$!; pids+=("$wrk_pid")
-  for _ in $(seq 1200); do # at most 120 s, as wrk's -d
-    marks="$(find "$work" -maxdepth 1 -name 'created.*.done' | wc -l)"
-    [ "$marks" -eq "$THREADS" ] && break
-    kill -0 "$wrk_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -INT "$wrk_pid" 2>/dev/null || true
-  wait "$wrk_pid" || true
-  local got failed
-  got="$(cat "$work"/created.*.ids | wc -l)"
-  failed="$(cat "$work"/created.*.done 2>/dev/null | awk '{s += $1} END {print s + 0}')"
-  if [ "$marks" -ne "$THREADS" ] || [ "$failed" -ne 0 ] || [ "$got" -lt "$count" ]; then
-    echo "!! wanted $count sessions: $got logins answered with a session, $failed failed"
-    cat "$work/create.log"; tail -5 "$work/server.log"; exit 1
-  fi
-  cat "$work"/created.*.ids | head -n "$count" > "$out"
-}
-
 echo ">> $SESSIONS sessions through POST /login"
-login_sessions "$SESSIONS" "$work/ids.txt"
+login_sessions "$SESSIONS" "$work/ids.txt" "$plain_port"
 # Cross-check in Redis: at least those sessions, plus at most one per connection.
 redis-cli -p "$redis_port" --scan --pattern 'wxsess:s:*' | sed 's/^wxsess:s://' | sort > "$work/in_redis.txt"
 missing="$(sort "$work/ids.txt" | comm -23 - "$work/in_redis.txt" | wc -l)"
@@ -117,7 +81,6 @@ to_ms() { # wrk's 612.00us / 1.73ms / 1.02s -> ms
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) ; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
 # CPU accounting: clock ticks of one process, and of the whole machine (busy, all).
-proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 all_ticks() { awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat; }
 cpu_start() { # server pid: remembers the counters
   c_srv="$(proc_ticks "$1")"; c_redis="$(proc_ticks "$redis_pid")"; read -r c_busy c_all < <(all_ticks)
@@ -196,7 +159,7 @@ done
 rss_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 plain_rss="$(rss_kib "$plain_pid")"; ref_rss="$(rss_kib "$ref_pid")"
 echo ">> cache RSS with $CACHED sessions (made through POST /login)"
-login_sessions "$CACHED" "$work/ids_cached.txt"
+login_sessions "$CACHED" "$work/ids_cached.txt" "$plain_port"
 for _ in 1 2; do
   IDS_FILE="$work/ids_cached.txt" timeout --foreground $((SECS + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" \
     -s scripts/bench/get.lua "http://127.0.0.1:$cache_port" >/dev/null

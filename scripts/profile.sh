@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source scripts/bench/common.sh
 ensure_packages redis-server valgrind wrk
 command -v curl >/dev/null || ensure_packages curl
 command -v python3 >/dev/null || ensure_packages python3
@@ -25,18 +26,9 @@ pids+=($!)
 wait_port "$redis_port"
 target/release/examples/bench_reference wechat --bind "127.0.0.1:$wx_port" &
 pids+=($!)
-touch "$work/empty.toml"
-server_env=(WXSESSION_WECHAT_APPID=wx_bench WXSESSION_WECHAT_SECRET=bench-secret
-  "WXSESSION_WECHAT_API_BASE=http://127.0.0.1:$wx_port" RUST_LOG=warn
-  "WXSESSION_REDIS_URL=redis://127.0.0.1:$redis_port/0")
-env "${server_env[@]}" WXSESSION_SERVER_BIND="127.0.0.1:$login_port" \
-  target/release/wxsession --config "$work/empty.toml" 2>>"$work/server.log" &
-pids+=($!)
+start_server "$login_port"
 wait_port "$wx_port"; wait_port "$login_port"
-for i in $(seq 200); do
-  curl -sf -X POST "127.0.0.1:$login_port/login" -d "{\"code\":\"profile$i-$RANDOM\"}" \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["sessionid"])'
-done > "$work/ids"
+login_sessions 200 "$work/ids" "$login_port"
 export IDS_FILE="$work/ids"
 
 # requests port: N requests at 8 connections, returns when they are answered.
@@ -54,16 +46,15 @@ drive() {
 measure() {
   local side="$1" n="$2" port pid
   port="$(free_port)"
+  local server_wrap=(valgrind --tool=callgrind --callgrind-out-file="$work/$side.$n")
   if [ "$side" = server ]; then
-    env "${server_env[@]}" WXSESSION_SERVER_BIND="127.0.0.1:$port" \
-      valgrind --tool=callgrind --callgrind-out-file="$work/$side.$n" \
-      target/release/wxsession --config "$work/empty.toml" 2>>"$work/valgrind.log" &
+    start_server "$port"
   else
-    valgrind --tool=callgrind --callgrind-out-file="$work/$side.$n" \
-      target/release/examples/bench_reference session --bind "127.0.0.1:$port" \
-      --redis "redis://127.0.0.1:$redis_port/0" 2>>"$work/valgrind.log" &
+    "${server_wrap[@]}" target/release/examples/bench_reference session --bind "127.0.0.1:$port" \
+      --redis "redis://127.0.0.1:$redis_port/0" 2>>"$work/server.log" &
+    pids+=($!)
   fi
-  pid=$!; pids+=("$pid")
+  pid=$!
   for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   drive 300 "$port"
   drive "$n" "$port"
