@@ -5,10 +5,9 @@
 //! their details go to the log, never into a response.
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
-
-use super::JsonAnswer as _;
 use serde::Serialize;
 
+use super::JsonAnswer as _;
 use crate::{
     login::LoginError,
     session::StoreError,
