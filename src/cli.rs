@@ -2,14 +2,9 @@
 //! (`sessions list|show|revoke|revoke-user|stats`, `wechat token-status|refresh-token`),
 //! which use the server's own configuration, store and WeChat code.
 
-use std::{
-    path::PathBuf,
-    process::ExitCode,
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use crate::{config::Config, session::SessionStore, telemetry::Metrics, wechat};
+use crate::{clock, config::Config, session::SessionStore, telemetry::Metrics, wechat};
 
 pub const HELP: &str = "\
 wxsession — session server for WeChat Mini Programs
@@ -132,11 +127,11 @@ impl Args {
 /// Runs a `sessions` subcommand against the configured Redis, printing to stdout.
 pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
     with_store(config, |store| async move {
-        let handle = |text: &str| store.parse_handle(text);
+        let handle = |text: &str| store.parse_stored_id(text);
         let result = match command {
             SessionsCommand::List(openid) => store.list_user(&openid).await.map(|records| {
                 for r in records {
-                    println!("{}\t{}\t{}", r.handle, r.created_at, r.expires_in);
+                    println!("{}\t{}\t{}", r.stored_id, r.created_at, r.expires_in);
                 }
                 ExitCode::SUCCESS
             }),
@@ -145,7 +140,7 @@ pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
                 Some(h) => store.peek(&h).await.map(|record| match record {
                     None => fail(1, "no such session"),
                     Some(r) => {
-                        println!("sessionid:  {}", r.handle);
+                        println!("sessionid:  {}", r.stored_id);
                         println!("openid:     {}", r.openid);
                         println!("unionid:    {}", r.unionid.as_deref().unwrap_or("-"));
                         println!("created_at: {}", r.created_at);
@@ -156,7 +151,7 @@ pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
             },
             SessionsCommand::Revoke(text) => match handle(&text) {
                 None => Ok(fail(2, "not a session id (32 lower-case hex digits)")),
-                Some(h) => store.revoke_handle(&h).await.map(|existed| {
+                Some(h) => store.revoke_stored_id(&h).await.map(|existed| {
                     if existed {
                         println!("revoked");
                         ExitCode::SUCCESS
@@ -193,9 +188,7 @@ pub fn run_wechat(config: &Config, command: WechatCommand) -> ExitCode {
             Err(e) => return fail(2, &format!("wechat: {e}")),
         };
         let tokens = client.access_tokens();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = clock::unix_secs();
         match command {
             WechatCommand::TokenStatus => match tokens.status().await {
                 Ok(Some(s)) => {

@@ -36,6 +36,7 @@
 //! `redis_conn`; `config`, `secret` and `telemetry` import none of them.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod login;

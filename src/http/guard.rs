@@ -10,7 +10,7 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 
 use super::{error::ApiError, AppState};
 use crate::{
-    session::{log_handle, Session, SessionId},
+    session::{log_tag, Session, SessionId},
     telemetry::GuardOutcome,
 };
 
@@ -88,11 +88,7 @@ fn reject(
         }
     }
     match raw_id {
-        Some(raw) => log::info!(
-            "guard rejected: {} id=#{}",
-            outcome.label(),
-            log_handle(raw)
-        ),
+        Some(raw) => log::info!("guard rejected: {} id=#{}", outcome.label(), log_tag(raw)),
         None => log::info!("guard rejected: {}", outcome.label()),
     }
     if outcome == GuardOutcome::Missing {

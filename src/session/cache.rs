@@ -1,9 +1,11 @@
-//! `LocalCache`: sessions served from this instance's memory, kept coherent by
-//! Redis server-assisted client-side caching (`session.local_cache = true`).
+//! The local cache (`session.local_cache = true`): sessions served from this
+//! instance's memory ([`LocalCache`]), kept coherent by Redis server-assisted
+//! client-side caching, and the guard's read through it ([`CachedReader`]).
 //!
-//! - A dedicated RESP3 connection runs `CLIENT TRACKING ON`; every session read
-//!   for the cache goes through it (`GET` + `PTTL`: read-only, so Redis tracks
-//!   them — it does not track keys read by `GETEX`).
+//! - A dedicated RESP3 connection runs `CLIENT TRACKING ON` (kept up by
+//!   `tracking`); every session read for the cache goes through it (`GET` +
+//!   `PTTL`: read-only, so Redis tracks them — it does not track keys read by
+//!   `GETEX`).
 //! - Redis then pushes `invalidate` for any change to those keys by anyone
 //!   (logout, admin or CLI revoke, `redis-cli DEL`, expiry, another instance's
 //!   lazy TTL push — ours go through the tracking connection itself, with
@@ -14,11 +16,11 @@
 //!   if the mark is still ours and no full flush happened meanwhile — all under
 //!   one lock with the invalidation handler. redis-rs's own `cache-aio` is not
 //!   used because (reading its 1.6 source) it inserts an answer after the driver
-//!   may already have handled that key's invalidation, the race lettuce fixed
-//!   in #3769.
-//! - Fail closed: a heartbeat `PING` every 250 ms; if the tracking connection
-//!   has not answered within 750 ms, or has dropped, nothing is served from
-//!   memory (requests go to Redis, which answers or fails as without the cache).
+//!   may already have handled that key's invalidation, a race lettuce also had
+//!   to fix.
+//! - Fail closed: if the tracking connection has not shown it is alive lately,
+//!   or has dropped, nothing is served from memory (requests go to Redis, which
+//!   answers or fails as without the cache).
 //! - Lifetimes: each entry carries its idle and absolute deadlines and is never
 //!   served past them; the idle lifetime is pushed to Redis at most once per
 //!   `touch_interval_secs`, so an idle session lives between
@@ -28,44 +30,41 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
-        Arc, Mutex, Weak,
+        Arc, Mutex,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use redis::{
-    aio::MultiplexedConnection, AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion,
-    PushInfo, PushKind, Value,
-};
+use redis::{aio::MultiplexedConnection, PushInfo, PushKind, Value};
 
-use super::StoredSession;
-use crate::telemetry::Metrics;
+use super::{layout::StoredSession, reader::RedisReader, tracking, Session, SessionId, StoreError};
+use crate::{clock, telemetry::Metrics};
 
-const HEARTBEAT: Duration = Duration::from_millis(250);
-const ALIVE_WINDOW_MS: u64 = 750;
-const RETRY: Duration = Duration::from_millis(250);
+/// How long after its last sign of life the tracking connection still counts
+/// as alive.
+pub(super) const ALIVE_WINDOW_MS: u64 = 750;
 
-/// Where a session sits in the cache: the first 128 bits of its handle (the id
-/// itself, or its SHA-256), which is all the key a 16-byte id needs and keeps
-/// each entry small.
-pub(super) fn slot(handle: &str) -> u128 {
-    handle
+/// Where a session sits in the cache: the first 128 bits of its stored id (the
+/// id itself, or its SHA-256), which is all the key a 16-byte id needs, keeps
+/// each entry small and lets a lookup allocate nothing.
+fn cache_key(stored_id: &str) -> u128 {
+    stored_id
         .get(..32)
         .and_then(|hex| u128::from_str_radix(hex, 16).ok())
         .unwrap_or(0)
 }
 
 /// One cached session and its deadlines (unix milliseconds).
-pub(super) struct CachedSession {
-    pub stored: Arc<StoredSession>,
-    pub idle_deadline_ms: AtomicU64,
-    pub absolute_deadline_ms: u64,
-    pub pushed_at_ms: AtomicU64,
+struct CachedSession {
+    stored: Arc<StoredSession>,
+    idle_deadline_ms: AtomicU64,
+    absolute_deadline_ms: u64,
+    pushed_at_ms: AtomicU64,
 }
 
 /// A read in flight for the cache: insert its answer only if still current.
-pub(super) struct Ticket {
-    slot: u128,
+struct Ticket {
+    key: u128,
     ticket: u64,
     epoch: u64,
 }
@@ -79,109 +78,67 @@ pub(super) struct LocalCache {
     tracking: Mutex<Option<MultiplexedConnection>>,
     last_ok_ms: AtomicU64,
     session_prefix: String,
-    pub touch_interval_ms: u64,
+    touch_interval_ms: u64,
     metrics: Arc<Metrics>,
 }
 
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl LocalCache {
-    /// Starts the cache and its tracking connection's supervisor (a Tokio task).
-    pub fn start(
-        redis_url: &str,
-        session_prefix: String,
-        capacity: u64,
-        touch_interval_ms: u64,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<LocalCache>, redis::RedisError> {
-        let info = redis_url.into_connection_info()?;
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(resp3))?;
-        let cache = Arc::new(LocalCache {
-            entries: moka::sync::Cache::new(capacity),
-            pending: Mutex::new(HashMap::new()),
-            next_ticket: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
-            tracking: Mutex::new(None),
-            last_ok_ms: AtomicU64::new(0),
-            session_prefix,
-            touch_interval_ms,
-            metrics,
-        });
-        tokio::spawn(supervise(Arc::downgrade(&cache), client, timeout));
-        Ok(cache)
-    }
-
     /// Whether the tracking connection has shown it is alive: only then may
     /// anything be served from memory.
-    /// Lock-free: the supervisor zeroes `last_ok_ms` whenever the connection goes.
-    pub fn alive(&self) -> bool {
-        now_ms().saturating_sub(self.last_ok_ms.load(Relaxed)) < ALIVE_WINDOW_MS
+    /// Lock-free: `tracking` zeroes `last_ok_ms` whenever the connection goes.
+    fn alive(&self) -> bool {
+        clock::unix_millis().saturating_sub(self.last_ok_ms.load(Relaxed)) < ALIVE_WINDOW_MS
     }
 
-    pub fn get(&self, slot: u128) -> Option<Arc<CachedSession>> {
-        let entry = self.entries.get(&slot);
+    fn get(&self, key: u128) -> Option<Arc<CachedSession>> {
+        let entry = self.entries.get(&key);
         self.metrics
             .cache_lookups
             .inc(if entry.is_some() { "hit" } else { "miss" });
         entry
     }
 
-    pub fn remove(&self, slot: u128) {
+    fn remove(&self, key: u128) {
         let _pending = self.pending.lock().expect("pending lock");
-        self.entries.invalidate(&slot);
+        self.entries.invalidate(&key);
     }
 
-    /// The connection to read and touch through (the tracking one), and a
-    /// ticket for the answer; `None` when the tracking connection is not up.
-    pub fn tracking_connection(&self) -> Option<MultiplexedConnection> {
+    /// The connection to read and touch through (the tracking one); `None`
+    /// when it is not up.
+    fn tracking_connection(&self) -> Option<MultiplexedConnection> {
         self.tracking.lock().expect("tracking lock").clone()
     }
 
-    pub fn begin_read(&self, slot: u128) -> Option<(MultiplexedConnection, Ticket)> {
-        let conn = self.tracking.lock().expect("tracking lock").clone()?;
+    /// The tracking connection and a ticket for the answer of a read through it.
+    fn begin_read(&self, key: u128) -> Option<(MultiplexedConnection, Ticket)> {
+        let conn = self.tracking_connection()?;
         let ticket = self.next_ticket.fetch_add(1, Relaxed);
         let epoch = self.epoch.load(Relaxed);
         self.pending
             .lock()
             .expect("pending lock")
-            .insert(slot, ticket);
-        Some((
-            conn,
-            Ticket {
-                slot,
-                ticket,
-                epoch,
-            },
-        ))
+            .insert(key, ticket);
+        Some((conn, Ticket { key, ticket, epoch }))
     }
 
     /// Inserts a read's answer unless an invalidation (of this key, or of
     /// everything) arrived since [`LocalCache::begin_read`].
-    pub fn finish_read(&self, ticket: Ticket, entry: Option<Arc<CachedSession>>) {
+    fn finish_read(&self, ticket: Ticket, entry: Option<Arc<CachedSession>>) {
         let mut pending = self.pending.lock().expect("pending lock");
-        let current = pending.get(&ticket.slot) == Some(&ticket.ticket)
+        let current = pending.get(&ticket.key) == Some(&ticket.ticket)
             && self.epoch.load(Relaxed) == ticket.epoch;
         if current {
-            pending.remove(&ticket.slot);
+            pending.remove(&ticket.key);
             if let Some(entry) = entry {
-                self.entries.insert(ticket.slot, entry);
+                self.entries.insert(ticket.key, entry);
             }
         }
     }
 
-    fn invalidate(&self, slot: u128) {
+    fn invalidate(&self, key: u128) {
         let mut pending = self.pending.lock().expect("pending lock");
-        pending.remove(&slot);
-        self.entries.invalidate(&slot);
+        pending.remove(&key);
+        self.entries.invalidate(&key);
         self.metrics.cache_invalidations.inc("key");
     }
 
@@ -194,18 +151,37 @@ impl LocalCache {
         log::debug!("local session cache flushed: {why}");
     }
 
+    /// A new tracking connection is up and answering.
+    pub(super) fn tracking_up(&self, conn: MultiplexedConnection) {
+        *self.tracking.lock().expect("tracking lock") = Some(conn);
+        self.confirm_alive();
+    }
+
+    /// The tracking connection answered a heartbeat.
+    pub(super) fn confirm_alive(&self) {
+        self.last_ok_ms.store(clock::unix_millis(), Relaxed);
+    }
+
+    /// The tracking connection is gone: serve nothing from memory until a new
+    /// one is up, and forget everything (invalidations may have been missed).
+    pub(super) fn tracking_lost(&self) {
+        self.last_ok_ms.store(0, Relaxed);
+        *self.tracking.lock().expect("tracking lock") = None;
+        self.flush("tracking connection lost");
+    }
+
     /// Runs inside the tracking connection's driver, in arrival order.
-    fn on_push(&self, push: PushInfo) {
+    pub(super) fn on_push(&self, push: PushInfo) {
         match push.kind {
             PushKind::Invalidate => match push.data.first() {
                 Some(Value::Array(keys)) => {
                     for key in keys {
                         if let Value::BulkString(key) = key {
-                            if let Some(handle) = std::str::from_utf8(key)
+                            if let Some(stored_id) = std::str::from_utf8(key)
                                 .ok()
                                 .and_then(|k| k.strip_prefix(&self.session_prefix))
                             {
-                                self.invalidate(slot(handle));
+                                self.invalidate(cache_key(stored_id));
                             }
                         }
                     }
@@ -220,99 +196,200 @@ impl LocalCache {
         }
     }
 
-    fn entry_count(&self) -> u64 {
+    /// Refreshes the entries gauge on `/metrics`.
+    pub(super) fn report_size(&self) {
         self.entries.run_pending_tasks();
-        self.entries.entry_count()
-    }
-}
-
-/// Keeps a tracking connection up and proves it alive with a heartbeat;
-/// ends when the cache is dropped.
-async fn supervise(cache: Weak<LocalCache>, client: redis::Client, timeout: Duration) {
-    let mut confirmed_once = false;
-    loop {
-        let Some(strong) = cache.upgrade() else {
-            return;
-        };
-        match connect_tracking(&client, &cache, timeout).await {
-            Ok(conn) => {
-                *strong.tracking.lock().expect("tracking lock") = Some(conn.clone());
-                strong.last_ok_ms.store(now_ms(), Relaxed);
-                if !confirmed_once {
-                    log::info!("local session cache on: tracking confirmed (CLIENT TRACKING ON)");
-                    confirmed_once = true;
-                } else {
-                    log::info!("local session cache: tracking connection re-established");
-                }
-                drop(strong);
-                heartbeat(&cache, conn, timeout).await;
-            }
-            Err(e) => {
-                log::warn!("local session cache: no tracking connection ({e}); serving from Redis");
-                drop(strong);
-            }
-        }
-        let Some(strong) = cache.upgrade() else {
-            return;
-        };
-        strong.last_ok_ms.store(0, Relaxed);
-        *strong.tracking.lock().expect("tracking lock") = None;
-        strong.flush("tracking connection lost");
-        drop(strong);
-        tokio::time::sleep(RETRY).await;
-    }
-}
-
-async fn connect_tracking(
-    client: &redis::Client,
-    cache: &Weak<LocalCache>,
-    timeout: Duration,
-) -> Result<MultiplexedConnection, redis::RedisError> {
-    let weak = cache.clone();
-    let on_push = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
-        if let Some(cache) = weak.upgrade() {
-            cache.on_push(push);
-        }
-        Ok(())
-    };
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_push_sender(on_push);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let () = redis::cmd("CLIENT")
-        .arg("TRACKING")
-        .arg("ON")
-        // Our own lazy TTL pushes go through this connection: NOLOOP keeps them
-        // from invalidating our own entries (other instances still hear of them).
-        .arg("NOLOOP")
-        .query_async(&mut conn)
-        .await?;
-    Ok(conn)
-}
-
-/// PINGs until one fails or is late; refreshes the entries gauge on the way.
-async fn heartbeat(cache: &Weak<LocalCache>, mut conn: MultiplexedConnection, timeout: Duration) {
-    loop {
-        tokio::time::sleep(HEARTBEAT).await;
-        let Some(strong) = cache.upgrade() else {
-            return;
-        };
-        strong
-            .metrics
+        self.metrics
             .cache_entries
-            .store(strong.entry_count(), Relaxed);
-        drop(strong);
-        let ping = redis::cmd("PING");
-        let late = timeout.min(Duration::from_millis(ALIVE_WINDOW_MS));
-        match tokio::time::timeout(late, ping.query_async::<String>(&mut conn)).await {
-            Ok(Ok(_)) => match cache.upgrade() {
-                Some(strong) => strong.last_ok_ms.store(now_ms(), Relaxed),
-                None => return,
-            },
-            _ => return,
+            .store(self.entries.entry_count(), Relaxed);
+    }
+}
+
+/// The guard's read with the local cache on: from memory while the entry is
+/// within its deadlines, else one read through the tracking connection; from
+/// Redis alone (as without the cache) while the tracking connection is down.
+#[derive(Clone)]
+pub(super) struct CachedReader {
+    cache: Arc<LocalCache>,
+    redis: RedisReader,
+}
+
+impl CachedReader {
+    /// Starts the cache and its tracking connection (a Tokio task); must be
+    /// called inside a Tokio runtime.
+    pub(super) fn start(
+        redis: RedisReader,
+        redis_url: &str,
+        capacity: u64,
+        touch_interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<CachedReader, redis::RedisError> {
+        let client = tracking::client(redis_url)?;
+        let cache = Arc::new(LocalCache {
+            entries: moka::sync::Cache::new(capacity),
+            pending: Mutex::new(HashMap::new()),
+            next_ticket: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            tracking: Mutex::new(None),
+            last_ok_ms: AtomicU64::new(0),
+            session_prefix: redis.backend.keys.session(""),
+            touch_interval_ms: touch_interval.as_millis() as u64,
+            metrics,
+        });
+        tokio::spawn(tracking::supervise(
+            Arc::downgrade(&cache),
+            client,
+            redis.backend.timeout(),
+        ));
+        Ok(CachedReader { cache, redis })
+    }
+
+    pub(super) fn forget(&self, stored_id: &str) {
+        self.cache.remove(cache_key(stored_id));
+    }
+
+    pub(super) async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        if !self.cache.alive() {
+            return self.redis.touch(id).await;
         }
+        // Not bounded as a whole: a hit does no I/O, and a timer per request
+        // showed in profiles. Each Redis call below is bounded.
+        let keys = &self.redis.backend.keys;
+        let policy = &self.redis.policy;
+        let stored_id = keys.stored_id(id);
+        let key = cache_key(&stored_id);
+        let now = clock::unix_millis();
+        let ttl_ms = policy.ttl_secs * 1000;
+        if let Some(entry) = self.cache.get(key) {
+            let idle = entry.idle_deadline_ms.load(Relaxed);
+            if now < idle && now < entry.absolute_deadline_ms {
+                let mut expires_at = idle;
+                if policy.sliding {
+                    expires_at = (now + ttl_ms).min(entry.absolute_deadline_ms);
+                    entry.idle_deadline_ms.fetch_max(expires_at, Relaxed);
+                    if !self
+                        .push_if_due(&entry, &stored_id, now, expires_at)
+                        .await?
+                    {
+                        self.cache.remove(key);
+                        return Ok(None);
+                    }
+                }
+                return Ok(Some(session_of(
+                    id,
+                    &entry.stored,
+                    (expires_at - now) / 1000,
+                )));
+            }
+            self.cache.remove(key);
+        }
+        self.read_through(id, &stored_id, key, now).await
+    }
+
+    /// Pushes a cached entry's idle deadline to Redis if the last push is older
+    /// than the touch interval. `false`: the key is gone from Redis.
+    async fn push_if_due(
+        &self,
+        entry: &CachedSession,
+        stored_id: &str,
+        now: u64,
+        deadline_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let pushed = entry.pushed_at_ms.load(Relaxed);
+        if now.saturating_sub(pushed) < self.cache.touch_interval_ms {
+            return Ok(true);
+        }
+        entry.pushed_at_ms.store(now, Relaxed);
+        let Some(mut tracking) = self.cache.tracking_connection() else {
+            return Ok(true);
+        };
+        let key = self.redis.backend.keys.session(stored_id);
+        self.redis
+            .backend
+            .bounded(push_idle_deadline(&mut tracking, &key, deadline_ms))
+            .await
+    }
+
+    /// A miss: one read through the tracking connection, inserted under a
+    /// ticket so that an invalidation racing with it wins.
+    async fn read_through(
+        &self,
+        id: &SessionId,
+        stored_id: &str,
+        key: u128,
+        now: u64,
+    ) -> Result<Option<Session>, StoreError> {
+        let backend = &self.redis.backend;
+        let policy = &self.redis.policy;
+        let redis_key = backend.keys.session(stored_id);
+        let Some((mut tracking, ticket)) = self.cache.begin_read(key) else {
+            return Ok(None);
+        };
+        let (raw, pttl): (Option<String>, i64) = backend
+            .bounded(async {
+                Ok(redis::pipe()
+                    .get(&redis_key)
+                    .pttl(&redis_key)
+                    .query_async(&mut tracking)
+                    .await?)
+            })
+            .await?;
+        let Some(stored) = raw.and_then(|raw| StoredSession::parse(&raw, stored_id)) else {
+            self.cache.finish_read(ticket, None);
+            return Ok(None);
+        };
+        let absolute = stored.absolute_deadline(policy.max_lifetime_secs) * 1000;
+        if absolute <= now || pttl < 0 {
+            self.cache.finish_read(ticket, None);
+            return Ok(None);
+        }
+        let idle = if policy.sliding {
+            let deadline = (now + policy.ttl_secs * 1000).min(absolute);
+            let pushed = push_idle_deadline(&mut tracking, &redis_key, deadline);
+            if !backend.bounded(pushed).await? {
+                self.cache.finish_read(ticket, None);
+                return Ok(None);
+            }
+            deadline
+        } else {
+            now + pttl as u64
+        };
+        let stored = Arc::new(stored);
+        let session = session_of(id, &stored, (idle - now) / 1000);
+        self.cache.finish_read(
+            ticket,
+            Some(Arc::new(CachedSession {
+                stored,
+                idle_deadline_ms: idle.into(),
+                absolute_deadline_ms: absolute,
+                pushed_at_ms: now.into(),
+            })),
+        );
+        Ok(Some(session))
+    }
+}
+
+/// Pushes a cached session's idle deadline to Redis through the tracking
+/// connection, and reads the key again in the same round trip: with `NOLOOP`
+/// our own write drops the key from Redis's tracking table without telling us,
+/// and only a read puts it back. `false`: the key is gone.
+async fn push_idle_deadline(
+    tracking: &mut MultiplexedConnection,
+    key: &str,
+    deadline_ms: u64,
+) -> Result<bool, StoreError> {
+    let (_, exists): (bool, bool) = redis::pipe()
+        .pexpire_at(key, deadline_ms as i64)
+        .exists(key)
+        .query_async(tracking)
+        .await?;
+    Ok(exists)
+}
+
+fn session_of(id: &SessionId, stored: &Arc<StoredSession>, expires_in: u64) -> Session {
+    Session {
+        id: id.clone(),
+        data: stored.clone(),
+        expires_in,
     }
 }

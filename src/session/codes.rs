@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
 
-use super::{bounded, SessionId, StoreError};
-use crate::redis_conn::RedisConn;
+use super::{backend::Backend, SessionId, StoreError};
 
 /// How long a settled outcome is remembered.
 pub const SETTLED_TTL: Duration = Duration::from_secs(300);
@@ -35,18 +34,12 @@ pub enum CodeClaim {
 
 #[derive(Clone)]
 pub struct LoginCodes {
-    redis: RedisConn,
-    prefix: String,
-    timeout: Duration,
+    backend: Backend,
 }
 
 impl LoginCodes {
-    pub(super) fn new(redis: RedisConn, prefix: String, timeout: Duration) -> LoginCodes {
-        LoginCodes {
-            redis,
-            prefix,
-            timeout,
-        }
+    pub(super) fn new(backend: Backend) -> LoginCodes {
+        LoginCodes { backend }
     }
 
     /// Claims `code` for this attempt, or waits up to `wait` for the attempt that
@@ -56,24 +49,26 @@ impl LoginCodes {
         let key = self.key(code);
         let deadline = Instant::now() + wait;
         loop {
-            let claimed: Option<String> = bounded(self.timeout, async {
-                Ok(redis::cmd("SET")
-                    .arg(&key)
-                    .arg("pending")
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(wait.as_millis() as u64)
-                    .query_async(&mut self.redis.clone())
-                    .await?)
-            })
-            .await?;
+            let claimed: Option<String> = self
+                .backend
+                .bounded(async {
+                    Ok(redis::cmd("SET")
+                        .arg(&key)
+                        .arg("pending")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(wait.as_millis() as u64)
+                        .query_async(&mut self.backend.conn())
+                        .await?)
+                })
+                .await?;
             if claimed.is_some() {
                 return Ok(CodeClaim::First);
             }
-            let record: Option<String> = bounded(self.timeout, async {
-                Ok(self.redis.clone().get(&key).await?)
-            })
-            .await?;
+            let record: Option<String> = self
+                .backend
+                .bounded(async { Ok(self.backend.conn().get(&key).await?) })
+                .await?;
             match record.as_deref() {
                 None => continue, // the pending claim just expired: claim it again
                 Some("pending") => {}
@@ -105,23 +100,21 @@ impl LoginCodes {
     }
 
     async fn settle(&self, code: &str, record: String) -> Result<(), StoreError> {
-        bounded(self.timeout, async {
-            let () = self
-                .redis
-                .clone()
-                .set_ex(self.key(code), record, SETTLED_TTL.as_secs())
-                .await?;
-            Ok(())
-        })
-        .await
+        self.backend
+            .bounded(async {
+                let () = self
+                    .backend
+                    .conn()
+                    .set_ex(self.key(code), record, SETTLED_TTL.as_secs())
+                    .await?;
+                Ok(())
+            })
+            .await
     }
 
     fn key(&self, code: &str) -> String {
-        format!(
-            "{}code:{}",
-            self.prefix,
-            hex::encode(Sha256::digest(code.as_bytes()))
-        )
+        let hash = hex::encode(Sha256::digest(code.as_bytes()));
+        self.backend.keys.login_code(&hash)
     }
 }
 

@@ -44,20 +44,20 @@ impl SessionId {
         std::str::from_utf8(&self.0).expect("hex is ASCII")
     }
 
-    /// A short, non-reversible handle for log lines: the first 8 hex digits of SHA-256(id).
-    pub fn log_handle(&self) -> String {
-        log_handle(&self.0)
+    /// A short, non-reversible tag for log lines: the first 8 hex digits of SHA-256(id).
+    pub fn log_tag(&self) -> String {
+        log_tag(&self.0)
     }
 }
 
-/// The log handle of any header value, well-formed or not.
-pub fn log_handle(raw: &[u8]) -> String {
+/// The log tag of any header value, well-formed or not.
+pub fn log_tag(raw: &[u8]) -> String {
     hex::encode(&Sha256::digest(raw)[..4])
 }
 
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId(#{})", self.log_handle())
+        write!(f, "SessionId(#{})", self.log_tag())
     }
 }
 

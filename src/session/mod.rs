@@ -1,27 +1,38 @@
 //! Sessions: the id ([`SessionId`]), what a live session says ([`Session`]),
 //! the lifetime rules ([`SessionPolicy`]), their home in Redis ([`SessionStore`]),
 //! the record of login codes already used ([`LoginCodes`]), and the optional
-//! per-instance cache behind `SessionStore::touch` (`cache`; handlers never
-//! know whether it is on).
+//! per-instance cache behind `SessionStore::touch` (handlers never know whether
+//! it is on).
+//!
+//! - `id`: [`SessionId`], parsing and generating ids.
+//! - `layout`: the key names and what a session key holds (where every key is named).
+//! - `backend`: the connection, key layout and time bound the parts below share.
+//! - `store`: [`SessionStore`]: create (where every TTL is set), touch, revoke, look up.
+//! - `users`: the per-user index, `session_key` and profile.
+//! - `reader`: the guard's read, straight from Redis or through the cache.
+//! - `cache` and `tracking`: the local cache and its `CLIENT TRACKING` connection.
+//! - `codes`: [`LoginCodes`], login codes already sent to WeChat.
 //!
 //! This module knows neither HTTP nor WeChat: the HTTP layer hands it a verified
 //! identity ([`NewSession`]) and asks it about ids.
 
+mod backend;
 mod cache;
 mod codes;
 mod id;
+mod layout;
+mod reader;
 mod store;
+mod tracking;
+mod users;
 
-use std::{
-    future::Future,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
 pub use codes::{CodeClaim, LoginCodes};
-pub use id::{log_handle, MalformedId, SessionId};
-use store::StoredSession;
-pub use store::{SessionRecord, SessionStore, StoreStats};
+pub use id::{log_tag, MalformedId, SessionId};
+pub use layout::SessionRecord;
+use layout::StoredSession;
+pub use store::{SessionStore, StoreStats};
 
 use crate::secret::Secret;
 
@@ -121,28 +132,14 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
+impl From<crate::redis_conn::TimedOut> for StoreError {
+    fn from(e: crate::redis_conn::TimedOut) -> Self {
         StoreError::Unavailable(e.to_string())
     }
 }
 
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Every store operation, connection included, ends within `timeout`.
-async fn bounded<T>(
-    timeout: Duration,
-    op: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(timeout, op).await.unwrap_or_else(|_| {
-        Err(StoreError::Unavailable(format!(
-            "no answer within {} ms",
-            timeout.as_millis()
-        )))
-    })
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
 }

@@ -1,0 +1,47 @@
+//! `Backend`: what every part of the session store shares — this thread's
+//! Redis connection, the key layout, and the bound on one operation.
+
+use std::{future::Future, time::Duration};
+
+use super::{layout::Keys, StoreError};
+use crate::redis_conn::{self, RedisConn};
+
+#[derive(Clone)]
+pub(super) struct Backend {
+    redis: RedisConn,
+    pub(super) keys: Keys,
+    timeout: Duration,
+}
+
+impl Backend {
+    pub(super) fn new(redis: RedisConn, keys: Keys, timeout: Duration) -> Backend {
+        Backend {
+            redis,
+            keys,
+            timeout,
+        }
+    }
+
+    /// This thread's connection, for one operation (cheap: a handle on a
+    /// multiplexed connection).
+    pub(super) fn conn(&self) -> RedisConn {
+        self.redis.for_this_thread()
+    }
+
+    /// The shared handle itself, for parts that keep other state in the same Redis.
+    pub(super) fn shared(&self) -> RedisConn {
+        self.redis.clone()
+    }
+
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Every store operation, connection included, ends within `redis.timeout_ms`.
+    pub(super) async fn bounded<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        redis_conn::bounded(self.timeout, op).await
+    }
+}

@@ -1,0 +1,99 @@
+//! How the guard reads a session: [`Reader`] dispatches, without boxing, to a
+//! read straight from Redis ([`RedisReader`]) or through this instance's local
+//! cache ([`CachedReader`](super::cache::CachedReader)).
+
+use std::sync::Arc;
+
+use redis::AsyncCommands;
+
+use super::{
+    backend::Backend, cache::CachedReader, layout::StoredSession, Session, SessionId,
+    SessionPolicy, StoreError,
+};
+use crate::clock;
+
+#[derive(Clone)]
+pub(super) enum Reader {
+    Redis(RedisReader),
+    Cached(CachedReader),
+}
+
+impl Reader {
+    pub(super) async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        match self {
+            Reader::Redis(reader) => reader.touch(id).await,
+            Reader::Cached(reader) => reader.touch(id).await,
+        }
+    }
+
+    /// Drops what this instance remembers of a session it is about to end.
+    pub(super) fn forget(&self, stored_id: &str) {
+        if let Reader::Cached(reader) = self {
+            reader.forget(stored_id);
+        }
+    }
+}
+
+/// One round trip to Redis per guarded request.
+#[derive(Clone)]
+pub(super) struct RedisReader {
+    pub(super) backend: Backend,
+    pub(super) policy: SessionPolicy,
+}
+
+impl RedisReader {
+    /// Fetches the session and, with sliding on, restarts its idle lifetime in the
+    /// same command (`GETEX … EX ttl`). Only in the last idle window before the
+    /// absolute lifetime does a second command (`EXPIREAT`) cap the TTL; the
+    /// absolute lifetime is also checked here on every read, so it holds even if
+    /// that second command is lost. Lifetimes count whole seconds from
+    /// `created_at`, so a session's absolute end falls up to 1 s before login +
+    /// `max_lifetime_secs`, never after. `None`: unknown, expired or logged out.
+    pub(super) async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.backend
+            .bounded(async {
+                let mut conn = self.backend.conn();
+                let stored_id = self.backend.keys.stored_id(id);
+                let key = self.backend.keys.session(&stored_id);
+                let now = clock::unix_secs();
+                let ttl = self.policy.ttl_secs;
+                let (raw, remaining): (Option<String>, i64) = if self.policy.sliding {
+                    let raw = redis::cmd("GETEX")
+                        .arg(&key)
+                        .arg("EX")
+                        .arg(ttl)
+                        .query_async(&mut conn)
+                        .await?;
+                    (raw, ttl as i64)
+                } else {
+                    redis::pipe()
+                        .get(&key)
+                        .ttl(&key)
+                        .query_async(&mut conn)
+                        .await?
+                };
+                let Some(stored) = raw.and_then(|raw| StoredSession::parse(&raw, &stored_id))
+                else {
+                    return Ok(None);
+                };
+                let deadline = stored.absolute_deadline(self.policy.max_lifetime_secs);
+                if deadline <= now {
+                    let _: i64 = conn.del(&key).await?;
+                    return Ok(None);
+                }
+                let mut expires_in = remaining.max(0) as u64;
+                // `>=`: Redis counts the TTL from the current instant, `now` is floored
+                // to the second, so equality may still reach past the deadline.
+                if now + expires_in >= deadline {
+                    expires_in = deadline - now;
+                    let _: bool = conn.expire_at(&key, deadline as i64).await?;
+                }
+                Ok(Some(Session {
+                    id: id.clone(),
+                    data: Arc::new(stored),
+                    expires_in,
+                }))
+            })
+            .await
+    }
+}

@@ -1,0 +1,245 @@
+//! The per-user side of [`SessionStore`]: each openid's index of sessions (to
+//! list and revoke them all), its current `session_key`, and the profile it
+//! shared. The index never outgrows the live sessions for long: dead entries
+//! are pruned at each login and listing, and the index expires with the user.
+
+use futures_util::future::try_join_all;
+use redis::AsyncCommands;
+
+use super::{layout::SessionRecord, layout::StoredSession, NewSession, SessionStore, StoreError};
+use crate::secret::Secret;
+
+/// What a login finds on its user's keys after indexing itself.
+pub(super) struct UserAtLogin {
+    /// The user's live sessions, oldest first, the new one last.
+    pub(super) live: Vec<String>,
+    /// The profile the user shared before, if any.
+    profile: Option<serde_json::Value>,
+    /// A unionid known from an earlier login or profile.
+    unionid: Option<String>,
+}
+
+impl SessionStore {
+    /// Stores the user's `session_key` and adds the session to their index (one
+    /// pipeline, one slot), pruning entries older than the absolute lifetime.
+    pub(super) async fn index_login(
+        &self,
+        new: &NewSession<'_>,
+        stored_id: &str,
+        now_millis: u64,
+    ) -> Result<UserAtLogin, StoreError> {
+        let keys = &self.backend.keys;
+        let user = keys.user(new.openid);
+        let index = keys.user_sessions(new.openid);
+        let keep = self.policy.max_lifetime_secs;
+        let mut pipe = redis::pipe();
+        pipe.hset(&user, "session_key", new.session_key.expose())
+            .ignore()
+            .hset(&user, "updated_at", now_millis / 1000)
+            .ignore();
+        if let Some(unionid) = new.unionid {
+            pipe.hset(&user, "unionid", unionid).ignore();
+        }
+        pipe.expire(&user, keep as i64)
+            .ignore()
+            // Scored in milliseconds, so sessions made in one second keep their order.
+            .zadd(&index, stored_id, now_millis)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(now_millis.saturating_sub(keep * 1000))
+            .ignore()
+            .expire(&index, keep as i64)
+            .ignore()
+            .zrange(&index, 0, -1)
+            .get(keys.user_profile(new.openid))
+            .hget(&user, "unionid");
+        let (members, profile, unionid): (Vec<String>, Option<String>, Option<String>) =
+            pipe.query_async(&mut self.backend.conn()).await?;
+        Ok(UserAtLogin {
+            live: self.prune_index(&index, members).await?,
+            profile: profile.and_then(|p| serde_json::from_str(&p).ok()),
+            unionid,
+        })
+    }
+
+    /// A user who shared a profile before: the new session carries it, and the
+    /// unionid learnt from it, too.
+    pub(super) async fn carry_user_data(
+        &self,
+        stored_id: &str,
+        stored: StoredSession,
+        user: &UserAtLogin,
+    ) -> Result<StoredSession, StoreError> {
+        let unionid = stored.unionid.clone().or_else(|| user.unionid.clone());
+        if user.profile.is_none() && unionid == stored.unionid {
+            return Ok(stored);
+        }
+        let carried = StoredSession {
+            unionid,
+            profile: user.profile.clone(),
+            ..stored
+        };
+        self.amend(stored_id, |s| {
+            s.profile = carried.profile.clone();
+            s.unionid = carried.unionid.clone();
+        })
+        .await?;
+        Ok(carried)
+    }
+
+    /// Over `session.max_per_user`: revokes the oldest of `live` (index order).
+    pub(super) async fn enforce_max_per_user(
+        &self,
+        openid: &str,
+        live: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let limit = self.policy.max_per_user as usize;
+        if limit == 0 || live.len() <= limit {
+            return Ok(());
+        }
+        let excess = &live[..live.len() - limit];
+        self.delete(excess).await?;
+        let _: i64 = self
+            .backend
+            .conn()
+            .zrem(self.backend.keys.user_sessions(openid), excess)
+            .await?;
+        log::info!(
+            "openid={openid} over max_per_user: revoked {} oldest",
+            excess.len()
+        );
+        Ok(())
+    }
+
+    /// Takes one ended session out of its user's index.
+    pub(super) async fn unindex(&self, openid: &str, stored_id: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .backend
+            .conn()
+            .zrem(self.backend.keys.user_sessions(openid), stored_id)
+            .await?;
+        Ok(())
+    }
+
+    /// The live sessions of an openid, oldest first; dead index entries are pruned.
+    pub async fn list_user(&self, openid: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let index = self.backend.keys.user_sessions(openid);
+        let members: Vec<String> = self
+            .backend
+            .bounded(async { Ok(self.backend.conn().zrange(&index, 0, -1).await?) })
+            .await?;
+        let records = self
+            .backend
+            .bounded(try_join_all(members.iter().map(|m| self.peek(m))))
+            .await?;
+        let dead: Vec<&String> = members
+            .iter()
+            .zip(&records)
+            .filter_map(|(m, r)| r.is_none().then_some(m))
+            .collect();
+        if !dead.is_empty() {
+            self.backend
+                .bounded(async { Ok(self.backend.conn().zrem::<_, _, i64>(&index, dead).await?) })
+                .await?;
+        }
+        Ok(records.into_iter().flatten().collect())
+    }
+
+    /// Revokes every session of an openid at once; answers how many were live.
+    pub async fn revoke_user(&self, openid: &str) -> Result<u64, StoreError> {
+        let index = self.backend.keys.user_sessions(openid);
+        self.backend
+            .bounded(async {
+                let members: Vec<String> = self.backend.conn().zrange(&index, 0, -1).await?;
+                let revoked = self.delete(&members).await?;
+                let _: i64 = self.backend.conn().del(&index).await?;
+                Ok(revoked)
+            })
+            .await
+    }
+
+    /// The user's current `session_key`: the one from their latest login, which
+    /// every live session of theirs decrypts with.
+    pub async fn session_key(&self, openid: &str) -> Result<Option<Secret>, StoreError> {
+        self.backend
+            .bounded(async {
+                let key: Option<String> = self
+                    .backend
+                    .conn()
+                    .hget(self.backend.keys.user(openid), "session_key")
+                    .await?;
+                Ok(key.map(Secret::new))
+            })
+            .await
+    }
+
+    /// Stores the user's decrypted profile, for their later logins and in every
+    /// live session of theirs (so `GET /session` shows it without a second read);
+    /// a `unionid` learnt from it fills theirs when WeChat's login gave none.
+    pub async fn save_profile(
+        &self,
+        openid: &str,
+        profile: &serde_json::Value,
+        unionid: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let keys = &self.backend.keys;
+        self.backend
+            .bounded(async {
+                let keep = self.policy.max_lifetime_secs;
+                let mut pipe = redis::pipe();
+                pipe.set_ex(keys.user_profile(openid), profile.to_string(), keep)
+                    .ignore();
+                if let Some(unionid) = unionid {
+                    // Only where none is known: HSETNX.
+                    pipe.cmd("HSETNX")
+                        .arg(keys.user(openid))
+                        .arg("unionid")
+                        .arg(unionid)
+                        .ignore();
+                }
+                pipe.zrange(keys.user_sessions(openid), 0, -1);
+                let (members,): (Vec<String>,) = pipe.query_async(&mut self.backend.conn()).await?;
+                try_join_all(members.iter().map(|stored_id| async move {
+                    self.amend(stored_id, |stored| {
+                        stored.profile = Some(profile.clone());
+                        if stored.unionid.is_none() {
+                            stored.unionid = unionid.map(str::to_string);
+                        }
+                    })
+                    .await
+                }))
+                .await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Drops index members whose session key is gone (idle-expired or deleted by
+    /// hand); answers the live ones, in index order.
+    async fn prune_index(
+        &self,
+        index: &str,
+        members: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        let alive: Vec<bool> = try_join_all(members.iter().map(|m| async move {
+            Ok::<bool, StoreError>(
+                self.backend
+                    .conn()
+                    .exists(self.backend.keys.session(m))
+                    .await?,
+            )
+        }))
+        .await?;
+        let (live, dead): (Vec<_>, Vec<_>) = members
+            .into_iter()
+            .zip(alive)
+            .partition(|(_, alive)| *alive);
+        if !dead.is_empty() {
+            let dead: Vec<String> = dead.into_iter().map(|(m, _)| m).collect();
+            let _: i64 = self.backend.conn().zrem(index, dead).await?;
+        }
+        Ok(live.into_iter().map(|(m, _)| m).collect())
+    }
+}
