@@ -18,16 +18,18 @@
 //! `force_refresh: true` is sent only when an operator asks for it.
 
 use std::{
+    future::Future,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use redis::AsyncCommands;
 use serde::Deserialize;
 
-use super::{send_json, WechatError};
+use super::{client::send_json, mock, WechatError};
 use crate::{
-    redis_conn::RedisConn,
+    clock::unix_secs as now_secs,
+    redis_conn::{self, RedisConn},
     secret::{os_random_bytes, Secret},
     telemetry::Metrics,
 };
@@ -84,13 +86,7 @@ struct StableTokenAnswer {
 impl TokenSource {
     async fn fetch(&self, force: bool) -> Result<(Secret, u64), WechatError> {
         if self.mock {
-            return Ok((
-                Secret::new(format!(
-                    "mock-access-token-{}",
-                    hex::encode(os_random_bytes::<8>())
-                )),
-                7200,
-            ));
+            return Ok(mock::access_token());
         }
         let request = self
             .http
@@ -184,14 +180,31 @@ impl AccessTokens {
                 *memory = None;
             }
         }
-        let script = "if redis.call('HGET', KEYS[1], 'access_token') == ARGV[1] then \
-                      return redis.call('DEL', KEYS[1]) else return 0 end";
+        self.delete_if_holds(&self.key, Some("access_token"), token.expose())
+            .await
+    }
+
+    /// Deletes `key` only if it (or its hash `field`) still holds `value`, in
+    /// one step: a lock or a token that someone else has replaced meanwhile is
+    /// left alone.
+    async fn delete_if_holds(
+        &self,
+        key: &str,
+        field: Option<&str>,
+        value: &str,
+    ) -> Result<(), WechatError> {
+        const SCRIPT: &str = "local held \
+            if ARGV[2] == '' then held = redis.call('GET', KEYS[1]) \
+            else held = redis.call('HGET', KEYS[1], ARGV[2]) end \
+            if held == ARGV[1] then return redis.call('DEL', KEYS[1]) end \
+            return 0";
         self.redis_op(async {
             let _: i64 = redis::cmd("EVAL")
-                .arg(script)
+                .arg(SCRIPT)
                 .arg(1)
-                .arg(&self.key)
-                .arg(token.expose())
+                .arg(key)
+                .arg(value)
+                .arg(field.unwrap_or(""))
                 .query_async(&mut self.redis.clone())
                 .await?;
             Ok(())
@@ -235,14 +248,14 @@ impl AccessTokens {
         loop {
             let taken: Option<String> = self
                 .redis_op(async {
-                    redis::cmd("SET")
+                    Ok(redis::cmd("SET")
                         .arg(&self.lock_key)
                         .arg(&lock_value)
                         .arg("NX")
                         .arg("PX")
                         .arg(lock_ms)
                         .query_async(&mut self.redis.clone())
-                        .await
+                        .await?)
                 })
                 .await?;
             if taken.is_some() {
@@ -318,28 +331,14 @@ impl AccessTokens {
     }
 
     async fn release_lock(&self, value: &str) {
-        let script = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-                      return redis.call('DEL', KEYS[1]) else return 0 end";
-        let released = self
-            .redis_op(async {
-                let _: i64 = redis::cmd("EVAL")
-                    .arg(script)
-                    .arg(1)
-                    .arg(&self.lock_key)
-                    .arg(value)
-                    .query_async(&mut self.redis.clone())
-                    .await?;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = released {
+        if let Err(e) = self.delete_if_holds(&self.lock_key, None, value).await {
             log::warn!("could not release the access_token lock (it expires by itself): {e}");
         }
     }
 
     async fn read_redis(&self) -> Result<Option<Cached>, WechatError> {
         let fields: std::collections::HashMap<String, String> = self
-            .redis_op(async { self.redis.clone().hgetall(&self.key).await })
+            .redis_op(async { Ok(self.redis.clone().hgetall(&self.key).await?) })
             .await?;
         let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
         Ok(
@@ -364,20 +363,11 @@ impl AccessTokens {
         )
     }
 
+    /// One Redis operation on the token's keys, bounded like every other.
     async fn redis_op<T>(
         &self,
-        op: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+        op: impl Future<Output = Result<T, WechatError>>,
     ) -> Result<T, WechatError> {
-        match tokio::time::timeout(self.redis_timeout, op).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(WechatError::Storage(e.to_string())),
-            Err(_) => Err(WechatError::Storage("redis did not answer in time".into())),
-        }
+        redis_conn::bounded(self.redis_timeout, op).await
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
