@@ -3,6 +3,7 @@
 //! of errors to JSON ([`ApiError`]), and the server loop ([`serve`]).
 
 mod admin;
+mod body;
 mod error;
 mod guard;
 mod limits;
@@ -18,9 +19,9 @@ use actix_web::{
 };
 use serde::Serialize;
 
+pub use body::{BodyShape, JsonBody, MAX_BODY_BYTES};
 pub use error::ApiError;
 use limits::PerAddressWindow;
-pub use routes::MAX_BODY_BYTES;
 
 use crate::{
     config::Config, login::Login, secret::Secret, session::SessionStore, telemetry::Metrics, wechat,

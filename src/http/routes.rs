@@ -4,11 +4,14 @@
 
 use std::time::Instant;
 
-use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use futures_util::StreamExt as _;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
 
-use super::{error::ApiError, AppState, JsonAnswer as _};
+use super::{
+    body::{BodyShape, JsonBody},
+    error::ApiError,
+    AppState, JsonAnswer as _,
+};
 use crate::{
     secret::Secret,
     session::Session,
@@ -20,12 +23,13 @@ use crate::{
     },
 };
 
-/// Largest request body any route accepts.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
 #[derive(Deserialize)]
-struct LoginBody {
+pub struct LoginBody {
     code: String,
+}
+
+impl BodyShape for LoginBody {
+    const SHAPE: &'static str = "body must be JSON: {\"code\": \"<wx.login code>\"}";
 }
 
 #[derive(Serialize)]
@@ -46,17 +50,22 @@ struct SessionAnswer<'a> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct UserInfoBody {
+pub struct UserInfoBody {
     raw_data: String,
     signature: String,
     encrypted_data: String,
     iv: String,
 }
 
+impl BodyShape for UserInfoBody {
+    const SHAPE: &'static str =
+        "body must be JSON: {\"rawData\", \"signature\", \"encryptedData\", \"iv\"} (all strings)";
+}
+
 /// `{"code"}` from the `getPhoneNumber` button, or the legacy encrypted payload.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum PhoneBody {
+pub enum PhoneBody {
     Code {
         code: String,
     },
@@ -67,13 +76,20 @@ enum PhoneBody {
     },
 }
 
+impl BodyShape for PhoneBody {
+    const SHAPE: &'static str =
+        "body must be JSON: {\"code\"} or {\"encryptedData\", \"iv\"} (strings)";
+}
+
+/// A body that is not a login body still counts as a failed login, so the
+/// handler takes the extractor's outcome rather than letting it answer.
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    payload: web::Payload,
+    body: Result<JsonBody<LoginBody>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = login_flow(&state, &req, payload).await;
+    let result = login_flow(&state, &req, body).await;
     let latency_ms = started.elapsed().as_millis();
     match &result {
         Ok(session) => {
@@ -106,19 +122,14 @@ pub async fn login(
 async fn login_flow(
     state: &AppState,
     req: &HttpRequest,
-    payload: web::Payload,
+    body: Result<JsonBody<LoginBody>, ApiError>,
 ) -> Result<Session, ApiError> {
     if let (Some(peer), limit @ 1..) = (req.peer_addr(), state.login_rate_per_minute) {
         if u64::from(state.logins_by_address.hit(peer.ip())) > limit {
             return Err(ApiError::LoginRateLimited);
         }
     }
-    let body: LoginBody = read_json(
-        req,
-        payload,
-        "body must be JSON: {\"code\": \"<wx.login code>\"}",
-    )
-    .await?;
+    let JsonBody(body) = body?;
     let code = LoginCode::parse(body.code).map_err(ApiError::InvalidRequest)?;
     Ok(state.login.login(&code).await?)
 }
@@ -138,15 +149,8 @@ pub async fn me(session: Session) -> HttpResponse {
 pub async fn user_info(
     state: web::Data<AppState>,
     session: Session,
-    req: HttpRequest,
-    payload: web::Payload,
+    JsonBody(body): JsonBody<UserInfoBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: UserInfoBody = read_json(
-        &req,
-        payload,
-        "body must be JSON: {\"rawData\", \"signature\", \"encryptedData\", \"iv\"} (all strings)",
-    )
-    .await?;
     let encrypted = EncryptedData::parse(&body.encrypted_data, &body.iv)?;
     let key = current_session_key(&state, &session).await?;
     verify_signature(&body.raw_data, &body.signature, &key)?;
@@ -169,15 +173,8 @@ pub async fn user_info(
 pub async fn phone(
     state: web::Data<AppState>,
     session: Session,
-    req: HttpRequest,
-    payload: web::Payload,
+    JsonBody(body): JsonBody<PhoneBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: PhoneBody = read_json(
-        &req,
-        payload,
-        "body must be JSON: {\"code\"} or {\"encryptedData\", \"iv\"} (strings)",
-    )
-    .await?;
     let appid = state.wechat.appid();
     let object = match body {
         PhoneBody::Code { code } => {
@@ -263,31 +260,4 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
-}
-
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`], whatever its Content-Type
-/// (mini-program HTTP clients differ in what they send).
-async fn read_json<T: DeserializeOwned>(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    shape: &'static str,
-) -> Result<T, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(256));
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|_| ApiError::InvalidRequest("request body could not be read"))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    serde_json::from_slice(&body).map_err(|_| ApiError::InvalidRequest(shape))
 }
