@@ -66,6 +66,20 @@ pub struct SessionConfig {
     pub reject_warn_per_minute: u64,
 }
 
+impl SessionConfig {
+    /// How often at most the local cache pushes a session's idle lifetime to Redis:
+    /// `touch_interval_secs`, else a tenth of the idle lifetime, so a cached session
+    /// loses at most a tenth of it; never under a second, so short lifetimes still
+    /// batch their renewals.
+    pub fn touch_interval(&self) -> Duration {
+        Duration::from_secs(
+            self.touch_interval_secs
+                .unwrap_or(self.ttl_secs / 10)
+                .max(1),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct LoginConfig {
     /// Logins one client address may attempt per minute on one instance (0 = no limit).
@@ -429,5 +443,17 @@ mod tests {
             !printed.contains("TOPSECRET") && !printed.contains(":pw@"),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn touch_interval_defaults_to_a_tenth_of_the_ttl_and_at_least_a_second() {
+        let mut session = Config::default().session;
+        assert_eq!(session.touch_interval(), Duration::from_secs(720));
+        session.ttl_secs = 5;
+        assert_eq!(session.touch_interval(), Duration::from_secs(1));
+        session.touch_interval_secs = Some(30);
+        assert_eq!(session.touch_interval(), Duration::from_secs(30));
+        session.touch_interval_secs = Some(0);
+        assert_eq!(session.touch_interval(), Duration::from_secs(1));
     }
 }
