@@ -224,7 +224,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Gives the values that have one canonical form that form, however written.
+    /// Puts each value that has one canonical form into it, however it was written.
     fn normalise(&mut self) {
         // Blanks around a value are a copy-paste accident, except in the key prefix,
         // where they would be part of every Redis key: that is kept as written.
@@ -235,10 +235,16 @@ impl Config {
         self.wechat.secret = Secret::new(self.wechat.secret.expose().trim());
         self.wechat.api_base = self.wechat.api_base.trim().trim_end_matches('/').into();
         self.session.header = self.session.header.trim().to_ascii_lowercase();
-        self.admin.token = (self.admin.token.take())
+        self.admin.token = self
+            .admin
+            .token
+            .take()
             .and_then(|token| non_empty(token.expose().trim()).map(Secret::new));
-        self.admin.bind =
-            (self.admin.bind.take()).and_then(|bind| non_empty(bind.trim()).map(str::to_string));
+        self.admin.bind = self
+            .admin
+            .bind
+            .take()
+            .and_then(|bind| non_empty(bind.trim()).map(str::to_string));
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -340,6 +346,7 @@ fn overlay_env(
         let keys = table
             .entry(section)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // Every section of the file is a table by now (from_sources checks first).
         if let toml::Value::Table(keys) = keys {
             keys.insert(key.to_string(), toml::Value::String(value));
         }
