@@ -1,17 +1,26 @@
 //! Typed configuration: `config.toml` plus `WXSESSION_<SECTION>_<KEY>` overrides.
 //!
-//! The file and the environment go through one setter ([`Config::set`]), so a key
-//! means the same thing wherever it comes from, an unknown key is an error in both,
-//! and every error names the key it is about in one line.
+//! This module owns every configuration key: its type and default (a field of a
+//! section struct and that struct's `Default`), how its value is read, normalised
+//! and validated, and the one-line [`ConfigError`] that names it. The environment
+//! is laid over the parsed file as text, then both go through one deserialization
+//! (see [`Node`]), so a key means the same thing wherever it comes from and an
+//! unknown key is an error in both.
 
-use std::{fmt, path::Path, time::Duration};
+use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
+
+use serde::{
+    de::{self, value::StringDeserializer, DeserializeSeed, IntoDeserializer, MapAccess, Visitor},
+    forward_to_deserialize_any, Deserialize,
+};
 
 use crate::secret::Secret;
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "WXSESSION_";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
     pub redis: RedisConfig,
@@ -21,7 +30,8 @@ pub struct Config {
     pub admin: AdminConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Listen address, `host:port`.
     pub bind: String,
@@ -31,7 +41,18 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone)]
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            workers: 0,
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     pub url: Secret,
     pub key_prefix: String,
@@ -41,16 +62,43 @@ pub struct RedisConfig {
     pub cluster: bool,
 }
 
-#[derive(Debug, Clone)]
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: Secret::new("redis://127.0.0.1:6379/0"),
+            key_prefix: "wxsess:".into(),
+            timeout_ms: 1000,
+            cluster: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WechatConfig {
+    /// Required; empty until set.
     pub appid: String,
+    /// Required unless `mock`; empty until set.
     pub secret: Secret,
     pub api_base: String,
     pub timeout_ms: u64,
     pub mock: bool,
 }
 
-#[derive(Debug, Clone)]
+impl Default for WechatConfig {
+    fn default() -> Self {
+        WechatConfig {
+            appid: String::new(),
+            secret: Secret::default(),
+            api_base: "https://api.weixin.qq.com".into(),
+            timeout_ms: 5000,
+            mock: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     pub ttl_secs: u64,
     pub sliding: bool,
@@ -60,19 +108,54 @@ pub struct SessionConfig {
     pub max_per_user: u64,
     pub local_cache: bool,
     pub local_cache_capacity: u64,
+    /// Unset by default; read it through [`SessionConfig::touch_interval`].
     pub touch_interval_secs: Option<u64>,
     /// Log a warning when one client address sends this many rejected session
     /// ids within a minute (0 = never).
     pub reject_warn_per_minute: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            ttl_secs: 7200,
+            sliding: true,
+            max_lifetime_secs: 2_592_000,
+            header: "sessionid".into(),
+            hash_ids: false,
+            max_per_user: 0,
+            local_cache: false,
+            local_cache_capacity: 100_000,
+            touch_interval_secs: None,
+            reject_warn_per_minute: 30,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// How often at most the local cache pushes a session's idle lifetime to Redis:
+    /// `touch_interval_secs`, else a tenth of the idle lifetime, so a cached session
+    /// loses at most a tenth of it; never under a second, so short lifetimes still
+    /// batch their renewals.
+    pub fn touch_interval(&self) -> Duration {
+        Duration::from_secs(
+            self.touch_interval_secs
+                .unwrap_or(self.ttl_secs / 10)
+                .max(1),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LoginConfig {
     /// Logins one client address may attempt per minute on one instance (0 = no limit).
     pub rate_per_minute: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Both unset by default; an empty value also leaves them unset.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub token: Option<Secret>,
     pub bind: Option<String>,
@@ -102,45 +185,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig {
-                bind: "127.0.0.1:8080".into(),
-                workers: 0,
-                shutdown_timeout_secs: 10,
-            },
-            redis: RedisConfig {
-                url: Secret::new("redis://127.0.0.1:6379/0"),
-                key_prefix: "wxsess:".into(),
-                timeout_ms: 1000,
-                cluster: false,
-            },
-            wechat: WechatConfig {
-                appid: String::new(),
-                secret: Secret::default(),
-                api_base: "https://api.weixin.qq.com".into(),
-                timeout_ms: 5000,
-                mock: false,
-            },
-            session: SessionConfig {
-                ttl_secs: 7200,
-                sliding: true,
-                max_lifetime_secs: 2_592_000,
-                header: "sessionid".into(),
-                hash_ids: false,
-                max_per_user: 0,
-                local_cache: false,
-                local_cache_capacity: 100_000,
-                touch_interval_secs: None,
-                reject_warn_per_minute: 30,
-            },
-            login: LoginConfig::default(),
-            admin: AdminConfig::default(),
-        }
-    }
-}
-
 impl Config {
     /// Reads `path` (a missing file is an error only when `required`), then the
     /// `WXSESSION_*` variables of this process, then validates.
@@ -159,91 +203,48 @@ impl Config {
         toml_text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut config = Config::default();
-        let table: toml::Table = toml_text
+        let mut table: toml::Table = toml_text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::new("config.toml", one_line(&e)))?;
-        for (section, keys) in &table {
-            let toml::Value::Table(keys) = keys else {
-                return Err(ConfigError::new(section.as_str(), "expected a [section]"));
-            };
-            for (key, value) in keys {
-                let text = match value {
-                    toml::Value::String(s) => s.clone(),
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    _ => {
-                        return Err(ConfigError::new(
-                            format!("{section}.{key}"),
-                            "expected a string, an integer or a boolean",
-                        ))
-                    }
-                };
-                config.set(section, key, &text)?;
+        // Checked before deserializing, where a stray top-level key would only be
+        // called unknown: the likely mistake is a key above its [section].
+        if let Some((section, _)) = table.iter().find(|(_, keys)| !keys.is_table()) {
+            return Err(ConfigError::new(section.as_str(), "expected a [section]"));
+        }
+        let env_names = overlay_env(&mut table, env)?;
+        let mut config = Config::deserialize(Node(toml::Value::Table(table))).map_err(|e| {
+            let key = e.path.join(".");
+            match env_names.get(&key) {
+                Some(name) => ConfigError::new(format!("{key} ({name})"), e.message),
+                None => ConfigError::new(key, e.message),
             }
-        }
-        let mut overrides: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
-            .collect();
-        overrides.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, value) in overrides {
-            let rest = name[ENV_PREFIX.len()..].to_ascii_lowercase();
-            let Some((section, key)) = rest.split_once('_') else {
-                return Err(ConfigError::new(
-                    name,
-                    "not a WXSESSION_<SECTION>_<KEY> variable",
-                ));
-            };
-            config
-                .set(section, key, &value)
-                .map_err(|e| ConfigError::new(format!("{} ({name})", e.key), e.message))?;
-        }
+        })?;
+        config.normalise();
         config.validate()?;
         Ok(config)
     }
 
-    /// Sets one key from its text form; the single place that knows every key.
-    pub fn set(&mut self, section: &str, key: &str, value: &str) -> Result<(), ConfigError> {
-        let name = format!("{section}.{key}");
-        let v = value.trim();
-        match (section, key) {
-            ("server", "bind") => self.server.bind = v.to_string(),
-            ("server", "workers") => self.server.workers = parse(&name, v)?,
-            ("server", "shutdown_timeout_secs") => {
-                self.server.shutdown_timeout_secs = parse(&name, v)?
-            }
-            ("redis", "url") => self.redis.url = Secret::new(v),
-            ("redis", "key_prefix") => self.redis.key_prefix = value.to_string(),
-            ("redis", "timeout_ms") => self.redis.timeout_ms = parse(&name, v)?,
-            ("redis", "cluster") => self.redis.cluster = parse_bool(&name, v)?,
-            ("wechat", "appid") => self.wechat.appid = v.to_string(),
-            ("wechat", "secret") => self.wechat.secret = Secret::new(v),
-            ("wechat", "api_base") => self.wechat.api_base = v.trim_end_matches('/').to_string(),
-            ("wechat", "timeout_ms") => self.wechat.timeout_ms = parse(&name, v)?,
-            ("wechat", "mock") => self.wechat.mock = parse_bool(&name, v)?,
-            ("session", "ttl_secs") => self.session.ttl_secs = parse(&name, v)?,
-            ("session", "sliding") => self.session.sliding = parse_bool(&name, v)?,
-            ("session", "max_lifetime_secs") => self.session.max_lifetime_secs = parse(&name, v)?,
-            ("session", "header") => self.session.header = v.to_ascii_lowercase(),
-            ("session", "hash_ids") => self.session.hash_ids = parse_bool(&name, v)?,
-            ("session", "max_per_user") => self.session.max_per_user = parse(&name, v)?,
-            ("session", "local_cache") => self.session.local_cache = parse_bool(&name, v)?,
-            ("session", "local_cache_capacity") => {
-                self.session.local_cache_capacity = parse(&name, v)?
-            }
-            ("session", "touch_interval_secs") => {
-                self.session.touch_interval_secs = Some(parse(&name, v)?)
-            }
-            ("session", "reject_warn_per_minute") => {
-                self.session.reject_warn_per_minute = parse(&name, v)?
-            }
-            ("login", "rate_per_minute") => self.login.rate_per_minute = parse(&name, v)?,
-            ("admin", "token") => self.admin.token = non_empty(v).map(Secret::new),
-            ("admin", "bind") => self.admin.bind = non_empty(v).map(str::to_string),
-            _ => return Err(ConfigError::new(name, "unknown key")),
-        }
-        Ok(())
+    /// Puts each value that has one canonical form into it, however it was written.
+    fn normalise(&mut self) {
+        // Blanks around a value are a copy-paste accident, except in the key prefix,
+        // where they would be part of every Redis key: that is kept as written.
+        let trim = |s: &mut String| *s = s.trim().to_string();
+        trim(&mut self.server.bind);
+        self.redis.url = Secret::new(self.redis.url.expose().trim());
+        trim(&mut self.wechat.appid);
+        self.wechat.secret = Secret::new(self.wechat.secret.expose().trim());
+        self.wechat.api_base = self.wechat.api_base.trim().trim_end_matches('/').into();
+        self.session.header = self.session.header.trim().to_ascii_lowercase();
+        self.admin.token = self
+            .admin
+            .token
+            .take()
+            .and_then(|token| non_empty(token.expose().trim()).map(Secret::new));
+        self.admin.bind = self
+            .admin
+            .bind
+            .take()
+            .and_then(|bind| non_empty(bind.trim()).map(str::to_string));
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -320,20 +321,38 @@ impl Config {
     }
 }
 
-fn parse<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
-    v.parse()
-        .map_err(|_| ConfigError::new(key, format!("expected a non-negative integer, got {v:?}")))
-}
-
-fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
-    match v {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(ConfigError::new(
-            key,
-            format!("expected true or false, got {v:?}"),
-        )),
+/// Lays the `WXSESSION_<SECTION>_<KEY>` variables over `table`, each as a string;
+/// returns which variable set each dotted key, so an error about it can name it.
+fn overlay_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    // Sorted so that a name given twice ends with its last value, and errors come
+    // in the same order on every start.
+    let mut overrides: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .collect();
+    overrides.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut names = BTreeMap::new();
+    for (name, value) in overrides {
+        let rest = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            return Err(ConfigError::new(
+                name,
+                "not a WXSESSION_<SECTION>_<KEY> variable",
+            ));
+        };
+        let keys = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // Every section of the file is a table by now (from_sources checks first).
+        if let toml::Value::Table(keys) = keys {
+            keys.insert(key.to_string(), toml::Value::String(value));
+        }
+        names.insert(format!("{section}.{key}"), name);
     }
+    Ok(names)
 }
 
 fn non_empty(v: &str) -> Option<&str> {
@@ -345,6 +364,241 @@ fn one_line(e: &impl fmt::Display) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A value that does not fit its key, with the path of that key.
+#[derive(Debug)]
+struct DeError {
+    path: Vec<String>,
+    message: String,
+}
+
+impl DeError {
+    fn at(mut self, key: &str) -> Self {
+        self.path.insert(0, key.to_string());
+        self
+    }
+}
+
+impl de::Error for DeError {
+    fn custom<T: fmt::Display>(message: T) -> Self {
+        DeError {
+            path: Vec::new(),
+            message: message.to_string(),
+        }
+    }
+
+    // serde's own message repeats the key and lists every other one of its section.
+    fn unknown_field(_field: &str, _expected: &'static [&'static str]) -> Self {
+        de::Error::custom("unknown key")
+    }
+}
+
+impl fmt::Display for DeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.join("."), self.message)
+    }
+}
+
+impl std::error::Error for DeError {}
+
+/// A value of the merged file-and-environment table, read as the type its field
+/// asks for. A scalar (string, integer or boolean) is read through its text form,
+/// so a variable (always a string) and a file value are read alike: `"12345"` stays
+/// a string where a string is wanted, `"60"` is a number where a number is, and
+/// `"soon"` there is an error naming the key.
+struct Node(toml::Value);
+
+impl Node {
+    fn text(self) -> Result<String, DeError> {
+        match self.0 {
+            toml::Value::String(s) => Ok(s),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            _ => Err(de::Error::custom(
+                "expected a string, an integer or a boolean",
+            )),
+        }
+    }
+
+    /// The trimmed text parsed as `T`; else an error saying what was `expected`.
+    fn parse<T: std::str::FromStr>(self, expected: &str) -> Result<T, DeError> {
+        let text = self.text()?;
+        let v = text.trim();
+        v.parse()
+            .map_err(|_| de::Error::custom(format!("expected {expected}, got {v:?}")))
+    }
+}
+
+impl<'de> IntoDeserializer<'de, DeError> for Node {
+    type Deserializer = Node;
+
+    fn into_deserializer(self) -> Node {
+        self
+    }
+}
+
+/// Integers of every width go through 64 bits; the visitor rejects what does not fit.
+macro_rules! deserialize_integers {
+    ($($method:ident => $visit:ident($int:ty, $expected:literal)),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            visitor.$visit(self.parse::<$int>($expected)?)
+        }
+    )*};
+}
+
+impl<'de> de::Deserializer<'de> for Node {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            toml::Value::String(s) => visitor.visit_string(s),
+            toml::Value::Integer(i) => visitor.visit_i64(i),
+            toml::Value::Float(f) => visitor.visit_f64(f),
+            toml::Value::Boolean(b) => visitor.visit_bool(b),
+            toml::Value::Datetime(d) => visitor.visit_string(d.to_string()),
+            toml::Value::Array(items) => {
+                visitor.visit_seq(de::value::SeqDeserializer::new(items.into_iter().map(Node)))
+            }
+            toml::Value::Table(table) => visitor.visit_map(Table::new(table)),
+        }
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        let text = self.text()?;
+        match text.trim() {
+            "true" | "1" => visitor.visit_bool(true),
+            "false" | "0" => visitor.visit_bool(false),
+            v => Err(de::Error::custom(format!(
+                "expected true or false, got {v:?}"
+            ))),
+        }
+    }
+
+    deserialize_integers! {
+        deserialize_u8 => visit_u64(u64, "a non-negative integer"),
+        deserialize_u16 => visit_u64(u64, "a non-negative integer"),
+        deserialize_u32 => visit_u64(u64, "a non-negative integer"),
+        deserialize_u64 => visit_u64(u64, "a non-negative integer"),
+        deserialize_i8 => visit_i64(i64, "an integer"),
+        deserialize_i16 => visit_i64(i64, "an integer"),
+        deserialize_i32 => visit_i64(i64, "an integer"),
+        deserialize_i64 => visit_i64(i64, "an integer"),
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            toml::Value::Float(f) => visitor.visit_f64(f),
+            other => visitor.visit_f64(Node(other).parse("a number")?),
+        }
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_f64(visitor)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_string(self.text()?)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_string(self.text()?)
+    }
+
+    // A key that is present has a value; leaving it out is how a key is unset.
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        let variant: StringDeserializer<DeError> = self.text()?.into_deserializer();
+        visitor.visit_enum(variant)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.deserialize_map(visitor)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            toml::Value::Table(table) => visitor.visit_map(Table::new(table)),
+            _ => Err(de::Error::custom("expected a table")),
+        }
+    }
+
+    forward_to_deserialize_any! {
+        char bytes byte_buf unit unit_struct seq tuple tuple_struct identifier ignored_any
+    }
+}
+
+/// The entries of a table; an error about one is prefixed with its key.
+struct Table {
+    entries: toml::map::IntoIter,
+    pending: Option<(String, toml::Value)>,
+}
+
+impl Table {
+    fn new(table: toml::Table) -> Self {
+        Table {
+            entries: table.into_iter(),
+            pending: None,
+        }
+    }
+}
+
+impl<'de> MapAccess<'de> for Table {
+    type Error = DeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        let name: StringDeserializer<DeError> = key.clone().into_deserializer();
+        match seed.deserialize(name) {
+            Ok(name) => {
+                self.pending = Some((key, value));
+                Ok(Some(name))
+            }
+            Err(e) => {
+                let mut e = e.at(&key);
+                // An unknown section is named by its first key: that is what a
+                // variable sets, so the variable that made the section is found.
+                if let Some(first) = value.as_table().and_then(|keys| keys.keys().next()) {
+                    e.path.push(first.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+        let (key, value) = self
+            .pending
+            .take()
+            .expect("serde asks for a value only after its key");
+        seed.deserialize(Node(value)).map_err(|e| e.at(&key))
+    }
 }
 
 #[cfg(test)]
@@ -429,5 +683,209 @@ mod tests {
             !printed.contains("TOPSECRET") && !printed.contains(":pw@"),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn the_shipped_config_toml_holds_only_keys_and_their_defaults() {
+        let shipped = Config::from_sources(
+            include_str!("../config.toml"),
+            env(&[
+                ("WXSESSION_WECHAT_APPID", "wx1"),
+                ("WXSESSION_WECHAT_SECRET", "s"),
+            ]),
+        )
+        .unwrap();
+        let defaults = Config::from_sources(MINIMAL, env(&[])).unwrap();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn touch_interval_defaults_to_a_tenth_of_the_ttl_and_at_least_a_second() {
+        let mut session = Config::default().session;
+        assert_eq!(session.touch_interval(), Duration::from_secs(720));
+        session.ttl_secs = 5;
+        assert_eq!(session.touch_interval(), Duration::from_secs(1));
+        session.touch_interval_secs = Some(30);
+        assert_eq!(session.touch_interval(), Duration::from_secs(30));
+        session.touch_interval_secs = Some(0);
+        assert_eq!(session.touch_interval(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn environment_overrides_a_file_value_of_every_type() {
+        let file = format!(
+            "{MINIMAL}[server]\nbind = \"0.0.0.0:80\"\nworkers = 2\n\
+             [session]\nhash_ids = true\ntouch_interval_secs = 5\n\
+             [admin]\ntoken = \"file-token\"\nbind = \"127.0.0.1:9000\"\n"
+        );
+        let c = Config::from_sources(
+            &file,
+            env(&[
+                ("WXSESSION_SERVER_BIND", "127.0.0.1:81"),
+                ("WXSESSION_SERVER_WORKERS", "3"),
+                ("WXSESSION_SESSION_HASH_IDS", "false"),
+                ("WXSESSION_SESSION_TOUCH_INTERVAL_SECS", "7"),
+                ("WXSESSION_ADMIN_TOKEN", "env-token"),
+                ("WXSESSION_ADMIN_BIND", "127.0.0.1:9001"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:81");
+        assert_eq!(c.server.workers, 3);
+        assert!(!c.session.hash_ids);
+        assert_eq!(c.session.touch_interval_secs, Some(7));
+        assert_eq!(
+            c.admin.token.as_ref().map(Secret::expose),
+            Some("env-token")
+        );
+        assert_eq!(c.admin.bind.as_deref(), Some("127.0.0.1:9001"));
+
+        // An optional key the file leaves unset is set by the environment alone,
+        // and booleans keep their 1/0 spelling.
+        let c = Config::from_sources(
+            MINIMAL,
+            env(&[
+                ("WXSESSION_SESSION_TOUCH_INTERVAL_SECS", " 9 "),
+                ("WXSESSION_SESSION_SLIDING", "0"),
+                ("WXSESSION_WECHAT_MOCK", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.session.touch_interval_secs, Some(9));
+        assert!(!c.session.sliding && c.wechat.mock);
+    }
+
+    #[test]
+    fn a_numeric_looking_value_stays_a_string_where_a_string_is_wanted() {
+        let c = Config::from_sources(
+            "[wechat]\nsecret = \"s\"\n",
+            env(&[
+                ("WXSESSION_WECHAT_APPID", "12345"),
+                ("WXSESSION_ADMIN_TOKEN", "007"),
+                ("WXSESSION_REDIS_KEY_PREFIX", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.wechat.appid, "12345");
+        assert_eq!(c.admin.token.as_ref().map(Secret::expose), Some("007"));
+        assert_eq!(c.redis.key_prefix, "true");
+        // The file is read the same way, in both directions.
+        let c = Config::from_sources(
+            "[wechat]\nappid = 12345\nsecret = \"s\"\n[session]\nttl_secs = \"60\"\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!((c.wechat.appid.as_str(), c.session.ttl_secs), ("12345", 60));
+    }
+
+    #[test]
+    fn values_keep_their_canonical_form() {
+        let c = Config::from_sources(
+            "[wechat]\nappid = \" wx1 \"\nsecret = \"s\"\napi_base = \"http://127.0.0.1:9/\"\n\
+             [session]\nheader = \" X-Session \"\n[redis]\nkey_prefix = \" p: \"\n\
+             [admin]\ntoken = \"\"\n",
+            env(&[("WXSESSION_ADMIN_BIND", "")]),
+        )
+        .unwrap();
+        assert_eq!(c.wechat.appid, "wx1");
+        assert_eq!(c.wechat.api_base, "http://127.0.0.1:9");
+        assert_eq!(c.session.header, "x-session");
+        assert_eq!(c.redis.key_prefix, " p: ");
+        assert!(c.admin.token.is_none() && c.admin.bind.is_none());
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it_in_the_file_and_the_environment() {
+        let err = |toml: &str, e: &[(&str, &str)]| Config::from_sources(toml, env(e)).unwrap_err();
+        let e = err(&format!("{MINIMAL}[session]\nttl = 5\n"), &[]);
+        assert_eq!(
+            (e.key.as_str(), e.message.as_str()),
+            ("session.ttl", "unknown key")
+        );
+        let e = err(MINIMAL, &[("WXSESSION_SESSION_TTL", "5")]);
+        assert_eq!(e.key, "session.ttl (WXSESSION_SESSION_TTL)");
+        assert_eq!(e.message, "unknown key");
+        assert_eq!(
+            err(&format!("{MINIMAL}[sesion]\nttl_secs = 5\n"), &[]).key,
+            "sesion.ttl_secs"
+        );
+        assert_eq!(
+            err(MINIMAL, &[("WXSESSION_FOO_BAR", "1")]).key,
+            "foo.bar (WXSESSION_FOO_BAR)"
+        );
+        assert_eq!(err(MINIMAL, &[("WXSESSION_FOO", "1")]).key, "WXSESSION_FOO");
+        assert_eq!(
+            err(&format!("appid = \"wx1\"\n{MINIMAL}"), &[]).to_string(),
+            "configuration error: appid: expected a [section]"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_an_error_naming_the_key() {
+        let err = |toml: &str, e: &[(&str, &str)]| {
+            let e = Config::from_sources(&format!("{MINIMAL}{toml}"), env(e)).unwrap_err();
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+            (e.key, e.message)
+        };
+        let pair = |key: &str, message: &str| (key.to_string(), message.to_string());
+        assert_eq!(
+            err("[session]\nttl_secs = \"soon\"\n", &[]),
+            pair(
+                "session.ttl_secs",
+                "expected a non-negative integer, got \"soon\""
+            )
+        );
+        assert_eq!(
+            err("[session]\nttl_secs = -1\n", &[]),
+            pair(
+                "session.ttl_secs",
+                "expected a non-negative integer, got \"-1\""
+            )
+        );
+        assert_eq!(
+            err("[session]\nsliding = \"yes\"\n", &[]),
+            pair("session.sliding", "expected true or false, got \"yes\"")
+        );
+        assert_eq!(
+            err("[server]\nbind = [\"127.0.0.1:1\"]\n", &[]),
+            pair("server.bind", "expected a string, an integer or a boolean")
+        );
+        assert_eq!(
+            err("[server]\nworkers = 1.5\n", &[]),
+            pair(
+                "server.workers",
+                "expected a string, an integer or a boolean"
+            )
+        );
+        assert_eq!(
+            err("", &[("WXSESSION_SESSION_TTL_SECS", "soon")]),
+            pair(
+                "session.ttl_secs (WXSESSION_SESSION_TTL_SECS)",
+                "expected a non-negative integer, got \"soon\""
+            )
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_from_every_source() {
+        let c = Config::from_sources(
+            "[wechat]\nappid = \"wx1\"\nsecret = \"FILE-SECRET\"\n[admin]\ntoken = \"FILE-TOKEN\"\n",
+            env(&[
+                ("WXSESSION_REDIS_URL", "redis://:ENV-PASSWORD@127.0.0.1/0"),
+                ("WXSESSION_ADMIN_TOKEN", "ENV-TOKEN"),
+            ]),
+        )
+        .unwrap();
+        let printed = format!("{c:?} {:?}", c.session);
+        for secret in ["FILE-SECRET", "FILE-TOKEN", "ENV-PASSWORD", "ENV-TOKEN"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        // Nor does an error about a secret key repeat its value.
+        let e = Config::from_sources(
+            MINIMAL,
+            env(&[("WXSESSION_REDIS_URL", "http://:ENV-PASSWORD@x")]),
+        )
+        .unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("ENV-PASSWORD"), "{e}");
     }
 }

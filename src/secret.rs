@@ -7,6 +7,7 @@
 use std::fmt;
 
 use rand::{rngs::OsRng, TryRngCore};
+use serde::Deserialize;
 
 /// `N` bytes from the operating system's CSPRNG (never a seeded or user-space generator).
 pub fn os_random_bytes<const N: usize>() -> [u8; N] {
@@ -18,7 +19,10 @@ pub fn os_random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// A string value that prints as `***`. Read it only where it is used, with [`Secret::expose`].
-#[derive(Clone, Default, PartialEq, Eq)]
+///
+/// Deserializes from a plain string, so configuration can hold it directly.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
