@@ -64,13 +64,7 @@ impl SessionStore {
                     redis_reader,
                     config.redis.url.expose(),
                     config.session.local_cache_capacity,
-                    std::time::Duration::from_secs(
-                        config
-                            .session
-                            .touch_interval_secs
-                            .unwrap_or(config.session.ttl_secs / 10)
-                            .max(1),
-                    ),
+                    config.session.touch_interval(),
                     metrics,
                 )
                 .map_err(|e| StoreError::Config(e.to_string()))?,
