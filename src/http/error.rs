@@ -183,3 +183,55 @@ impl From<StoreError> for ApiError {
         ApiError::StoreUnavailable
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of every shape of `ApiError`, with the status, code and message it
+    /// answers with; pins today's contract while the mapping is rewritten.
+    #[test]
+    fn every_error_answers_as_before() {
+        use WechatError as W;
+        let cases: Vec<(ApiError, u16, &str, &str)> = vec![
+            (ApiError::InvalidRequest("why"), 400, "invalid_request", "why"),
+            (ApiError::PayloadTooLarge, 413, "payload_too_large", "request body is larger than 16 KiB"),
+            (ApiError::SessionRequired, 401, "session_required", "this route needs a session id in the session header"),
+            (ApiError::InvalidSession, 401, "invalid_session", "the session id is malformed, unknown, expired or logged out; log in again"),
+            (ApiError::AdminUnauthorized, 401, "unauthorized", "admin routes need Authorization: Bearer <admin.token>"),
+            (ApiError::LoginRateLimited, 429, "rate_limited", "too many logins from this address; try again in a minute"),
+            (ApiError::NotFound, 404, "not_found", "no such route"),
+            (ApiError::MethodNotAllowed("GET"), 405, "method_not_allowed", "this route does not take that method"),
+            (ApiError::StoreUnavailable, 503, "store_unavailable", "the session store is unavailable; try again shortly"),
+            (ApiError::InvalidPhoneCode, 422, "invalid_phone_code", "WeChat rejected the phone-number code (expired after 5 minutes, used, or of another app)"),
+            (ApiError::UserData(DataError::Malformed("bad iv")), 400, "invalid_request", "bad iv"),
+            (ApiError::UserData(DataError::BadSignature), 422, "bad_signature", "signature does not match rawData and the current session_key"),
+            (ApiError::UserData(DataError::DecryptFailed), 422, "decrypt_failed", "encryptedData could not be decrypted with the current session_key; call wx.login again, then retry"),
+            (ApiError::UserData(DataError::AppidMismatch), 422, "appid_mismatch", "the data was issued to another mini-program"),
+            (ApiError::Wechat(W::InvalidCode(40029)), 401, "invalid_code", "WeChat rejected the login code (invalid or already used); call wx.login again"),
+            (ApiError::Wechat(W::UserBlocked), 403, "user_blocked", "WeChat flags this user as high-risk"),
+            (ApiError::Wechat(W::RateLimited), 429, "rate_limited", "WeChat's rate limit was reached; try again later"),
+            (ApiError::Wechat(W::Busy), 503, "wechat_busy", "WeChat is busy; try again shortly"),
+            (ApiError::Wechat(W::Timeout), 504, "wechat_timeout", "WeChat did not answer in time"),
+            (ApiError::Wechat(W::Storage("x".into())), 503, "store_unavailable", "the session store is unavailable; try again shortly"),
+            (ApiError::Wechat(W::TokenRejected(40001)), 502, "wechat_error", "WeChat gave an unexpected answer"),
+            (ApiError::Wechat(W::StaleSessionKey), 502, "wechat_error", "WeChat gave an unexpected answer"),
+            (ApiError::Wechat(W::Upstream("x".into())), 502, "wechat_error", "WeChat gave an unexpected answer"),
+        ];
+        for (error, status, code, message) in cases {
+            assert_eq!(error.status_code().as_u16(), status, "{error:?}");
+            assert_eq!(error.code(), code, "{error:?}");
+            assert_eq!(error.message(), message, "{error:?}");
+            assert_eq!(error.to_string(), code, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_says_what_is_allowed() {
+        let answer = ApiError::MethodNotAllowed("GET, POST").error_response();
+        assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(answer.headers().get("allow").unwrap(), "GET, POST");
+        let answer = ApiError::NotFound.error_response();
+        assert!(answer.headers().get("allow").is_none());
+    }
+}
