@@ -1,8 +1,11 @@
-//! `ApiError`: every error the HTTP API answers, and its mapping to the contract's
-//! status and `{"error", "message"}` body — in this one place.
+//! The HTTP API's errors: [`ErrorCode`], the one table of every answer's status,
+//! `error` code and default message; and [`ApiError`], every error a handler or
+//! the guard returns, mapped onto that table and written as `{"error", "message"}`.
 //!
 //! Errors of the lower layers ([`WechatError`], [`StoreError`]) convert into it;
-//! their details go to the log, never into a response.
+//! their details go to the log, never into a response. What else lists the codes
+//! (the OpenAPI document, the outcome labels in `telemetry`) is checked against
+//! the table by this module's tests.
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 use serde::Serialize;
@@ -13,6 +16,97 @@ use crate::{
     session::StoreError,
     wechat::{userdata::DataError, WechatError},
 };
+
+/// Defines [`ErrorCode`] and its table from one list, so a row cannot be left out
+/// of `ALL` or of the lookup.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $name:ident => ($status:ident, $code:literal, $message:literal),)*) => {
+        /// Every answer the API gives when it fails: its status, its `error` code
+        /// and the message it carries unless the error brings its own.
+        ///
+        /// A code names a row of the contract and always comes with the same
+        /// status; two rows may share a code when only the message differs.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl ErrorCode {
+            /// Every row, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
+
+            const fn row(self) -> (StatusCode, &'static str, &'static str) {
+                match self {
+                    $(ErrorCode::$name => (StatusCode::$status, $code, $message),)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The body or a field is not what the route takes (the error says what).
+    InvalidRequest => (BAD_REQUEST, "invalid_request",
+        "the request is not what this route takes"),
+    PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload_too_large",
+        "request body is larger than 16 KiB"),
+    /// WeChat's 40029 or 40163 to a login code.
+    InvalidCode => (UNAUTHORIZED, "invalid_code",
+        "WeChat rejected the login code (invalid or already used); call wx.login again"),
+    UserBlocked => (FORBIDDEN, "user_blocked",
+        "WeChat flags this user as high-risk"),
+    /// Over `login.rate_per_minute` for this client address.
+    LoginRateLimited => (TOO_MANY_REQUESTS, "rate_limited",
+        "too many logins from this address; try again in a minute"),
+    /// WeChat's own rate limit (45011).
+    WechatRateLimited => (TOO_MANY_REQUESTS, "rate_limited",
+        "WeChat's rate limit was reached; try again later"),
+    /// Any WeChat failure the client cannot act on.
+    WechatError => (BAD_GATEWAY, "wechat_error",
+        "WeChat gave an unexpected answer"),
+    WechatBusy => (SERVICE_UNAVAILABLE, "wechat_busy",
+        "WeChat is busy; try again shortly"),
+    WechatTimeout => (GATEWAY_TIMEOUT, "wechat_timeout",
+        "WeChat did not answer in time"),
+    /// Redis, for sessions or for the shared access_token.
+    StoreUnavailable => (SERVICE_UNAVAILABLE, "store_unavailable",
+        "the session store is unavailable; try again shortly"),
+    SessionRequired => (UNAUTHORIZED, "session_required",
+        "this route needs a session id in the session header"),
+    InvalidSession => (UNAUTHORIZED, "invalid_session",
+        "the session id is malformed, unknown, expired or logged out; log in again"),
+    /// An admin route without the right bearer token.
+    AdminUnauthorized => (UNAUTHORIZED, "unauthorized",
+        "admin routes need Authorization: Bearer <admin.token>"),
+    NotFound => (NOT_FOUND, "not_found",
+        "no such route"),
+    MethodNotAllowed => (METHOD_NOT_ALLOWED, "method_not_allowed",
+        "this route does not take that method"),
+    /// WeChat's 40029 to a phone-number code.
+    InvalidPhoneCode => (UNPROCESSABLE_ENTITY, "invalid_phone_code",
+        "WeChat rejected the phone-number code (expired after 5 minutes, used, or of another app)"),
+    BadSignature => (UNPROCESSABLE_ENTITY, "bad_signature",
+        "signature does not match rawData and the current session_key"),
+    DecryptFailed => (UNPROCESSABLE_ENTITY, "decrypt_failed",
+        "encryptedData could not be decrypted with the current session_key; call wx.login again, then retry"),
+    AppidMismatch => (UNPROCESSABLE_ENTITY, "appid_mismatch",
+        "the data was issued to another mini-program"),
+}
+
+impl ErrorCode {
+    pub const fn status(self) -> StatusCode {
+        self.row().0
+    }
+
+    /// The contract's `error` code.
+    pub const fn code(self) -> &'static str {
+        self.row().1
+    }
+
+    pub const fn message(self) -> &'static str {
+        self.row().2
+    }
+}
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -43,66 +137,48 @@ struct ErrorBody<'a> {
 }
 
 impl ApiError {
+    /// The row of the table this error answers with.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            ApiError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::SessionRequired => ErrorCode::SessionRequired,
+            ApiError::InvalidSession => ErrorCode::InvalidSession,
+            ApiError::AdminUnauthorized => ErrorCode::AdminUnauthorized,
+            ApiError::LoginRateLimited => ErrorCode::LoginRateLimited,
+            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::StoreUnavailable => ErrorCode::StoreUnavailable,
+            ApiError::InvalidPhoneCode => ErrorCode::InvalidPhoneCode,
+            ApiError::UserData(e) => match e {
+                DataError::Malformed(_) => ErrorCode::InvalidRequest,
+                DataError::BadSignature => ErrorCode::BadSignature,
+                DataError::DecryptFailed => ErrorCode::DecryptFailed,
+                DataError::AppidMismatch => ErrorCode::AppidMismatch,
+            },
+            ApiError::Wechat(e) => match e {
+                WechatError::InvalidCode(_) => ErrorCode::InvalidCode,
+                WechatError::UserBlocked => ErrorCode::UserBlocked,
+                WechatError::RateLimited => ErrorCode::WechatRateLimited,
+                WechatError::Busy => ErrorCode::WechatBusy,
+                WechatError::Timeout => ErrorCode::WechatTimeout,
+                WechatError::Storage(_) => ErrorCode::StoreUnavailable,
+                WechatError::TokenRejected(_)
+                | WechatError::StaleSessionKey
+                | WechatError::Upstream(_) => ErrorCode::WechatError,
+            },
+        }
+    }
+
     /// The contract's `error` code.
     pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::InvalidRequest(_) => "invalid_request",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::SessionRequired => "session_required",
-            ApiError::InvalidSession => "invalid_session",
-            ApiError::AdminUnauthorized => "unauthorized",
-            ApiError::LoginRateLimited => "rate_limited",
-            ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::StoreUnavailable => "store_unavailable",
-            ApiError::InvalidPhoneCode => "invalid_phone_code",
-            ApiError::UserData(e) => match e {
-                DataError::Malformed(_) => "invalid_request",
-                DataError::BadSignature => "bad_signature",
-                DataError::DecryptFailed => "decrypt_failed",
-                DataError::AppidMismatch => "appid_mismatch",
-            },
-            ApiError::Wechat(e) => e.tag(),
-        }
+        self.error_code().code()
     }
 
     fn message(&self) -> &'static str {
         match self {
-            ApiError::InvalidRequest(why) => why,
-            ApiError::PayloadTooLarge => "request body is larger than 16 KiB",
-            ApiError::SessionRequired => "this route needs a session id in the session header",
-            ApiError::InvalidSession => {
-                "the session id is malformed, unknown, expired or logged out; log in again"
-            }
-            ApiError::AdminUnauthorized => "admin routes need Authorization: Bearer <admin.token>",
-            ApiError::LoginRateLimited => "too many logins from this address; try again in a minute",
-            ApiError::NotFound => "no such route",
-            ApiError::MethodNotAllowed(_) => "this route does not take that method",
-            ApiError::StoreUnavailable => "the session store is unavailable; try again shortly",
-            ApiError::InvalidPhoneCode => {
-                "WeChat rejected the phone-number code (expired after 5 minutes, used, or of another app)"
-            }
-            ApiError::UserData(e) => match e {
-                DataError::Malformed(why) => why,
-                DataError::BadSignature => "signature does not match rawData and the current session_key",
-                DataError::DecryptFailed => {
-                    "encryptedData could not be decrypted with the current session_key; call wx.login again, then retry"
-                }
-                DataError::AppidMismatch => "the data was issued to another mini-program",
-            },
-            ApiError::Wechat(e) => match e {
-                WechatError::InvalidCode(_) => {
-                    "WeChat rejected the login code (invalid or already used); call wx.login again"
-                }
-                WechatError::UserBlocked => "WeChat flags this user as high-risk",
-                WechatError::RateLimited => "WeChat's rate limit was reached; try again later",
-                WechatError::Busy => "WeChat is busy; try again shortly",
-                WechatError::Timeout => "WeChat did not answer in time",
-                WechatError::Storage(_) => "the session store is unavailable; try again shortly",
-                WechatError::TokenRejected(_)
-                | WechatError::StaleSessionKey
-                | WechatError::Upstream(_) => "WeChat gave an unexpected answer",
-            },
+            ApiError::InvalidRequest(why) | ApiError::UserData(DataError::Malformed(why)) => why,
+            _ => self.error_code().message(),
         }
     }
 }
@@ -115,30 +191,7 @@ impl std::fmt::Display for ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::SessionRequired | ApiError::InvalidSession | ApiError::AdminUnauthorized => {
-                StatusCode::UNAUTHORIZED
-            }
-            ApiError::LoginRateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UserData(DataError::Malformed(_)) => StatusCode::BAD_REQUEST,
-            ApiError::UserData(_) | ApiError::InvalidPhoneCode => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Wechat(e) => match e {
-                WechatError::InvalidCode(_) => StatusCode::UNAUTHORIZED,
-                WechatError::UserBlocked => StatusCode::FORBIDDEN,
-                WechatError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-                WechatError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-                WechatError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                WechatError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
-                WechatError::TokenRejected(_)
-                | WechatError::StaleSessionKey
-                | WechatError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            },
-        }
+        self.error_code().status()
     }
 
     fn error_response(&self) -> HttpResponse {
