@@ -239,44 +239,160 @@ impl From<StoreError> for ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::BTreeSet;
 
-    /// One of every shape of `ApiError`, with the status, code and message it
-    /// answers with; pins today's contract while the mapping is rewritten.
-    #[test]
-    fn every_error_answers_as_before() {
-        use WechatError as W;
-        let cases: Vec<(ApiError, u16, &str, &str)> = vec![
-            (ApiError::InvalidRequest("why"), 400, "invalid_request", "why"),
-            (ApiError::PayloadTooLarge, 413, "payload_too_large", "request body is larger than 16 KiB"),
-            (ApiError::SessionRequired, 401, "session_required", "this route needs a session id in the session header"),
-            (ApiError::InvalidSession, 401, "invalid_session", "the session id is malformed, unknown, expired or logged out; log in again"),
-            (ApiError::AdminUnauthorized, 401, "unauthorized", "admin routes need Authorization: Bearer <admin.token>"),
-            (ApiError::LoginRateLimited, 429, "rate_limited", "too many logins from this address; try again in a minute"),
-            (ApiError::NotFound, 404, "not_found", "no such route"),
-            (ApiError::MethodNotAllowed("GET"), 405, "method_not_allowed", "this route does not take that method"),
-            (ApiError::StoreUnavailable, 503, "store_unavailable", "the session store is unavailable; try again shortly"),
-            (ApiError::InvalidPhoneCode, 422, "invalid_phone_code", "WeChat rejected the phone-number code (expired after 5 minutes, used, or of another app)"),
-            (ApiError::UserData(DataError::Malformed("bad iv")), 400, "invalid_request", "bad iv"),
-            (ApiError::UserData(DataError::BadSignature), 422, "bad_signature", "signature does not match rawData and the current session_key"),
-            (ApiError::UserData(DataError::DecryptFailed), 422, "decrypt_failed", "encryptedData could not be decrypted with the current session_key; call wx.login again, then retry"),
-            (ApiError::UserData(DataError::AppidMismatch), 422, "appid_mismatch", "the data was issued to another mini-program"),
-            (ApiError::Wechat(W::InvalidCode(40029)), 401, "invalid_code", "WeChat rejected the login code (invalid or already used); call wx.login again"),
-            (ApiError::Wechat(W::UserBlocked), 403, "user_blocked", "WeChat flags this user as high-risk"),
-            (ApiError::Wechat(W::RateLimited), 429, "rate_limited", "WeChat's rate limit was reached; try again later"),
-            (ApiError::Wechat(W::Busy), 503, "wechat_busy", "WeChat is busy; try again shortly"),
-            (ApiError::Wechat(W::Timeout), 504, "wechat_timeout", "WeChat did not answer in time"),
-            (ApiError::Wechat(W::Storage("x".into())), 503, "store_unavailable", "the session store is unavailable; try again shortly"),
-            (ApiError::Wechat(W::TokenRejected(40001)), 502, "wechat_error", "WeChat gave an unexpected answer"),
-            (ApiError::Wechat(W::StaleSessionKey), 502, "wechat_error", "WeChat gave an unexpected answer"),
-            (ApiError::Wechat(W::Upstream("x".into())), 502, "wechat_error", "WeChat gave an unexpected answer"),
+    use super::*;
+    use crate::telemetry::{LOGIN_OUTCOMES, WECHAT_OUTCOMES};
+
+    /// One of each [`WechatError`]; the match stops compiling when one is added.
+    fn every_wechat_error() -> Vec<WechatError> {
+        let all = vec![
+            WechatError::InvalidCode(40029),
+            WechatError::UserBlocked,
+            WechatError::RateLimited,
+            WechatError::Busy,
+            WechatError::Timeout,
+            WechatError::TokenRejected(40001),
+            WechatError::StaleSessionKey,
+            WechatError::Storage("down".into()),
+            WechatError::Upstream("odd".into()),
         ];
-        for (error, status, code, message) in cases {
-            assert_eq!(error.status_code().as_u16(), status, "{error:?}");
-            assert_eq!(error.code(), code, "{error:?}");
-            assert_eq!(error.message(), message, "{error:?}");
-            assert_eq!(error.to_string(), code, "{error:?}");
+        for e in &all {
+            match e {
+                WechatError::InvalidCode(_)
+                | WechatError::UserBlocked
+                | WechatError::RateLimited
+                | WechatError::Busy
+                | WechatError::Timeout
+                | WechatError::TokenRejected(_)
+                | WechatError::StaleSessionKey
+                | WechatError::Storage(_)
+                | WechatError::Upstream(_) => {}
+            }
         }
+        all
+    }
+
+    fn codes(rows: &[ErrorCode]) -> BTreeSet<&'static str> {
+        rows.iter().map(|row| row.code()).collect()
+    }
+
+    #[test]
+    fn the_table_keeps_the_contracts_statuses() {
+        for (code, status) in [
+            ("invalid_request", 400),
+            ("invalid_session", 401),
+            ("invalid_code", 401),
+            ("unauthorized", 401),
+            ("user_blocked", 403),
+            ("payload_too_large", 413),
+            ("invalid_phone_code", 422),
+            ("decrypt_failed", 422),
+            ("rate_limited", 429),
+            ("wechat_error", 502),
+            ("store_unavailable", 503),
+            ("wechat_timeout", 504),
+        ] {
+            let rows: Vec<_> = ErrorCode::ALL.iter().filter(|r| r.code() == code).collect();
+            assert!(!rows.is_empty(), "{code} is not in the table");
+            for row in rows {
+                assert_eq!(row.status().as_u16(), status, "{row:?}");
+            }
+        }
+        for row in ErrorCode::ALL {
+            assert!(
+                row.status().is_client_error() || row.status().is_server_error(),
+                "{row:?}"
+            );
+            assert!(
+                !row.code().is_empty()
+                    && row
+                        .code()
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{row:?}"
+            );
+            assert!(!row.message().is_empty(), "{row:?}");
+            let same_code = ErrorCode::ALL.iter().filter(|r| r.code() == row.code());
+            for other in same_code {
+                assert_eq!(other.status(), row.status(), "{row:?} and {other:?}");
+                if other != row {
+                    assert_ne!(other.message(), row.message(), "{row:?} and {other:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_openapi_error_enum_is_the_tables_codes() {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
+        let documented: BTreeSet<&str> = doc["components"]["schemas"]["Error"]["properties"]
+            ["error"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|code| code.as_str().unwrap())
+            .collect();
+        assert_eq!(documented, codes(ErrorCode::ALL));
+    }
+
+    /// The WeChat layer names its failures itself (it knows no HTTP) and records
+    /// those names; they must be the codes the API answers with.
+    #[test]
+    fn wechat_tags_are_the_codes_answered() {
+        for e in every_wechat_error() {
+            assert_eq!(e.tag(), ApiError::Wechat(e.clone()).code(), "{e:?}");
+        }
+    }
+
+    /// `ok`, then one label per code the calls can end in, then the catch-all.
+    fn assert_outcomes(labels: &[&str], errors: Vec<ApiError>) {
+        assert_eq!(labels.first(), Some(&"ok"));
+        assert_eq!(labels.last(), Some(&"other"));
+        let middle: BTreeSet<&str> = labels[1..labels.len() - 1].iter().copied().collect();
+        assert_eq!(middle.len(), labels.len() - 2, "a label is listed twice");
+        let rows: Vec<ErrorCode> = errors.iter().map(ApiError::error_code).collect();
+        assert_eq!(middle, codes(&rows));
+    }
+
+    #[test]
+    fn wechat_outcome_labels_are_the_codes_of_wechat_errors() {
+        let errors = every_wechat_error()
+            .into_iter()
+            .map(ApiError::Wechat)
+            .collect();
+        assert_outcomes(WECHAT_OUTCOMES, errors);
+    }
+
+    /// What `POST /login` can fail with: its own checks, then anything
+    /// `Login::login` returns.
+    #[test]
+    fn login_outcome_labels_are_the_codes_a_login_answers_with() {
+        let mut errors = vec![
+            ApiError::LoginRateLimited,
+            ApiError::PayloadTooLarge,
+            ApiError::InvalidRequest("bad body"),
+            LoginError::Store(StoreError::Unavailable("down".into())).into(),
+        ];
+        errors.extend(every_wechat_error().into_iter().map(ApiError::Wechat));
+        assert_outcomes(LOGIN_OUTCOMES, errors);
+    }
+
+    #[test]
+    fn an_error_may_bring_its_own_message() {
+        assert_eq!(
+            ApiError::InvalidRequest("code is empty").message(),
+            "code is empty"
+        );
+        assert_eq!(
+            ApiError::UserData(DataError::Malformed("bad iv")).message(),
+            "bad iv"
+        );
+        assert_eq!(
+            ApiError::UserData(DataError::Malformed("bad iv")).error_code(),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(ApiError::NotFound.message(), ErrorCode::NotFound.message());
     }
 
     #[test]
