@@ -384,8 +384,8 @@ mod tests {
         assert!(text.contains("wxsession_http_request_duration_seconds_count 3"));
     }
 
-    /// Dashboards and alerts select these series by label; their order and
-    /// spelling are part of `/metrics`.
+    /// Dashboards and alerts select these series by label, and scrapes are
+    /// compared from one version to the next: labels and order stay as they are.
     #[test]
     fn outcome_series_keep_their_labels_and_order() {
         let text = Metrics::default().render();

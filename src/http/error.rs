@@ -45,7 +45,8 @@ macro_rules! error_codes {
 }
 
 error_codes! {
-    /// The body or a field is not what the route takes (the error says what).
+    /// The body or a field is not what the route takes. The errors answering
+    /// with it bring their own message, saying what; this one is a fallback.
     InvalidRequest => (BAD_REQUEST, "invalid_request",
         "the request is not what this route takes"),
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload_too_large",
@@ -108,6 +109,8 @@ impl ErrorCode {
     }
 }
 
+/// Every error a handler or the guard returns; [`ApiError::error_code`] picks
+/// its row of `ErrorCode`.
 #[derive(Debug)]
 pub enum ApiError {
     /// The body or a field is not what the route takes; the text says what is wrong.
@@ -333,7 +336,11 @@ mod tests {
             .iter()
             .map(|code| code.as_str().unwrap())
             .collect();
-        assert_eq!(documented, codes(ErrorCode::ALL));
+        assert_eq!(
+            documented,
+            codes(ErrorCode::ALL),
+            "openapi.json's Error enum lists exactly the table's codes"
+        );
     }
 
     /// The WeChat layer names its failures itself (it knows no HTTP) and records
@@ -352,7 +359,11 @@ mod tests {
         let middle: BTreeSet<&str> = labels[1..labels.len() - 1].iter().copied().collect();
         assert_eq!(middle.len(), labels.len() - 2, "a label is listed twice");
         let rows: Vec<ErrorCode> = errors.iter().map(ApiError::error_code).collect();
-        assert_eq!(middle, codes(&rows));
+        assert_eq!(
+            middle,
+            codes(&rows),
+            "telemetry's outcome labels: one per code these calls can end in"
+        );
     }
 
     #[test]
