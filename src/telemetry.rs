@@ -5,6 +5,10 @@
 //! recording costs one relaxed add and no label set can grow without bound (no
 //! per-user or per-address labels). The adds land in per-thread shards
 //! ([`Shards`]) that `/metrics` sums.
+//!
+//! The outcome labels that are HTTP error codes ([`LOGIN_OUTCOMES`],
+//! [`WECHAT_OUTCOMES`]) are plain constants here, because this module imports
+//! no other: the HTTP layer's tests check them against its error table.
 
 use std::{
     cell::Cell,
@@ -67,8 +71,24 @@ impl Shards {
     }
 }
 
+/// Outcomes of a login: `ok` or the error code it answered with; anything else
+/// counts as `other`.
+pub const LOGIN_OUTCOMES: &[&str] = &[
+    "ok",
+    "invalid_request",
+    "payload_too_large",
+    "invalid_code",
+    "user_blocked",
+    "rate_limited",
+    "wechat_error",
+    "wechat_busy",
+    "wechat_timeout",
+    "store_unavailable",
+    "other",
+];
+
 /// Outcomes of WeChat calls: `ok` or the error tag; anything else counts as `other`.
-const WECHAT_OUTCOMES: &[&str] = &[
+pub const WECHAT_OUTCOMES: &[&str] = &[
     "ok",
     "invalid_code",
     "user_blocked",
@@ -187,19 +207,7 @@ impl Default for Metrics {
                 "wxsession_logins_total",
                 "Logins by outcome.",
                 "outcome",
-                &[
-                    "ok",
-                    "invalid_request",
-                    "payload_too_large",
-                    "invalid_code",
-                    "user_blocked",
-                    "rate_limited",
-                    "wechat_error",
-                    "wechat_busy",
-                    "wechat_timeout",
-                    "store_unavailable",
-                    "other",
-                ],
+                LOGIN_OUTCOMES,
             ),
             guard_checks: CounterVec::new(
                 "wxsession_guard_checks_total",
@@ -374,5 +382,52 @@ mod tests {
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"0.005\"} 2"));
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("wxsession_http_request_duration_seconds_count 3"));
+    }
+
+    /// Dashboards and alerts select these series by label, and scrapes are
+    /// compared from one version to the next: labels and order stay as they are.
+    #[test]
+    fn outcome_series_keep_their_labels_and_order() {
+        let text = Metrics::default().render();
+        let series = |name: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(name)?.strip_prefix("{outcome=\""))
+                .map(|l| l.split('"').next().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            series("wxsession_logins_total"),
+            [
+                "ok",
+                "invalid_request",
+                "payload_too_large",
+                "invalid_code",
+                "user_blocked",
+                "rate_limited",
+                "wechat_error",
+                "wechat_busy",
+                "wechat_timeout",
+                "store_unavailable",
+                "other",
+            ]
+        );
+        let wechat = [
+            "ok",
+            "invalid_code",
+            "user_blocked",
+            "rate_limited",
+            "wechat_error",
+            "wechat_busy",
+            "wechat_timeout",
+            "store_unavailable",
+            "other",
+        ];
+        for name in [
+            "wxsession_wechat_token_fetches_total",
+            "wxsession_wechat_phone_calls_total",
+            "wxsession_wechat_check_calls_total",
+        ] {
+            assert_eq!(series(name), wechat, "{name}");
+        }
     }
 }
