@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rerunnable benchmark (issues 3 and 10), everything on 127.0.0.1:
+# Rerunnable benchmark, everything on 127.0.0.1:
 #   (a)  guarded GET /session, sliding on, rotating over SESSIONS sessions
 #   (a*) the same with session.local_cache = true (plus Redis commands per request)
 #   (h)  GET /healthz of the cache-on server: the framework alone (driven by a

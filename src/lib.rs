@@ -8,32 +8,37 @@
 //!
 //! - [`cli`]: the command line: flags and the operator's `sessions …` and
 //!   `wechat …` subcommands.
-//! - [`config`]: typed configuration from `config.toml` and `WXSESSION_*` variables,
-//!   validated with one-line errors naming the key.
+//! - [`clock`]: the wall clock (Unix seconds and milliseconds), read in one place.
+//! - [`config`]: every configuration key, its type, default and validation; the
+//!   file and the `WXSESSION_*` variables read through one deserializer that names
+//!   the key in every error (`config/read.rs`).
 //! - [`secret`]: [`Secret`], a string that never prints, and OS randomness.
-//! - [`wechat`]: the WeChat client: `code2Session`, phone number by code, the
-//!   session-key check, its errcodes as `WechatError`, the login-code rules, the
-//!   development mock, the fleet's shared access_token (`AccessTokens`, kept in
-//!   Redis through the `RedisConn` it is handed) and the user-data crypto
-//!   (`userdata`). Knows no HTTP routes and no sessions.
+//! - [`wechat`]: WeChat's server APIs, one file per idea: the login code, the
+//!   identity, `WechatError`, the API `Client` (`code2Session`, phone number,
+//!   session-key check), the development mock, the fleet's shared access_token
+//!   (`AccessTokens`, kept in Redis through the `RedisConn` it is handed) and the
+//!   user-data crypto (`userdata`). Knows no HTTP routes and no sessions.
 //! - [`session`]: `SessionId`, the [`Session`] a handler gets, the lifetime policy,
-//!   `SessionStore` (create, touch, revoke, per-user index, key layout and TTLs: where
-//!   every TTL is applied), `LoginCodes` (codes already sent to WeChat) and the
-//!   optional local cache behind `touch`. Knows no HTTP, no WeChat.
+//!   `SessionStore` (create — where every TTL is set —, touch, revoke), the key
+//!   layout, the per-user index, the guard's two readers (Redis, or the local
+//!   cache and its tracking connection) and `LoginCodes` (codes already sent to
+//!   WeChat). Knows no HTTP, no WeChat.
 //! - [`login`]: `Login`, a code in and a session out: `code2Session` at most once
 //!   per code (repeats get the first outcome), then `SessionStore::create`.
 //! - [`redis_conn`]: `RedisConn`, the one lazily connected handle on Redis (a node,
 //!   with one connection per thread, or a Cluster) that the store, the
-//!   login-code record and the token share.
+//!   login-code record and the token share, and `bounded`, the time bound every
+//!   Redis operation runs under.
 //! - [`http`]: routes (public and admin), the guard (`impl FromRequest for
-//!   Session`), `ApiError` (the only place errors become statuses and JSON),
+//!   Session`), request bodies (`JsonBody`), `ErrorCode` and `ApiError` (the one
+//!   table of errors, and the only place they become statuses and JSON),
 //!   per-address limits, the OpenAPI document and the server loop.
 //! - [`telemetry`]: Prometheus counters, gauge and histogram (added to per
 //!   thread, summed when read); logger set-up.
 //!
 //! Dependencies point one way: `http` uses `login`, `session` and `wechat`; `login`
 //! uses `session` and `wechat`, which know nothing of each other and share only
-//! `redis_conn`; `config`, `secret` and `telemetry` import none of them.
+//! `redis_conn`; `config`, `clock`, `secret` and `telemetry` import none of them.
 
 pub mod cli;
 pub mod clock;

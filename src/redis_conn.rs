@@ -10,8 +10,8 @@
 //! On a single node, each thread that uses the handle gets a connection of its
 //! own ([`PerThread`]), opened on that thread's runtime the first time it is
 //! needed. An actix worker then talks to Redis without handing every command to
-//! a driver task on another thread and waiting to be woken from there: server CPU
-//! per guarded request dropped by about a seventh (README, Performance).
+//! a driver task on another thread and waiting to be woken from there, which
+//! costs measurably less CPU per guarded request (README, Performance).
 //!
 //! [`bounded`] is the one way an operation on Redis is bounded in time: every
 //! user of the handle wraps a whole operation (all its round trips, connecting

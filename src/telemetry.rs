@@ -42,7 +42,7 @@ fn this_shard() -> usize {
 
 /// A row of counters that many threads add to. Each thread adds to its own
 /// shard: with one shared row, the workers took the cache line from each other
-/// on every request, which cost 2–6% of the server's CPU per guarded request
+/// on every request, at a cost that showed in the guard's CPU per request
 /// (README, Performance). Reads sum the shards.
 pub struct Shards {
     width: usize,

@@ -110,7 +110,7 @@ impl ErrorCode {
 }
 
 /// Every error a handler or the guard returns; [`ApiError::error_code`] picks
-/// its row of `ErrorCode`.
+/// its row of [`ErrorCode`].
 #[derive(Debug)]
 pub enum ApiError {
     /// The body or a field is not what the route takes; the text says what is wrong.

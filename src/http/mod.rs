@@ -1,6 +1,8 @@
 //! The HTTP layer: shared state ([`AppState`]), the app with its routes ([`app`],
-//! [`configure`]), the guard (`Session` extractor, in `guard`), the one mapping
-//! of errors to JSON ([`ApiError`]), and the server loop ([`serve`]).
+//! [`configure`], handlers in `routes` and `admin`), the guard (`Session`
+//! extractor, in `guard`), request bodies ([`JsonBody`], in `body`), the one
+//! table of errors and their JSON ([`ErrorCode`], [`ApiError`], in `error`),
+//! per-address limits (`limits`) and the server loop ([`serve`]).
 
 mod admin;
 mod body;
@@ -20,7 +22,7 @@ use actix_web::{
 use serde::Serialize;
 
 pub use body::{BodyShape, JsonBody, MAX_BODY_BYTES};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 use limits::PerAddressWindow;
 
 use crate::{

@@ -50,7 +50,8 @@ impl std::error::Error for WechatError {}
 
 impl WechatError {
     /// The contract's error code for this failure; stable, so it can be recorded
-    /// and read back with [`WechatError::from_tag`].
+    /// and read back with [`WechatError::from_tag`]. Each must equal the `error`
+    /// code the HTTP layer answers for it (checked by the tests of `http::error`).
     pub fn tag(&self) -> &'static str {
         match self {
             WechatError::InvalidCode(_) => "invalid_code",
