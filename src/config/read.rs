@@ -189,14 +189,6 @@ impl<'de> de::Deserializer<'de> for Node {
         visitor.visit_some(self)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        visitor.visit_newtype_struct(self)
-    }
-
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         _name: &'static str,
@@ -207,24 +199,9 @@ impl<'de> de::Deserializer<'de> for Node {
         visitor.visit_enum(variant)
     }
 
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.deserialize_map(visitor)
-    }
-
-    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        match self.0 {
-            toml::Value::Table(table) => visitor.visit_map(Table::new(table)),
-            _ => Err(de::Error::custom("expected a table")),
-        }
-    }
-
     forward_to_deserialize_any! {
-        char bytes byte_buf unit unit_struct seq tuple tuple_struct identifier ignored_any
+        char bytes byte_buf unit unit_struct newtype_struct seq tuple tuple_struct map struct
+        identifier ignored_any
     }
 }
 

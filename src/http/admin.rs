@@ -3,7 +3,11 @@
 
 use std::{future::Future, pin::Pin};
 
-use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{
+    dev::Payload,
+    http::{header, Method},
+    web, FromRequest, HttpRequest, HttpResponse,
+};
 use subtle::ConstantTimeEq;
 
 use super::{error::ApiError, AppState, JsonAnswer as _};
@@ -38,8 +42,8 @@ impl FromRequest for AdminAccess {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::resource("/admin/users/{openid}/sessions", "GET, DELETE")
-            .route(web::get().to(list_user_sessions))
-            .route(web::delete().to(revoke_user_sessions)),
+            .route(web::get().to(user_sessions))
+            .route(web::delete().to(user_sessions)),
     )
     .service(
         super::resource("/admin/wechat/access-token", "GET").route(web::get().to(access_token)),
@@ -58,21 +62,19 @@ async fn access_token(
     })))
 }
 
-async fn list_user_sessions(
+/// GET lists an openid's live sessions; DELETE revokes them all at once.
+async fn user_sessions(
     _: AdminAccess,
     state: web::Data<AppState>,
     openid: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let sessions = state.store.list_user(&openid).await?;
-    Ok(HttpResponse::Ok().json_body(serde_json::json!({ "sessions": sessions })))
-}
-
-async fn revoke_user_sessions(
-    _: AdminAccess,
-    state: web::Data<AppState>,
-    openid: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let revoked = state.store.revoke_user(&openid).await?;
-    log::info!("admin revoked {revoked} sessions of openid={openid}");
-    Ok(HttpResponse::Ok().json_body(serde_json::json!({ "revoked": revoked })))
+    let answer = if req.method() == Method::DELETE {
+        let revoked = state.store.revoke_user(&openid).await?;
+        log::info!("admin revoked {revoked} sessions of openid={openid}");
+        serde_json::json!({ "revoked": revoked })
+    } else {
+        serde_json::json!({ "sessions": state.store.list_user(&openid).await? })
+    };
+    Ok(HttpResponse::Ok().json_body(answer))
 }

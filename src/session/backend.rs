@@ -3,6 +3,8 @@
 
 use std::{future::Future, time::Duration};
 
+use futures_util::future::try_join_all;
+
 use super::{layout::Keys, StoreError};
 use crate::redis_conn::{self, RedisConn};
 
@@ -43,5 +45,23 @@ impl Backend {
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         redis_conn::bounded(self.timeout, op).await
+    }
+
+    /// Sends `command` (`DEL`, `EXISTS`: one key, an integer answer) for each
+    /// session, concurrently and one command each: they live in different slots.
+    pub(super) async fn on_each_session(
+        &self,
+        command: &str,
+        stored_ids: &[String],
+    ) -> Result<Vec<i64>, StoreError> {
+        try_join_all(stored_ids.iter().map(|stored_id| async move {
+            Ok::<i64, StoreError>(
+                redis::cmd(command)
+                    .arg(self.keys.session(stored_id))
+                    .query_async(&mut self.conn())
+                    .await?,
+            )
+        }))
+        .await
     }
 }

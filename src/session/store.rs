@@ -13,7 +13,6 @@
 
 use std::sync::Arc;
 
-use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 
 use super::{
@@ -223,18 +222,9 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Deletes session keys by stored id, one command each (they live in
-    /// different slots); answers how many existed.
+    /// Deletes session keys by stored id; answers how many existed.
     pub(super) async fn delete(&self, stored_ids: &[String]) -> Result<u64, StoreError> {
-        let deleted: Vec<i64> = try_join_all(stored_ids.iter().map(|s| async move {
-            Ok::<i64, StoreError>(
-                self.backend
-                    .conn()
-                    .del(self.backend.keys.session(s))
-                    .await?,
-            )
-        }))
-        .await?;
+        let deleted = self.backend.on_each_session("DEL", stored_ids).await?;
         Ok(deleted.into_iter().sum::<i64>() as u64)
     }
 

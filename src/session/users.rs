@@ -223,19 +223,11 @@ impl SessionStore {
         index: &str,
         members: Vec<String>,
     ) -> Result<Vec<String>, StoreError> {
-        let alive: Vec<bool> = try_join_all(members.iter().map(|m| async move {
-            Ok::<bool, StoreError>(
-                self.backend
-                    .conn()
-                    .exists(self.backend.keys.session(m))
-                    .await?,
-            )
-        }))
-        .await?;
+        let alive = self.backend.on_each_session("EXISTS", &members).await?;
         let (live, dead): (Vec<_>, Vec<_>) = members
             .into_iter()
             .zip(alive)
-            .partition(|(_, alive)| *alive);
+            .partition(|(_, alive)| *alive == 1);
         if !dead.is_empty() {
             let dead: Vec<String> = dead.into_iter().map(|(m, _)| m).collect();
             let _: i64 = self.backend.conn().zrem(index, dead).await?;

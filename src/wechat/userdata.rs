@@ -245,21 +245,12 @@ mod tests {
 
     #[test]
     fn malformed_fields_are_rejected_before_any_crypto() {
-        assert!(matches!(
-            EncryptedData::parse("***", "AAAAAAAAAAAAAAAAAAAAAA=="),
-            Err(DataError::Malformed(_))
-        ));
-        assert!(matches!(
-            EncryptedData::parse("", "AAAAAAAAAAAAAAAAAAAAAA=="),
-            Err(DataError::Malformed(_))
-        ));
-        assert!(matches!(
-            EncryptedData::parse("AAAA", "AAAA"),
-            Err(DataError::Malformed(_))
-        ));
-        assert!(matches!(
-            EncryptedData::parse("AAAA", "!!"),
-            Err(DataError::Malformed(_))
-        ));
+        let iv = "AAAAAAAAAAAAAAAAAAAAAA==";
+        for (data, iv) in [("***", iv), ("", iv), ("AAAA", "AAAA"), ("AAAA", "!!")] {
+            assert!(
+                matches!(EncryptedData::parse(data, iv), Err(DataError::Malformed(_))),
+                "{data:?} {iv:?}"
+            );
+        }
     }
 }
