@@ -1,6 +1,6 @@
-//! The local cache (`session.local_cache = true`): sessions served from this
+//! The local cache (`session.local_cache = true`): sessions held in this
 //! instance's memory ([`LocalCache`]), kept coherent by Redis server-assisted
-//! client-side caching, and the guard's read through it ([`CachedReader`]).
+//! client-side caching. The guard reads through it with `CachedReader`.
 //!
 //! - A dedicated RESP3 connection runs `CLIENT TRACKING ON` (kept up by
 //!   `tracking`); every session read for the cache goes through it (`GET` +
@@ -37,7 +37,7 @@ use std::{
 
 use redis::{aio::MultiplexedConnection, PushInfo, PushKind, Value};
 
-use super::{layout::StoredSession, reader::RedisReader, tracking, Session, SessionId, StoreError};
+use super::layout::StoredSession;
 use crate::{clock, telemetry::Metrics};
 
 /// How long after its last sign of life the tracking connection still counts
@@ -47,7 +47,7 @@ pub(super) const ALIVE_WINDOW_MS: u64 = 750;
 /// Where a session sits in the cache: the first 128 bits of its stored id (the
 /// id itself, or its SHA-256), which is all the key a 16-byte id needs, keeps
 /// each entry small and lets a lookup allocate nothing.
-fn cache_key(stored_id: &str) -> u128 {
+pub(super) fn cache_key(stored_id: &str) -> u128 {
     stored_id
         .get(..32)
         .and_then(|hex| u128::from_str_radix(hex, 16).ok())
@@ -55,15 +55,15 @@ fn cache_key(stored_id: &str) -> u128 {
 }
 
 /// One cached session and its deadlines (unix milliseconds).
-struct CachedSession {
-    stored: Arc<StoredSession>,
-    idle_deadline_ms: AtomicU64,
-    absolute_deadline_ms: u64,
-    pushed_at_ms: AtomicU64,
+pub(super) struct CachedSession {
+    pub(super) stored: Arc<StoredSession>,
+    pub(super) idle_deadline_ms: AtomicU64,
+    pub(super) absolute_deadline_ms: u64,
+    pub(super) pushed_at_ms: AtomicU64,
 }
 
 /// A read in flight for the cache: insert its answer only if still current.
-struct Ticket {
+pub(super) struct Ticket {
     key: u128,
     ticket: u64,
     epoch: u64,
@@ -78,19 +78,39 @@ pub(super) struct LocalCache {
     tracking: Mutex<Option<MultiplexedConnection>>,
     last_ok_ms: AtomicU64,
     session_prefix: String,
-    touch_interval_ms: u64,
+    pub(super) touch_interval_ms: u64,
     metrics: Arc<Metrics>,
 }
 
 impl LocalCache {
+    /// An empty cache; nothing is served from it until [`LocalCache::tracking_up`].
+    pub(super) fn new(
+        capacity: u64,
+        session_prefix: String,
+        touch_interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> LocalCache {
+        LocalCache {
+            entries: moka::sync::Cache::new(capacity),
+            pending: Mutex::new(HashMap::new()),
+            next_ticket: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            tracking: Mutex::new(None),
+            last_ok_ms: AtomicU64::new(0),
+            session_prefix,
+            touch_interval_ms: touch_interval.as_millis() as u64,
+            metrics,
+        }
+    }
+
     /// Whether the tracking connection has shown it is alive: only then may
     /// anything be served from memory.
     /// Lock-free: `tracking` zeroes `last_ok_ms` whenever the connection goes.
-    fn alive(&self) -> bool {
+    pub(super) fn alive(&self) -> bool {
         clock::unix_millis().saturating_sub(self.last_ok_ms.load(Relaxed)) < ALIVE_WINDOW_MS
     }
 
-    fn get(&self, key: u128) -> Option<Arc<CachedSession>> {
+    pub(super) fn get(&self, key: u128) -> Option<Arc<CachedSession>> {
         let entry = self.entries.get(&key);
         self.metrics
             .cache_lookups
@@ -98,19 +118,19 @@ impl LocalCache {
         entry
     }
 
-    fn remove(&self, key: u128) {
+    pub(super) fn remove(&self, key: u128) {
         let _pending = self.pending.lock().expect("pending lock");
         self.entries.invalidate(&key);
     }
 
     /// The connection to read and touch through (the tracking one); `None`
     /// when it is not up.
-    fn tracking_connection(&self) -> Option<MultiplexedConnection> {
+    pub(super) fn tracking_connection(&self) -> Option<MultiplexedConnection> {
         self.tracking.lock().expect("tracking lock").clone()
     }
 
     /// The tracking connection and a ticket for the answer of a read through it.
-    fn begin_read(&self, key: u128) -> Option<(MultiplexedConnection, Ticket)> {
+    pub(super) fn begin_read(&self, key: u128) -> Option<(MultiplexedConnection, Ticket)> {
         let conn = self.tracking_connection()?;
         let ticket = self.next_ticket.fetch_add(1, Relaxed);
         let epoch = self.epoch.load(Relaxed);
@@ -123,7 +143,7 @@ impl LocalCache {
 
     /// Inserts a read's answer unless an invalidation (of this key, or of
     /// everything) arrived since [`LocalCache::begin_read`].
-    fn finish_read(&self, ticket: Ticket, entry: Option<Arc<CachedSession>>) {
+    pub(super) fn finish_read(&self, ticket: Ticket, entry: Option<Arc<CachedSession>>) {
         let mut pending = self.pending.lock().expect("pending lock");
         let current = pending.get(&ticket.key) == Some(&ticket.ticket)
             && self.epoch.load(Relaxed) == ticket.epoch;
@@ -202,194 +222,5 @@ impl LocalCache {
         self.metrics
             .cache_entries
             .store(self.entries.entry_count(), Relaxed);
-    }
-}
-
-/// The guard's read with the local cache on: from memory while the entry is
-/// within its deadlines, else one read through the tracking connection; from
-/// Redis alone (as without the cache) while the tracking connection is down.
-#[derive(Clone)]
-pub(super) struct CachedReader {
-    cache: Arc<LocalCache>,
-    redis: RedisReader,
-}
-
-impl CachedReader {
-    /// Starts the cache and its tracking connection (a Tokio task); must be
-    /// called inside a Tokio runtime.
-    pub(super) fn start(
-        redis: RedisReader,
-        redis_url: &str,
-        capacity: u64,
-        touch_interval: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Result<CachedReader, redis::RedisError> {
-        let client = tracking::client(redis_url)?;
-        let cache = Arc::new(LocalCache {
-            entries: moka::sync::Cache::new(capacity),
-            pending: Mutex::new(HashMap::new()),
-            next_ticket: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
-            tracking: Mutex::new(None),
-            last_ok_ms: AtomicU64::new(0),
-            session_prefix: redis.backend.keys.session(""),
-            touch_interval_ms: touch_interval.as_millis() as u64,
-            metrics,
-        });
-        tokio::spawn(tracking::supervise(
-            Arc::downgrade(&cache),
-            client,
-            redis.backend.timeout(),
-        ));
-        Ok(CachedReader { cache, redis })
-    }
-
-    pub(super) fn forget(&self, stored_id: &str) {
-        self.cache.remove(cache_key(stored_id));
-    }
-
-    pub(super) async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        if !self.cache.alive() {
-            return self.redis.touch(id).await;
-        }
-        // Not bounded as a whole: a hit does no I/O, and a timer per request
-        // showed in profiles. Each Redis call below is bounded.
-        let keys = &self.redis.backend.keys;
-        let policy = &self.redis.policy;
-        let stored_id = keys.stored_id(id);
-        let key = cache_key(&stored_id);
-        let now = clock::unix_millis();
-        let ttl_ms = policy.ttl_secs * 1000;
-        if let Some(entry) = self.cache.get(key) {
-            let idle = entry.idle_deadline_ms.load(Relaxed);
-            if now < idle && now < entry.absolute_deadline_ms {
-                let mut expires_at = idle;
-                if policy.sliding {
-                    expires_at = (now + ttl_ms).min(entry.absolute_deadline_ms);
-                    entry.idle_deadline_ms.fetch_max(expires_at, Relaxed);
-                    if !self
-                        .push_if_due(&entry, &stored_id, now, expires_at)
-                        .await?
-                    {
-                        self.cache.remove(key);
-                        return Ok(None);
-                    }
-                }
-                return Ok(Some(session_of(
-                    id,
-                    &entry.stored,
-                    (expires_at - now) / 1000,
-                )));
-            }
-            self.cache.remove(key);
-        }
-        self.read_through(id, &stored_id, key, now).await
-    }
-
-    /// Pushes a cached entry's idle deadline to Redis if the last push is older
-    /// than the touch interval. `false`: the key is gone from Redis.
-    async fn push_if_due(
-        &self,
-        entry: &CachedSession,
-        stored_id: &str,
-        now: u64,
-        deadline_ms: u64,
-    ) -> Result<bool, StoreError> {
-        let pushed = entry.pushed_at_ms.load(Relaxed);
-        if now.saturating_sub(pushed) < self.cache.touch_interval_ms {
-            return Ok(true);
-        }
-        entry.pushed_at_ms.store(now, Relaxed);
-        let Some(mut tracking) = self.cache.tracking_connection() else {
-            return Ok(true);
-        };
-        let key = self.redis.backend.keys.session(stored_id);
-        self.redis
-            .backend
-            .bounded(push_idle_deadline(&mut tracking, &key, deadline_ms))
-            .await
-    }
-
-    /// A miss: one read through the tracking connection, inserted under a
-    /// ticket so that an invalidation racing with it wins.
-    async fn read_through(
-        &self,
-        id: &SessionId,
-        stored_id: &str,
-        key: u128,
-        now: u64,
-    ) -> Result<Option<Session>, StoreError> {
-        let backend = &self.redis.backend;
-        let policy = &self.redis.policy;
-        let redis_key = backend.keys.session(stored_id);
-        let Some((mut tracking, ticket)) = self.cache.begin_read(key) else {
-            return Ok(None);
-        };
-        let (raw, pttl): (Option<String>, i64) = backend
-            .bounded(async {
-                Ok(redis::pipe()
-                    .get(&redis_key)
-                    .pttl(&redis_key)
-                    .query_async(&mut tracking)
-                    .await?)
-            })
-            .await?;
-        let Some(stored) = raw.and_then(|raw| StoredSession::parse(&raw, stored_id)) else {
-            self.cache.finish_read(ticket, None);
-            return Ok(None);
-        };
-        let absolute = stored.absolute_deadline(policy.max_lifetime_secs) * 1000;
-        if absolute <= now || pttl < 0 {
-            self.cache.finish_read(ticket, None);
-            return Ok(None);
-        }
-        let idle = if policy.sliding {
-            let deadline = (now + policy.ttl_secs * 1000).min(absolute);
-            let pushed = push_idle_deadline(&mut tracking, &redis_key, deadline);
-            if !backend.bounded(pushed).await? {
-                self.cache.finish_read(ticket, None);
-                return Ok(None);
-            }
-            deadline
-        } else {
-            now + pttl as u64
-        };
-        let stored = Arc::new(stored);
-        let session = session_of(id, &stored, (idle - now) / 1000);
-        self.cache.finish_read(
-            ticket,
-            Some(Arc::new(CachedSession {
-                stored,
-                idle_deadline_ms: idle.into(),
-                absolute_deadline_ms: absolute,
-                pushed_at_ms: now.into(),
-            })),
-        );
-        Ok(Some(session))
-    }
-}
-
-/// Pushes a cached session's idle deadline to Redis through the tracking
-/// connection, and reads the key again in the same round trip: with `NOLOOP`
-/// our own write drops the key from Redis's tracking table without telling us,
-/// and only a read puts it back. `false`: the key is gone.
-async fn push_idle_deadline(
-    tracking: &mut MultiplexedConnection,
-    key: &str,
-    deadline_ms: u64,
-) -> Result<bool, StoreError> {
-    let (_, exists): (bool, bool) = redis::pipe()
-        .pexpire_at(key, deadline_ms as i64)
-        .exists(key)
-        .query_async(tracking)
-        .await?;
-    Ok(exists)
-}
-
-fn session_of(id: &SessionId, stored: &Arc<StoredSession>, expires_in: u64) -> Session {
-    Session {
-        id: id.clone(),
-        data: stored.clone(),
-        expires_in,
     }
 }

@@ -9,7 +9,8 @@
 //! - `backend`: the connection, key layout and time bound the parts below share.
 //! - `store`: [`SessionStore`]: create (where every TTL is set), touch, revoke, look up.
 //! - `users`: the per-user index, `session_key` and profile.
-//! - `reader`: the guard's read, straight from Redis or through the cache.
+//! - `reader` and `cached`: the guard's read, straight from Redis or through the
+//!   local cache (`store` dispatches between them).
 //! - `cache` and `tracking`: the local cache and its `CLIENT TRACKING` connection.
 //! - `codes`: [`LoginCodes`], login codes already sent to WeChat.
 //!
@@ -18,6 +19,7 @@
 
 mod backend;
 mod cache;
+mod cached;
 mod codes;
 mod id;
 mod layout;

@@ -1,38 +1,14 @@
-//! How the guard reads a session: [`Reader`] dispatches, without boxing, to a
-//! read straight from Redis ([`RedisReader`]) or through this instance's local
-//! cache ([`CachedReader`](super::cache::CachedReader)).
+//! `RedisReader`: the guard's read straight from Redis, one round trip per
+//! request (and the local cache's fallback).
 
 use std::sync::Arc;
 
 use redis::AsyncCommands;
 
 use super::{
-    backend::Backend, cache::CachedReader, layout::StoredSession, Session, SessionId,
-    SessionPolicy, StoreError,
+    backend::Backend, layout::StoredSession, Session, SessionId, SessionPolicy, StoreError,
 };
 use crate::clock;
-
-#[derive(Clone)]
-pub(super) enum Reader {
-    Redis(RedisReader),
-    Cached(CachedReader),
-}
-
-impl Reader {
-    pub(super) async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        match self {
-            Reader::Redis(reader) => reader.touch(id).await,
-            Reader::Cached(reader) => reader.touch(id).await,
-        }
-    }
-
-    /// Drops what this instance remembers of a session it is about to end.
-    pub(super) fn forget(&self, stored_id: &str) {
-        if let Reader::Cached(reader) = self {
-            reader.forget(stored_id);
-        }
-    }
-}
 
 /// One round trip to Redis per guarded request.
 #[derive(Clone)]

@@ -17,12 +17,36 @@ use redis::AsyncCommands;
 
 use super::{
     backend::Backend,
-    cache::CachedReader,
+    cached::CachedReader,
     layout::{Keys, SessionRecord, StoredSession},
-    reader::{Reader, RedisReader},
+    reader::RedisReader,
     LoginCodes, NewSession, Session, SessionId, SessionPolicy, StoreError,
 };
 use crate::{clock, config::Config, redis_conn::RedisConn, telemetry::Metrics};
+
+/// The guard's two ways to read a session, dispatched without boxing: straight
+/// from Redis, or through this instance's local cache.
+#[derive(Clone)]
+enum Reader {
+    Redis(RedisReader),
+    Cached(CachedReader),
+}
+
+impl Reader {
+    async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        match self {
+            Reader::Redis(reader) => reader.touch(id).await,
+            Reader::Cached(reader) => reader.touch(id).await,
+        }
+    }
+
+    /// Drops what this instance remembers of a session it is about to end.
+    fn forget(&self, stored_id: &str) {
+        if let Reader::Cached(reader) = self {
+            reader.forget(stored_id);
+        }
+    }
+}
 
 /// Counts for `wxsession sessions stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

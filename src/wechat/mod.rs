@@ -5,6 +5,7 @@
 //! - `error`: [`WechatError`], WeChat's errcodes by what the caller should do;
 //! - `client`: [`Client`], the API calls (`code2Session`, phone number by code,
 //!   session-key check) over one shared HTTP client;
+//! - `call`: one request and its JSON answer, errcodes included;
 //! - `token`: [`AccessTokens`], the one access_token the whole fleet shares,
 //!   kept in Redis through the [`RedisConn`](crate::redis_conn::RedisConn)
 //!   handed to the client (this module's only use of Redis);
@@ -14,6 +15,7 @@
 //! It knows no HTTP routes and no sessions; the HTTP layer maps [`WechatError`]
 //! to the contract's statuses.
 
+mod call;
 mod client;
 mod code;
 mod error;

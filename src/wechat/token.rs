@@ -26,7 +26,7 @@ use std::{
 use redis::AsyncCommands;
 use serde::Deserialize;
 
-use super::{client::send_json, mock, WechatError};
+use super::{call::send_json, mock, WechatError};
 use crate::{
     clock::unix_secs as now_secs,
     redis_conn::{self, RedisConn},
