@@ -1,10 +1,9 @@
 //! POST /login against a real Redis and a WeChat stand-in: success, every error
 //! row of the contract, what lands in Redis, and what WeChat receives.
 
-mod support;
-
 use serde_json::json;
-use support::*;
+
+use crate::support::*;
 
 const HEX: &str = "0123456789abcdef";
 

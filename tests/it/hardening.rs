@@ -1,8 +1,6 @@
 //! Hard to break: hostile input, header edge cases, entropy of ids, the
 //! brute-force signal and the login rate limit, faults under load.
 
-mod support;
-
 use std::{
     collections::HashSet,
     io::{Read, Write},
@@ -11,8 +9,9 @@ use std::{
 
 use proptest::prelude::*;
 use serde_json::json;
-use support::*;
 use wxsession::session::SessionId;
+
+use crate::support::*;
 
 /// Raw bytes over a socket, for requests no HTTP client will send (on a
 /// blocking thread, so the in-process server keeps running).

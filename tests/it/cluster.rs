@@ -1,11 +1,9 @@
 //! `redis.cluster = true` against a real 6-node Redis Cluster on loopback:
 //! the whole session life, then a master killed and its replica promoted.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const TOKEN: &str = "cluster-admin";
 

@@ -1,11 +1,9 @@
 //! A broken Redis: killed, frozen, restarted. Only 503 `store_unavailable`
 //! while it is gone, never a 500 or a hang, and service resumes by itself.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 async fn sleep_ms(ms: u64) {
     actix_web::rt::time::sleep(Duration::from_millis(ms)).await;

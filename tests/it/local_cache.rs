@@ -1,11 +1,9 @@
 //! `session.local_cache = true` (contract §8): guarded requests from memory,
 //! revocation still seen by every instance within 10 ms, failing closed.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn cached(
     redis: &RedisServer,

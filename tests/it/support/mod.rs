@@ -1,7 +1,6 @@
 //! Real components for the integration tests: a `redis-server` of each test's own
 //! on a free loopback port, a WeChat stand-in speaking real HTTP on loopback, and
 //! wxsession itself served in-process on a free port.
-#![allow(dead_code)] // each test binary uses its own subset
 
 use std::{
     io::{BufRead, BufReader, Read, Write},

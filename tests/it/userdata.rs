@@ -2,13 +2,12 @@
 //! Redis: WeChat's public vectors, our own vectors for every failure, and
 //! session_key rotation across a user's live sessions.
 
-mod support;
-
 use aes::cipher::{block_padding::NoPadding, block_padding::Pkcs7, BlockEncryptMut, KeyIvInit};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
-use support::*;
+
+use crate::support::*;
 
 type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
 

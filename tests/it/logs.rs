@@ -1,10 +1,9 @@
 //! What never appears in a log line, at any level: a `RUST_LOG=trace` run of the
 //! real binary through every route, then a scan of everything it printed.
 
-mod support;
-
 use serde_json::json;
-use support::*;
+
+use crate::support::*;
 
 #[actix_web::test]
 async fn a_trace_level_run_logs_no_secret_key_id_token_code_or_phone() {

@@ -1,11 +1,9 @@
 //! The guard and the guarded routes: GET/DELETE /session, GET /auth, idle and
 //! absolute lifetimes, several instances on one Redis, and the plain routes.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 async fn get_session(server: &TestServer, id: &str) -> (u16, serde_json::Value) {
     send(client().get(server.url("/session")).header("sessionid", id)).await

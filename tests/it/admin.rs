@@ -1,12 +1,11 @@
 //! Operating sessions: the admin HTTP routes, the `wxsession sessions …` CLI,
 //! `session.max_per_user` and `session.hash_ids`.
 
-mod support;
-
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
-use support::*;
+
+use crate::support::*;
 
 const TOKEN: &str = "admin-token-0123456789";
 

@@ -1,14 +1,12 @@
 //! `GET /openapi.json` stays true: every route the code registers is documented,
 //! every documented operation exists, and every error code is in the Error schema.
 
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::*;
+use crate::support::*;
 
 fn doc() -> serde_json::Value {
-    serde_json::from_str(include_str!("../src/http/openapi.json")).unwrap()
+    serde_json::from_str(include_str!("../../src/http/openapi.json")).unwrap()
 }
 
 /// The paths registered with `resource("…")` in the HTTP layer's source.

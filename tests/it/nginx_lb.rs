@@ -2,14 +2,12 @@
 //! one honoured by all at once, and a backend protected with `auth_request /auth`.
 //! Uses the same nginx configuration as `scripts/lb-demo.sh`.
 
-mod support;
-
 use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use support::*;
+use crate::support::*;
 
 /// The nginx binary: on PATH, or where Debian puts it (`/usr/sbin` is not on a
 /// non-root user's PATH).
@@ -50,7 +48,7 @@ impl Nginx {
         std::fs::create_dir_all(&dir).unwrap();
         let (port, app) = (free_port(), free_port());
         let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        let conf = include_str!("../scripts/nginx-lb.conf.template")
+        let conf = include_str!("../../scripts/nginx-lb.conf.template")
             .replace("@USER_LINE@", if is_root { "user root;" } else { "" })
             .replace("@DIR@", dir.to_str().unwrap())
             .replace("@PORT@", &port.to_string())

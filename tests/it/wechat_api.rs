@@ -1,14 +1,13 @@
 //! Contract §9: the fleet's one access_token, phone number by code, and the
 //! session-key check, against a stand-in that counts calls per API.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
-use support::*;
+
+use crate::support::*;
 
 const TOKEN: &str = "admin-token-xyz";
 const STABLE: &str = "/cgi-bin/stable_token";

@@ -1,12 +1,11 @@
 //! The real binary as operators run it: graceful shutdown on SIGTERM, the
 //! brute-force warning in its log, its Redis connections, bad configurations.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::*;
+
+use crate::support::*;
 
 #[actix_web::test]
 async fn sigterm_finishes_in_flight_requests_then_exits_0() {
