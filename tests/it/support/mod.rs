@@ -2,6 +2,7 @@
 //! on a free loopback port, a WeChat stand-in speaking real HTTP on loopback, and
 //! wxsession itself, in-process or as the binary, on a free port.
 
+mod harness;
 mod redis_server;
 mod wechat;
 mod wxsession;
@@ -13,9 +14,7 @@ use std::{
     time::Duration,
 };
 
-pub use redis;
-
-pub use self::{redis_server::*, wechat::*, wxsession::*};
+pub use self::{harness::*, redis_server::*, wechat::*, wxsession::*};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {

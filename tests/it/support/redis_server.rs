@@ -20,10 +20,6 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    pub fn start() -> RedisServer {
-        RedisServer::start_with(&[])
-    }
-
     /// `extra` are additional `redis-server` arguments, e.g. `["--appendonly", "yes"]`.
     pub fn start_with(extra: &[&str]) -> RedisServer {
         RedisServer::start_on(free_port(), extra)

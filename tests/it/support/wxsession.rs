@@ -80,10 +80,6 @@ impl TestServer {
         actix_web::rt::spawn(server);
         TestServer { base, handle }
     }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
 }
 
 impl Drop for TestServer {
@@ -92,28 +88,87 @@ impl Drop for TestServer {
     }
 }
 
-/// The Prometheus text a `/metrics` URL answers.
-pub async fn metrics(url: &str) -> String {
-    client()
-        .get(url)
-        .send()
+/// A running wxsession, in-process or the binary, and the steps tests take
+/// against it over HTTP.
+pub trait Instance {
+    /// `http://127.0.0.1:<port>`.
+    fn base(&self) -> &str;
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    /// `POST /login` with `code`: the status and the JSON answer, whatever they are.
+    async fn try_login(&self, code: &str) -> (u16, serde_json::Value) {
+        send(
+            client()
+                .post(self.url("/login"))
+                .json(&serde_json::json!({ "code": code })),
+        )
         .await
-        .unwrap()
-        .text()
+    }
+
+    /// Logs in through the stand-in with `code` and returns the session id.
+    async fn login(&self, code: &str) -> String {
+        let (status, body) = self.try_login(code).await;
+        assert_eq!(status, 200, "login with {code}: {body}");
+        body["sessionid"].as_str().unwrap().to_string()
+    }
+
+    /// `GET /session` with `id` in the `sessionid` header.
+    async fn get_session(&self, id: &str) -> (u16, serde_json::Value) {
+        send(client().get(self.url("/session")).header("sessionid", id)).await
+    }
+
+    /// `DELETE /session` with `id` in the `sessionid` header.
+    async fn logout(&self, id: &str) -> (u16, serde_json::Value) {
+        send(
+            client()
+                .delete(self.url("/session"))
+                .header("sessionid", id),
+        )
         .await
-        .unwrap()
+    }
+
+    /// A guarded POST of `body` as JSON, with `id` in the `sessionid` header.
+    async fn post_as(
+        &self,
+        id: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        send(
+            client()
+                .post(self.url(path))
+                .header("sessionid", id)
+                .json(body),
+        )
+        .await
+    }
+
+    /// The Prometheus text `/metrics` answers.
+    async fn metrics(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
-/// Logs in through the stand-in with `code` and returns the session id.
-pub async fn login(server: &TestServer, code: &str) -> String {
-    let (status, body) = send(
-        client()
-            .post(server.url("/login"))
-            .json(&serde_json::json!({ "code": code })),
-    )
-    .await;
-    assert_eq!(status, 200, "login with {code}: {body}");
-    body["sessionid"].as_str().unwrap().to_string()
+impl Instance for TestServer {
+    fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+impl Instance for ServerProcess {
+    fn base(&self) -> &str {
+        &self.base
+    }
 }
 
 /// The real `wxsession` binary as a child process, configured only through
@@ -165,10 +220,6 @@ impl ServerProcess {
             thread::sleep(Duration::from_millis(20));
         }
         server
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
     }
 
     pub fn pid(&self) -> u32 {
