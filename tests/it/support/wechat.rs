@@ -1,6 +1,6 @@
 //! A WeChat stand-in: an actix-web server on loopback, on a thread and an actix
-//! System of its own, so it keeps answering whatever the test's runtime is doing
-//! (blocked in `spawn_blocking`, or not started at all).
+//! System of its own, so it keeps answering while a test blocks its own thread
+//! (`std::thread::sleep`, a synchronous Redis command, a child process it waits for).
 
 use std::{
     net::TcpListener,
@@ -106,8 +106,9 @@ impl WechatStandIn {
                 })
                 .workers(1)
                 .disable_signals()
-                // A connection per call, as before: no pooled connection that
-                // the stand-in closes just as wxsession reuses it.
+                // One connection per call: otherwise wxsession could reuse a
+                // pooled connection just as the stand-in closes it for idling,
+                // and a test would see a 502 that WeChat never caused.
                 .keep_alive(KeepAlive::Disabled)
                 .shutdown_timeout(0)
                 .listen(listener)
