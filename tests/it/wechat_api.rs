@@ -1,14 +1,13 @@
 //! Contract §9: the fleet's one access_token, phone number by code, and the
 //! session-key check, against a stand-in that counts calls per API.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
-use support::*;
+
+use crate::support::*;
 
 const TOKEN: &str = "admin-token-xyz";
 const STABLE: &str = "/cgi-bin/stable_token";
@@ -17,17 +16,13 @@ fn admin(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     req.header("authorization", format!("Bearer {TOKEN}"))
 }
 
-async fn phone(server: &TestServer, id: &str, code: &str) -> (u16, serde_json::Value) {
-    send(
-        client()
-            .post(server.url("/session/phone"))
-            .header("sessionid", id)
-            .json(&json!({ "code": code })),
-    )
-    .await
+async fn phone(server: &impl Instance, id: &str, code: &str) -> (u16, serde_json::Value) {
+    server
+        .post_as(id, "/session/phone", &json!({ "code": code }))
+        .await
 }
 
-async fn check(server: &TestServer, id: &str) -> (u16, serde_json::Value) {
+async fn check(server: &impl Instance, id: &str) -> (u16, serde_json::Value) {
     send(
         client()
             .get(server.url("/session/check"))
@@ -38,24 +33,24 @@ async fn check(server: &TestServer, id: &str) -> (u16, serde_json::Value) {
 
 #[actix_web::test]
 async fn three_instances_fifty_first_requests_one_token_fetch() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    wechat.state.token_delay_ms.store(200, Ordering::SeqCst);
-    let servers: Vec<TestServer> = (0..3)
-        .map(|_| TestServer::start(&config(&redis, &wechat.base, &[])))
-        .collect();
-    let id = login(&servers[0], "ok:alice").await;
+    let h = Harness::setup()
+        .wechat_knobs(|state| state.token_delay_ms.store(200, Ordering::SeqCst))
+        .instances(3)
+        .start();
+    let servers = &h.servers;
+    let id = servers[0].login("ok:alice").await;
     let calls = (0..50).map(|i| phone(&servers[i % 3], &id, "num"));
     for (status, body) in futures_util::future::join_all(calls).await {
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(
-        wechat.calls_to(STABLE),
+        h.wechat.calls_to(STABLE),
         1,
         "one stable_token call for the fleet"
     );
-    assert_eq!(wechat.calls_to("/wxa/business/getuserphonenumber"), 50);
-    let body = wechat
+    assert_eq!(h.wechat.calls_to("/wxa/business/getuserphonenumber"), 50);
+    let body = h
+        .wechat
         .received()
         .into_iter()
         .find(|r| r.path == STABLE)
@@ -65,7 +60,7 @@ async fn three_instances_fifty_first_requests_one_token_fetch() {
     assert_eq!(body["appid"], "wx_test_app");
     assert_eq!(body["secret"], TEST_SECRET);
     assert_eq!(body["force_refresh"], false);
-    let ttl: i64 = redis.cmd(&["TTL", "wxsess:wechat:access_token"]);
+    let ttl: i64 = h.redis.cmd(&["TTL", "wxsess:wechat:access_token"]);
     assert!(
         (7000..=7140).contains(&ttl),
         "cached until 60 s before expiry: {ttl}"
@@ -74,19 +69,18 @@ async fn three_instances_fifty_first_requests_one_token_fetch() {
 
 #[actix_web::test]
 async fn a_short_lived_token_is_refreshed_once_not_per_instance() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    wechat.state.token_expires_in.store(4, Ordering::SeqCst);
-    let servers: Vec<TestServer> = (0..3)
-        .map(|_| TestServer::start(&config(&redis, &wechat.base, &[])))
-        .collect();
-    let id = login(&servers[0], "ok:bob").await;
+    let h = Harness::setup()
+        .wechat_knobs(|state| state.token_expires_in.store(4, Ordering::SeqCst))
+        .instances(3)
+        .start();
+    let servers = &h.servers;
+    let id = servers[0].login("ok:bob").await;
     for round in 0..2 {
         let calls = (0..30).map(|i| phone(&servers[i % 3], &id, "str"));
         for (status, _) in futures_util::future::join_all(calls).await {
             assert_eq!(status, 200);
         }
-        assert_eq!(wechat.calls_to(STABLE), round + 1);
+        assert_eq!(h.wechat.calls_to(STABLE), round + 1);
         // expires_in 4 → shared for half of it (2 s, counted in whole seconds).
         actix_web::rt::time::sleep(std::time::Duration::from_millis(2100)).await;
     }
@@ -94,37 +88,40 @@ async fn a_short_lived_token_is_refreshed_once_not_per_instance() {
 
 #[actix_web::test]
 async fn a_refused_token_is_replaced_once_and_the_call_retried_once() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    let id = login(&server, "ok:carol").await;
-    assert_eq!(phone(&server, &id, "num").await.0, 200);
-    assert_eq!(wechat.calls_to(STABLE), 1);
+    let h = Harness::start();
+    let id = h.login("ok:carol").await;
+    assert_eq!(phone(&h, &id, "num").await.0, 200);
+    assert_eq!(h.wechat.calls_to(STABLE), 1);
 
     // WeChat now refuses TOKEN-1 (once): one extra fetch, one retry, success.
-    wechat.state.tokens_valid_from.store(2, Ordering::SeqCst);
-    let (status, body) = phone(&server, &id, "num").await;
+    h.wechat.state.tokens_valid_from.store(2, Ordering::SeqCst);
+    let (status, body) = phone(&h, &id, "num").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(wechat.calls_to(STABLE), 2);
-    assert_eq!(wechat.calls_to("/wxa/business/getuserphonenumber"), 3);
-    let token: String = redis.cmd(&["HGET", "wxsess:wechat:access_token", "access_token"]);
+    assert_eq!(h.wechat.calls_to(STABLE), 2);
+    assert_eq!(h.wechat.calls_to("/wxa/business/getuserphonenumber"), 3);
+    let token: String = h
+        .redis
+        .cmd(&["HGET", "wxsess:wechat:access_token", "access_token"]);
     assert_eq!(token, "TOKEN-2");
 
     // Every token refused: 502 after exactly one retry, no loop.
-    wechat.state.reject_all_tokens.store(true, Ordering::SeqCst);
-    let (status, body) = check(&server, &id).await;
+    h.wechat
+        .state
+        .reject_all_tokens
+        .store(true, Ordering::SeqCst);
+    let (status, body) = check(&h, &id).await;
     assert_eq!(status, 502);
     assert_error(&body, "wechat_error");
-    assert_eq!(wechat.calls_to(STABLE), 3);
-    assert_eq!(wechat.calls_to("/wxa/checksession"), 2);
-    for r in wechat.received().iter().filter(|r| r.path == STABLE) {
+    assert_eq!(h.wechat.calls_to(STABLE), 3);
+    assert_eq!(h.wechat.calls_to("/wxa/checksession"), 2);
+    for r in h.wechat.received().iter().filter(|r| r.path == STABLE) {
         assert_eq!(
             r.json()["force_refresh"],
             false,
             "never force_refresh on its own"
         );
     }
-    let metrics = metrics(&server.url("/metrics")).await;
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("wxsession_wechat_token_recoveries_total{outcome=\"ok\"} 1"),
         "{metrics}"
@@ -135,19 +132,18 @@ async fn a_refused_token_is_replaced_once_and_the_call_retried_once() {
 
 #[actix_web::test]
 async fn phone_numbers_by_code_map_every_outcome() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    let id = login(&server, "ok:dave").await;
+    let h = Harness::start();
+    let id = h.login("ok:dave").await;
     for code in ["num", "str"] {
-        let (status, body) = phone(&server, &id, code).await;
+        let (status, body) = phone(&h, &id, code).await;
         assert_eq!(status, 200);
         assert_eq!(
             body,
             json!({"phoneNumber": "+86 13912345678", "purePhoneNumber": "13912345678", "countryCode": "86"})
         );
     }
-    let sent = wechat
+    let sent = h
+        .wechat
         .received()
         .into_iter()
         .find(|r| r.path == "/wxa/business/getuserphonenumber")
@@ -164,41 +160,43 @@ async fn phone_numbers_by_code_map_every_outcome() {
         ("garbage", 502, "wechat_error"),
         ("slow", 504, "wechat_timeout"),
     ] {
-        let (got, body) = phone(&server, &id, code).await;
+        let (got, body) = phone(&h, &id, code).await;
         assert_eq!(got, status, "{code}: {body}");
         assert_error(&body, error);
     }
-    let (status, body) = phone(&server, &id, "").await;
+    let (status, body) = phone(&h, &id, "").await;
     assert_eq!(status, 400);
     assert_error(&body, "invalid_request");
     let (status, body) = send(
         client()
-            .post(server.url("/session/phone"))
+            .post(h.url("/session/phone"))
             .json(&json!({"code": "num"})),
     )
     .await;
     assert_eq!(status, 401);
     assert_error(&body, "session_required");
     // Never stored.
-    for key in redis.keys("*") {
-        let kind: String = redis.cmd(&["TYPE", &key]);
+    for key in h.redis.keys("*") {
+        let kind: String = h.redis.cmd(&["TYPE", &key]);
         if kind == "string" {
-            assert!(!redis.cmd::<String>(&["GET", &key]).contains("13912345678"));
+            assert!(!h
+                .redis
+                .cmd::<String>(&["GET", &key])
+                .contains("13912345678"));
         }
     }
 }
 
 #[actix_web::test]
 async fn session_key_check_signs_with_the_key_text() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let h = Harness::start();
     let key = "o0q0otL8aEzpcZL/FT9WsQ==";
-    let id = login(&server, &format!("key:erin:{key}")).await;
-    let (status, body) = check(&server, &id).await;
+    let id = h.login(&format!("key:erin:{key}")).await;
+    let (status, body) = check(&h, &id).await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"valid": true}));
-    let sent = wechat
+    let sent = h
+        .wechat
         .received()
         .into_iter()
         .find(|r| r.path == "/wxa/checksession")
@@ -213,8 +211,8 @@ async fn session_key_check_signs_with_the_key_text() {
     assert_eq!(sent.param("openid"), Some("erin"));
     assert_eq!(sent.param("access_token"), Some("TOKEN-1"));
 
-    let stale = login(&server, "ok:stale").await;
-    let (status, body) = check(&server, &stale).await;
+    let stale = h.login("ok:stale").await;
+    let (status, body) = check(&h, &stale).await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"valid": false}));
 }
@@ -238,9 +236,7 @@ fn the_hmac_vector_pins_the_key_format() {
 
 #[actix_web::test]
 async fn the_token_service_route_needs_the_admin_token() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let without = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let without = Harness::start();
     let (status, body) = send(admin(
         client().get(without.url("/admin/wechat/access-token")),
     ))
@@ -248,7 +244,7 @@ async fn the_token_service_route_needs_the_admin_token() {
     assert_eq!(status, 404);
     assert_error(&body, "not_found");
 
-    let server = TestServer::start(&config(&redis, &wechat.base, &[("admin.token", TOKEN)]));
+    let server = without.start_server(&[("admin.token", TOKEN)]);
     let (status, body) = send(
         client()
             .get(server.url("/admin/wechat/access-token"))
@@ -272,21 +268,20 @@ async fn the_token_service_route_needs_the_admin_token() {
     ))
     .await;
     assert_eq!(again["access_token"], "TOKEN-1");
-    assert_eq!(wechat.calls_to(STABLE), 1);
+    assert_eq!(without.wechat.calls_to(STABLE), 1);
 }
 
 #[actix_web::test]
 async fn wechat_cli_shows_status_and_force_refreshes() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
+    let h = Harness::bare();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxsession"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("WXSESSION_WECHAT_APPID", "wx_test_app")
             .env("WXSESSION_WECHAT_SECRET", TEST_SECRET)
-            .env("WXSESSION_WECHAT_API_BASE", &wechat.base)
-            .env("WXSESSION_REDIS_URL", redis.url())
+            .env("WXSESSION_WECHAT_API_BASE", &h.wechat.base)
+            .env("WXSESSION_REDIS_URL", h.redis.url())
             .current_dir(std::env::temp_dir())
             .args(args)
             .output()
@@ -303,7 +298,8 @@ async fn wechat_cli_shows_status_and_force_refreshes() {
     assert_eq!(code, 0, "{out}");
     let (code, out) = run(&["wechat", "refresh-token", "--force"]);
     assert_eq!(code, 0, "{out}");
-    let forces: Vec<bool> = wechat
+    let forces: Vec<bool> = h
+        .wechat
         .received()
         .iter()
         .filter(|r| r.path == STABLE)
@@ -321,24 +317,17 @@ async fn wechat_cli_shows_status_and_force_refreshes() {
 
 #[actix_web::test]
 async fn mock_mode_answers_all_three_locally() {
-    let redis = RedisServer::start();
-    let closed = format!("http://127.0.0.1:{}", free_port());
-    let mut cfg = config(
-        &redis,
-        &closed,
-        &[("wechat.mock", "true"), ("admin.token", TOKEN)],
-    );
-    cfg.wechat.secret = wxsession::Secret::default();
-    let server = TestServer::start(&cfg);
-    let id = login(&server, "anything").await;
-    let (status, body) = phone(&server, &id, "any-code").await;
+    let h = Harness::setup()
+        .wechat_unreachable()
+        .set(&[("wechat.mock", "true"), ("admin.token", TOKEN)])
+        .adjust(|cfg| cfg.wechat.secret = wxsession::Secret::default())
+        .start();
+    let id = h.login("anything").await;
+    let (status, body) = phone(&h, &id, "any-code").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["countryCode"], "86");
-    assert_eq!(check(&server, &id).await.1, json!({"valid": true}));
-    let (status, body) = send(admin(
-        client().get(server.url("/admin/wechat/access-token")),
-    ))
-    .await;
+    assert_eq!(check(&h, &id).await.1, json!({"valid": true}));
+    let (status, body) = send(admin(client().get(h.url("/admin/wechat/access-token")))).await;
     assert_eq!(status, 200);
     assert!(body["access_token"].as_str().unwrap().starts_with("mock-"));
 }

@@ -1,10 +1,9 @@
 //! POST /login against a real Redis and a WeChat stand-in: success, every error
 //! row of the contract, what lands in Redis, and what WeChat receives.
 
-mod support;
-
 use serde_json::json;
-use support::*;
+
+use crate::support::*;
 
 const HEX: &str = "0123456789abcdef";
 
@@ -14,12 +13,10 @@ fn is_session_id(s: &str) -> bool {
 
 #[actix_web::test]
 async fn login_creates_a_session_in_redis_and_answers_only_the_id() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let h = Harness::start();
 
     let resp = client()
-        .post(server.url("/login"))
+        .post(h.url("/login"))
         .json(&json!({"code": "ok:alice"}))
         .send()
         .await
@@ -31,14 +28,14 @@ async fn login_creates_a_session_in_redis_and_answers_only_the_id() {
     let id = body["sessionid"].as_str().unwrap();
     assert!(is_session_id(id), "{id}");
     assert_eq!(body["expires_in"], 7200);
-    let key = &wechat.issued_keys()[0];
+    let key = &h.wechat.issued_keys()[0];
     assert!(
         !text.contains(key.as_str()),
         "session_key leaked in the answer"
     );
 
     // The session: one readable JSON string, TTL = idle lifetime.
-    let raw: String = redis.cmd(&["GET", &format!("wxsess:s:{id}")]);
+    let raw: String = h.redis.cmd(&["GET", &format!("wxsess:s:{id}")]);
     let stored: serde_json::Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(stored["openid"], "alice");
     assert_eq!(stored["unionid"], serde_json::Value::Null);
@@ -47,29 +44,29 @@ async fn login_creates_a_session_in_redis_and_answers_only_the_id() {
         .unwrap()
         .as_secs();
     assert!(stored["created_at"].as_u64().unwrap().abs_diff(now) <= 2);
-    let ttl: i64 = redis.cmd(&["TTL", &format!("wxsess:s:{id}")]);
+    let ttl: i64 = h.redis.cmd(&["TTL", &format!("wxsess:s:{id}")]);
     assert!((7198..=7200).contains(&ttl), "ttl {ttl}");
 
     // The user's session_key and index; every key expires.
-    let sk: String = redis.cmd(&["HGET", "wxsess:user:{alice}", "session_key"]);
+    let sk: String = h.redis.cmd(&["HGET", "wxsess:user:{alice}", "session_key"]);
     assert_eq!(&sk, key);
-    let members: Vec<String> = redis.cmd(&["ZRANGE", "wxsess:user:{alice}:sessions", "0", "-1"]);
+    let members: Vec<String> = h
+        .redis
+        .cmd(&["ZRANGE", "wxsess:user:{alice}:sessions", "0", "-1"]);
     assert_eq!(members, vec![id.to_string()]);
-    for k in redis.keys("*") {
+    for k in h.redis.keys("*") {
         assert!(k.starts_with("wxsess:"), "{k}");
-        let ttl: i64 = redis.cmd(&["TTL", &k]);
+        let ttl: i64 = h.redis.cmd(&["TTL", &k]);
         assert!(ttl > 0, "{k} has no TTL");
     }
 }
 
 #[actix_web::test]
 async fn wechat_receives_one_properly_encoded_call() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let h = Harness::start();
     let code = "ok:a&b=c+d%2F#?";
-    login(&server, code).await;
-    let calls = wechat.received();
+    h.login(code).await;
+    let calls = h.wechat.received();
     assert_eq!(calls.len(), 1);
     let call = &calls[0];
     assert_eq!(call.path, "/sns/jscode2session");
@@ -81,39 +78,25 @@ async fn wechat_receives_one_properly_encoded_call() {
 
 #[actix_web::test]
 async fn unionid_and_text_plain_answers() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let h = Harness::start();
 
-    let id = login(&server, "union:bob").await;
-    let (status, me) = send(
-        client()
-            .get(server.url("/session"))
-            .header("sessionid", &id),
-    )
-    .await;
+    let id = h.login("union:bob").await;
+    let (status, me) = h.get_session(&id).await;
     assert_eq!(status, 200);
     assert_eq!(me["unionid"], "u-bob");
-    let unionid: String = redis.cmd(&["HGET", "wxsess:user:{bob}", "unionid"]);
+    let unionid: String = h.redis.cmd(&["HGET", "wxsess:user:{bob}", "unionid"]);
     assert_eq!(unionid, "u-bob");
 
     // WeChat sometimes labels its JSON text/plain.
-    let id = login(&server, "text:carol").await;
-    let (_, me) = send(
-        client()
-            .get(server.url("/session"))
-            .header("sessionid", &id),
-    )
-    .await;
+    let id = h.login("text:carol").await;
+    let (_, me) = h.get_session(&id).await;
     assert_eq!(me["openid"], "carol");
 }
 
 #[actix_web::test]
 async fn bad_input_is_400_and_reaches_neither_wechat_nor_redis() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    let h = Harness::start();
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
 
     let long = "x".repeat(129);
     let bodies: Vec<String> = vec![
@@ -133,7 +116,7 @@ async fn bad_input_is_400_and_reaches_neither_wechat_nor_redis() {
     for body in bodies {
         let (status, answer) = send(
             client()
-                .post(server.url("/login"))
+                .post(h.url("/login"))
                 .header("content-type", "application/json")
                 .body(body.clone()),
         )
@@ -141,35 +124,31 @@ async fn bad_input_is_400_and_reaches_neither_wechat_nor_redis() {
         assert_eq!(status, 400, "{body:?}");
         assert_error(&answer, "invalid_request");
     }
-    assert_eq!(wechat.calls(), 0);
-    assert_eq!(redis.commands_served(), 0);
+    assert_eq!(h.wechat.calls(), 0);
+    assert_eq!(h.redis.commands_served(), 0);
 
     // 128 bytes is still fine.
-    login(&server, &format!("ok:{}", "y".repeat(125))).await;
+    h.login(&format!("ok:{}", "y".repeat(125))).await;
 }
 
 #[actix_web::test]
 async fn bodies_over_16_kib_are_413() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let h = Harness::start();
     let big = json!({"code": "ok:x", "pad": "p".repeat(17 * 1024)}).to_string();
-    let (status, body) = send(client().post(server.url("/login")).body(big.clone())).await;
+    let (status, body) = send(client().post(h.url("/login")).body(big.clone())).await;
     assert_eq!(status, 413);
     assert_error(&body, "payload_too_large");
 
     // Without a Content-Length (chunked), the limit holds while reading.
-    let answer = raw_chunked_post(&server.base, "/login", big.as_bytes());
+    let answer = raw_chunked_post(h.base(), "/login", big.as_bytes());
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
-    assert_eq!(wechat.calls(), 0);
+    assert_eq!(h.wechat.calls(), 0);
 }
 
 #[actix_web::test]
 async fn every_wechat_outcome_maps_to_the_contract() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let h = Harness::start();
     let cases = [
         ("err:40029", 401, "invalid_code"),
         ("err:40163", 401, "invalid_code"),
@@ -185,58 +164,43 @@ async fn every_wechat_outcome_maps_to_the_contract() {
     ];
     for (i, (code, status, error)) in cases.iter().enumerate() {
         let started = std::time::Instant::now();
-        let (got, body) = send(
-            client()
-                .post(server.url("/login"))
-                .json(&json!({ "code": code })),
-        )
-        .await;
+        let (got, body) = h.try_login(code).await;
         assert_eq!(got, *status, "{code}: {body}");
         assert_error(&body, error);
         assert!(started.elapsed().as_millis() < 2000, "{code} took too long");
         assert_eq!(
-            wechat.calls(),
+            h.wechat.calls(),
             i + 1,
             "{code}: exactly one WeChat call, no retry"
         );
     }
     assert!(
-        redis
+        h.redis
             .keys("*")
             .iter()
             .all(|k| k.starts_with("wxsess:code:")),
         "a failed login writes nothing but its code's outcome: {:?}",
-        redis.keys("*")
+        h.redis.keys("*")
     );
 }
 
 #[actix_web::test]
 async fn unreachable_wechat_is_502() {
-    let redis = RedisServer::start();
-    let closed = format!("http://127.0.0.1:{}", free_port());
-    let server = TestServer::start(&config(&redis, &closed, &[]));
-    let (status, body) = send(
-        client()
-            .post(server.url("/login"))
-            .json(&json!({"code": "ok:x"})),
-    )
-    .await;
+    let h = Harness::setup().wechat_unreachable().start();
+    let (status, body) = h.try_login("ok:x").await;
     assert_eq!(status, 502);
     assert_error(&body, "wechat_error");
 }
 
 #[actix_web::test]
 async fn a_thousand_logins_give_a_thousand_distinct_ids() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let h = Harness::start();
     let mut ids = std::collections::HashSet::new();
     for chunk in 0..50 {
         let logins = (0..20).map(|i| {
-            login(
-                &server,
-                Box::leak(format!("ok:user{}", chunk * 20 + i).into_boxed_str()),
-            )
+            let code = format!("ok:user{}", chunk * 20 + i);
+            let h = &h;
+            async move { h.login(&code).await }
         });
         for id in futures_util::future::join_all(logins).await {
             assert!(is_session_id(&id));
@@ -244,45 +208,35 @@ async fn a_thousand_logins_give_a_thousand_distinct_ids() {
         }
     }
     assert_eq!(ids.len(), 1000);
-    assert_eq!(redis.keys("wxsess:s:*").len(), 1000);
+    assert_eq!(h.redis.keys("wxsess:s:*").len(), 1000);
 }
 
 #[actix_web::test]
 async fn the_users_index_is_pruned_and_expires() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(
-        &redis,
-        &wechat.base,
-        &[("session.max_lifetime_secs", "600")],
-    ));
-    let first = login(&server, "ok:dave").await;
-    let second = login(&server, "ok:dave~2").await;
+    let h = Harness::with(&[("session.max_lifetime_secs", "600")]);
+    let first = h.login("ok:dave").await;
+    let second = h.login("ok:dave~2").await;
     // An operator deletes one session by hand: the next login drops it from the index.
-    redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{first}")]);
-    let third = login(&server, "ok:dave~3").await;
-    let mut members: Vec<String> = redis.cmd(&["ZRANGE", "wxsess:user:{dave}:sessions", "0", "-1"]);
+    h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{first}")]);
+    let third = h.login("ok:dave~3").await;
+    let mut members: Vec<String> =
+        h.redis
+            .cmd(&["ZRANGE", "wxsess:user:{dave}:sessions", "0", "-1"]);
     members.sort();
     let mut expected = vec![second, third];
     expected.sort();
     assert_eq!(members, expected);
     for key in ["wxsess:user:{dave}:sessions", "wxsess:user:{dave}"] {
-        let ttl: i64 = redis.cmd(&["TTL", key]);
+        let ttl: i64 = h.redis.cmd(&["TTL", key]);
         assert!((590..=600).contains(&ttl), "{key}: {ttl}");
     }
 }
 
 #[actix_web::test]
 async fn key_prefix_is_applied_to_every_key() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(
-        &redis,
-        &wechat.base,
-        &[("redis.key_prefix", "app1:")],
-    ));
-    login(&server, "union:erin").await;
-    let keys = redis.keys("*");
+    let h = Harness::with(&[("redis.key_prefix", "app1:")]);
+    h.login("union:erin").await;
+    let keys = h.redis.keys("*");
     assert_eq!(keys.len(), 4, "session, user, index, code: {keys:?}");
     assert!(keys.iter().all(|k| k.starts_with("app1:")), "{keys:?}");
 }
@@ -314,90 +268,60 @@ fn raw_chunked_post(base: &str, path: &str, body: &[u8]) -> String {
 
 #[actix_web::test]
 async fn a_repeated_code_reaches_wechat_once_and_gets_the_same_session() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    let first = login(&server, "ok:rita").await;
-    let again = login(&server, "ok:rita").await;
+    let h = Harness::start();
+    let first = h.login("ok:rita").await;
+    let again = h.login("ok:rita").await;
     assert_eq!(first, again);
-    assert_eq!(wechat.calls(), 1);
+    assert_eq!(h.wechat.calls(), 1);
 
     // The raw code is nowhere in Redis, nor the session id in clear.
-    let code_keys = redis.keys("wxsess:code:*");
+    let code_keys = h.redis.keys("wxsess:code:*");
     assert_eq!(code_keys.len(), 1);
     assert!(!code_keys[0].contains("rita"));
-    let record: String = redis.cmd(&["GET", &code_keys[0]]);
+    let record: String = h.redis.cmd(&["GET", &code_keys[0]]);
     assert!(
         !record.contains(&first) && !record.contains("rita"),
         "{record}"
     );
-    let ttl: i64 = redis.cmd(&["TTL", &code_keys[0]]);
+    let ttl: i64 = h.redis.cmd(&["TTL", &code_keys[0]]);
     assert!((1..=300).contains(&ttl));
 
     // Once that session has ended, the code is spent.
-    send(
-        client()
-            .delete(server.url("/session"))
-            .header("sessionid", &first),
-    )
-    .await;
-    let (status, body) = send(
-        client()
-            .post(server.url("/login"))
-            .json(&json!({"code": "ok:rita"})),
-    )
-    .await;
+    h.logout(&first).await;
+    let (status, body) = h.try_login("ok:rita").await;
     assert_eq!(status, 401);
     assert_error(&body, "invalid_code");
-    assert_eq!(wechat.calls(), 1);
+    assert_eq!(h.wechat.calls(), 1);
 }
 
 #[actix_web::test]
 async fn a_repeated_failed_code_gets_the_same_error_without_wechat() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let h = Harness::start();
     for (code, status, error) in [
         ("err:40226", 403, "user_blocked"),
         ("err:-1", 503, "wechat_busy"),
         ("garbage", 502, "wechat_error"),
     ] {
         for _ in 0..3 {
-            let (got, body) = send(
-                client()
-                    .post(server.url("/login"))
-                    .json(&json!({ "code": code })),
-            )
-            .await;
+            let (got, body) = h.try_login(code).await;
             assert_eq!(got, status, "{code}");
             assert_error(&body, error);
         }
     }
-    assert_eq!(wechat.calls(), 3, "one WeChat call per code");
+    assert_eq!(h.wechat.calls(), 3, "one WeChat call per code");
 }
 
 #[actix_web::test]
 async fn concurrent_repeats_on_two_instances_share_one_wechat_call() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let a = TestServer::start(&config(
-        &redis,
-        &wechat.base,
-        &[("wechat.timeout_ms", "5000")],
-    ));
-    let b = TestServer::start(&config(
-        &redis,
-        &wechat.base,
-        &[("wechat.timeout_ms", "5000")],
-    ));
+    let h = Harness::setup()
+        .set(&[("wechat.timeout_ms", "5000")])
+        .instances(2)
+        .start();
+    let (a, b) = (&h.servers[0], &h.servers[1]);
     // `slow` answers after 3 s: every repeat arrives while the first is in flight.
     let attempts = (0..10).map(|i| {
-        let url = if i % 2 == 0 {
-            a.url("/login")
-        } else {
-            b.url("/login")
-        };
-        async move { send(client().post(url).json(&json!({"code": "slow"}))).await }
+        let server = if i % 2 == 0 { a } else { b };
+        async move { server.try_login("slow").await }
     });
     let answers = futures_util::future::join_all(attempts).await;
     let ids: std::collections::HashSet<String> = answers
@@ -408,5 +332,5 @@ async fn concurrent_repeats_on_two_instances_share_one_wechat_call() {
         })
         .collect();
     assert_eq!(ids.len(), 1, "every repeat got the same session");
-    assert_eq!(wechat.calls(), 1);
+    assert_eq!(h.wechat.calls(), 1);
 }

@@ -1,8 +1,6 @@
 //! Hard to break: hostile input, header edge cases, entropy of ids, the
 //! brute-force signal and the login rate limit, faults under load.
 
-mod support;
-
 use std::{
     collections::HashSet,
     io::{Read, Write},
@@ -11,8 +9,9 @@ use std::{
 
 use proptest::prelude::*;
 use serde_json::json;
-use support::*;
 use wxsession::session::SessionId;
+
+use crate::support::*;
 
 /// Raw bytes over a socket, for requests no HTTP client will send (on a
 /// blocking thread, so the in-process server keeps running).
@@ -35,12 +34,10 @@ async fn raw_request(base: &str, request: &[u8]) -> String {
 
 #[actix_web::test]
 async fn header_edge_cases_are_4xx() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    let h = Harness::start();
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
     let mut non_utf8 = b"GET /session HTTP/1.1\r\nHost: x\r\nConnection: close\r\nsessionid: 0123456789abcdef0123456789abcd\xff\xfe\r\n\r\n".to_vec();
-    let answer = raw_request(&server.base, &non_utf8).await;
+    let answer = raw_request(h.base(), &non_utf8).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.contains("invalid_session"), "{answer}");
     non_utf8.clear();
@@ -48,10 +45,10 @@ async fn header_edge_cases_are_4xx() {
         "GET /session HTTP/1.1\r\nHost: x\r\nConnection: close\r\nsessionid: {}\r\n\r\n",
         "a".repeat(20_000)
     );
-    let answer = raw_request(&server.base, long.as_bytes()).await;
+    let answer = raw_request(h.base(), long.as_bytes()).await;
     let status: u16 = answer[9..12].parse().unwrap();
     assert!((400..500).contains(&status), "{answer}");
-    assert_eq!(redis.commands_served(), 0);
+    assert_eq!(h.redis.commands_served(), 0);
 }
 
 #[test]
@@ -101,9 +98,7 @@ proptest! {
 
 #[actix_web::test]
 async fn random_login_bodies_never_500_and_never_reach_wechat_when_bad() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let h = Harness::start();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 300,
         ..ProptestConfig::default()
@@ -122,8 +117,8 @@ async fn random_login_bodies_never_500_and_never_reach_wechat_when_bad() {
         .unwrap();
     let cases = cases.into_inner();
     for body in cases {
-        let before = wechat.calls();
-        let (status, answer) = send(client().post(server.url("/login")).body(body.clone())).await;
+        let before = h.wechat.calls();
+        let (status, answer) = send(client().post(h.url("/login")).body(body.clone())).await;
         assert!(status != 500 && status < 600, "{status}: {answer}");
         assert!(
             answer.get("error").is_some() || status == 200,
@@ -131,44 +126,31 @@ async fn random_login_bodies_never_500_and_never_reach_wechat_when_bad() {
         );
         if status == 400 {
             assert_error(&answer, "invalid_request");
-            assert_eq!(wechat.calls(), before, "a rejected body reached WeChat");
+            assert_eq!(h.wechat.calls(), before, "a rejected body reached WeChat");
         }
     }
 }
 
 #[actix_web::test]
 async fn the_login_rate_limit_answers_429_per_address() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(
-        &redis,
-        &wechat.base,
-        &[("login.rate_per_minute", "3")],
-    ));
+    let h = Harness::with(&[("login.rate_per_minute", "3")]);
     for i in 0..3 {
-        login(&server, &format!("ok:rl~{i}")).await;
+        h.login(&format!("ok:rl~{i}")).await;
     }
-    let (status, body) = send(
-        client()
-            .post(server.url("/login"))
-            .json(&json!({"code": "ok:rl~9"})),
-    )
-    .await;
+    let (status, body) = h.try_login("ok:rl~9").await;
     assert_eq!(status, 429);
     assert_error(&body, "rate_limited");
-    assert_eq!(wechat.calls(), 3, "the limited login never reached WeChat");
+    assert_eq!(
+        h.wechat.calls(),
+        3,
+        "the limited login never reached WeChat"
+    );
 }
 
 #[actix_web::test]
 async fn wechat_trouble_does_not_slow_the_guard() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(
-        &redis,
-        &wechat.base,
-        &[("wechat.timeout_ms", "2000")],
-    ));
-    let id = login(&server, "ok:steady").await;
+    let h = Harness::with(&[("wechat.timeout_ms", "2000")]);
+    let id = h.login("ok:steady").await;
     // 40 logins stuck on a slow WeChat (answers after 3 s: all time out at 2 s)
     // and some that get garbage or HTTP 500.
     let stuck = (0..40).map(|i| {
@@ -177,20 +159,15 @@ async fn wechat_trouble_does_not_slow_the_guard() {
             1 => format!("http500~{i}"),
             _ => format!("slow~{i}"),
         };
-        let url = server.url("/login");
-        async move { send(client().post(url).json(&json!({ "code": code }))).await }
+        let h = &h;
+        async move { h.try_login(&code).await }
     });
     let guard_latencies = async {
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
         let mut worst = Duration::ZERO;
         for _ in 0..50 {
             let started = Instant::now();
-            let (status, _) = send(
-                client()
-                    .get(server.url("/session"))
-                    .header("sessionid", &id),
-            )
-            .await;
+            let (status, _) = h.get_session(&id).await;
             assert_eq!(status, 200);
             worst = worst.max(started.elapsed());
         }
@@ -217,17 +194,16 @@ async fn wechat_trouble_does_not_slow_the_guard() {
 
 #[actix_web::test]
 async fn redis_killed_under_load_gives_only_503_then_recovers() {
-    let mut redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    let ids: Vec<String> = futures_util::future::join_all((0..20).map(|i| {
-        let server = &server;
-        async move { login(server, &format!("ok:load{i}")).await }
-    }))
+    let mut h = Harness::start();
+    // Disjoint borrows: the load uses the server while the chaos kills Redis.
+    let (server, redis) = (&h.servers[0], &mut h.redis);
+    let ids: Vec<String> = futures_util::future::join_all(
+        (0..20).map(|i| async move { server.login(&format!("ok:load{i}")).await }),
+    )
     .await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = (0..16).map(|w| {
-        let (ids, stop, server) = (&ids, stop.clone(), &server);
+        let (ids, stop) = (&ids, stop.clone());
         async move {
             let mut statuses = Vec::new();
             let mut n = 0usize;

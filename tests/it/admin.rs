@@ -1,20 +1,13 @@
 //! Operating sessions: the admin HTTP routes, the `wxsession sessions …` CLI,
 //! `session.max_per_user` and `session.hash_ids`.
 
-mod support;
-
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
-use support::*;
+
+use crate::support::*;
 
 const TOKEN: &str = "admin-token-0123456789";
-
-async fn get_session(server: &TestServer, id: &str) -> u16 {
-    send(client().get(server.url("/session")).header("sessionid", id))
-        .await
-        .0
-}
 
 fn admin(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     req.header("authorization", format!("Bearer {TOKEN}"))
@@ -45,12 +38,10 @@ fn cli(redis: &RedisServer, extra_env: &[(&str, &str)], args: &[&str]) -> (i32, 
 
 #[actix_web::test]
 async fn admin_routes_do_not_exist_without_a_token() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
+    let h = Harness::start();
     for req in [
-        client().get(server.url("/admin/users/alice/sessions")),
-        admin(client().delete(server.url("/admin/users/alice/sessions"))),
+        client().get(h.url("/admin/users/alice/sessions")),
+        admin(client().delete(h.url("/admin/users/alice/sessions"))),
     ] {
         let (status, body) = send(req).await;
         assert_eq!(status, 404);
@@ -60,13 +51,11 @@ async fn admin_routes_do_not_exist_without_a_token() {
 
 #[actix_web::test]
 async fn admin_routes_list_and_revoke_a_users_sessions() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[("admin.token", TOKEN)]));
-    let a = login(&server, "ok:alice").await;
-    let b = login(&server, "ok:alice~2").await;
-    let other = login(&server, "ok:bob").await;
-    let url = server.url("/admin/users/alice/sessions");
+    let h = Harness::with(&[("admin.token", TOKEN)]);
+    let a = h.login("ok:alice").await;
+    let b = h.login("ok:alice~2").await;
+    let other = h.login("ok:bob").await;
+    let url = h.url("/admin/users/alice/sessions");
 
     for auth in [
         None,
@@ -100,29 +89,19 @@ async fn admin_routes_list_and_revoke_a_users_sessions() {
     let (status, body) = send(admin(client().delete(&url))).await;
     assert_eq!(status, 200);
     assert_eq!(body, serde_json::json!({"revoked": 2}));
-    assert_eq!(get_session(&server, &a).await, 401);
-    assert_eq!(get_session(&server, &b).await, 401);
-    assert_eq!(
-        get_session(&server, &other).await,
-        200,
-        "other users untouched"
-    );
+    assert_eq!(h.get_session(&a).await.0, 401);
+    assert_eq!(h.get_session(&b).await.0, 401);
+    assert_eq!(h.get_session(&other).await.0, 200, "other users untouched");
     let (_, body) = send(admin(client().get(&url))).await;
     assert_eq!(body, serde_json::json!({"sessions": []}));
 }
 
 #[actix_web::test]
 async fn with_admin_bind_the_admin_routes_listen_apart() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let cfg = config(
-        &redis,
-        &wechat.base,
-        &[("admin.token", TOKEN), ("admin.bind", "127.0.0.1:1")],
-    );
-    let public = TestServer::start(&cfg);
-    let admin_only = TestServer::start_admin(&cfg);
-    login(&public, "ok:carl").await;
+    let split = [("admin.token", TOKEN), ("admin.bind", "127.0.0.1:1")];
+    let public = Harness::with(&split);
+    let admin_only = TestServer::start_admin(&public.config(&split));
+    public.login("ok:carl").await;
     let (status, _) = send(admin(
         client().get(public.url("/admin/users/carl/sessions")),
     ))
@@ -134,63 +113,53 @@ async fn with_admin_bind_the_admin_routes_listen_apart() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["sessions"].as_array().unwrap().len(), 1);
-    let (status, _) = send(
-        client()
-            .post(admin_only.url("/login"))
-            .json(&serde_json::json!({"code": "ok:x"})),
-    )
-    .await;
+    let (status, _) = admin_only.try_login("ok:x").await;
     assert_eq!(status, 404, "no public routes on the admin listener");
 }
 
 #[actix_web::test]
 async fn max_per_user_revokes_the_oldest_sessions() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(
-        &redis,
-        &wechat.base,
-        &[("session.max_per_user", "2")],
-    ));
-    let first = login(&server, "ok:dana").await;
-    let second = login(&server, "ok:dana~2").await;
-    let third = login(&server, "ok:dana~3").await;
-    assert_eq!(get_session(&server, &first).await, 401, "oldest revoked");
-    assert_eq!(get_session(&server, &second).await, 200);
-    assert_eq!(get_session(&server, &third).await, 200);
-    let fourth = login(&server, "ok:dana~4").await;
-    assert_eq!(get_session(&server, &second).await, 401);
-    assert_eq!(get_session(&server, &fourth).await, 200);
-    let members: Vec<String> = redis.cmd(&["ZRANGE", "wxsess:user:{dana}:sessions", "0", "-1"]);
+    let h = Harness::with(&[("session.max_per_user", "2")]);
+    let first = h.login("ok:dana").await;
+    let second = h.login("ok:dana~2").await;
+    let third = h.login("ok:dana~3").await;
+    assert_eq!(h.get_session(&first).await.0, 401, "oldest revoked");
+    assert_eq!(h.get_session(&second).await.0, 200);
+    assert_eq!(h.get_session(&third).await.0, 200);
+    let fourth = h.login("ok:dana~4").await;
+    assert_eq!(h.get_session(&second).await.0, 401);
+    assert_eq!(h.get_session(&fourth).await.0, 200);
+    let members: Vec<String> = h
+        .redis
+        .cmd(&["ZRANGE", "wxsess:user:{dana}:sessions", "0", "-1"]);
     assert_eq!(members, vec![third, fourth]);
     // Other users are not counted against dana.
-    login(&server, "ok:eric").await;
-    assert_eq!(redis.keys("wxsess:s:*").len(), 3);
+    h.login("ok:eric").await;
+    assert_eq!(h.redis.keys("wxsess:s:*").len(), 3);
 }
 
 #[actix_web::test]
 async fn hash_ids_keep_bearer_tokens_out_of_redis() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let extra = [("session.hash_ids", "true"), ("admin.token", TOKEN)];
-    let server = TestServer::start(&config(&redis, &wechat.base, &extra));
-    let id = login(&server, "union:fred").await;
+    let h = Harness::with(&[("session.hash_ids", "true"), ("admin.token", TOKEN)]);
+    let id = h.login("union:fred").await;
     let handle = hex::encode(Sha256::digest(id.as_bytes()));
-    assert_eq!(get_session(&server, &id).await, 200);
+    assert_eq!(h.get_session(&id).await.0, 200);
     assert_eq!(
-        get_session(&server, &handle).await,
+        h.get_session(&handle).await.0,
         401,
         "the hash is no bearer token"
     );
 
-    let mut everything = redis.keys("*").join(" ");
-    for key in redis.keys("*") {
-        let kind: String = redis.cmd(&["TYPE", &key]);
+    let mut everything = h.redis.keys("*").join(" ");
+    for key in h.redis.keys("*") {
+        let kind: String = h.redis.cmd(&["TYPE", &key]);
         match kind.as_str() {
-            "string" => everything.push_str(&redis.cmd::<String>(&["GET", &key])),
-            "hash" => everything.push_str(&redis.cmd::<Vec<String>>(&["HGETALL", &key]).join(" ")),
+            "string" => everything.push_str(&h.redis.cmd::<String>(&["GET", &key])),
+            "hash" => {
+                everything.push_str(&h.redis.cmd::<Vec<String>>(&["HGETALL", &key]).join(" "))
+            }
             _ => everything.push_str(
-                &redis
+                &h.redis
                     .cmd::<Vec<String>>(&["ZRANGE", &key, "0", "-1"])
                     .join(" "),
             ),
@@ -199,32 +168,27 @@ async fn hash_ids_keep_bearer_tokens_out_of_redis() {
     assert!(!everything.contains(&id), "the id is nowhere in Redis");
     assert!(everything.contains(&format!("wxsess:s:{handle}")));
 
-    let (_, body) = send(admin(
-        client().get(server.url("/admin/users/fred/sessions")),
-    ))
-    .await;
+    let (_, body) = send(admin(client().get(h.url("/admin/users/fred/sessions")))).await;
     assert_eq!(body["sessions"][0]["sessionid"], handle.as_str());
 
     // The CLI accepts the id or its hash.
     let env = [("WXSESSION_SESSION_HASH_IDS", "true")];
-    let (code, out, _) = cli(&redis, &env, &["sessions", "show", &id]);
+    let (code, out, _) = cli(&h.redis, &env, &["sessions", "show", &id]);
     assert_eq!(code, 0);
     assert!(out.contains("openid:     fred"), "{out}");
-    let (code, out, _) = cli(&redis, &env, &["sessions", "revoke", &handle]);
+    let (code, out, _) = cli(&h.redis, &env, &["sessions", "revoke", &handle]);
     assert_eq!((code, out.trim()), (0, "revoked"));
-    assert_eq!(get_session(&server, &id).await, 401);
+    assert_eq!(h.get_session(&id).await.0, 401);
 }
 
 #[actix_web::test]
 async fn the_sessions_cli_lists_shows_revokes_and_counts() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    let a = login(&server, "union:gail").await;
-    let b = login(&server, "ok:gail~2").await;
-    let c = login(&server, "ok:hugo").await;
+    let mut h = Harness::start();
+    let a = h.login("union:gail").await;
+    let b = h.login("ok:gail~2").await;
+    let c = h.login("ok:hugo").await;
 
-    let (code, out, _) = cli(&redis, &[], &["sessions", "list", "gail"]);
+    let (code, out, _) = cli(&h.redis, &[], &["sessions", "list", "gail"]);
     assert_eq!(code, 0);
     let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(lines.len(), 2, "{out}");
@@ -233,7 +197,7 @@ async fn the_sessions_cli_lists_shows_revokes_and_counts() {
     assert!(lines[0][1].parse::<u64>().unwrap() > 1_700_000_000);
     assert!(lines[0][2].parse::<u64>().unwrap() > 7000);
 
-    let (code, out, _) = cli(&redis, &[], &["sessions", "show", &a]);
+    let (code, out, _) = cli(&h.redis, &[], &["sessions", "show", &a]);
     assert_eq!(code, 0);
     assert!(
         out.contains("openid:     gail") && out.contains("unionid:    u-gail"),
@@ -241,34 +205,33 @@ async fn the_sessions_cli_lists_shows_revokes_and_counts() {
     );
     assert!(out.contains("ttl:"), "{out}");
 
-    let (code, out, _) = cli(&redis, &[], &["sessions", "stats"]);
+    let (code, out, _) = cli(&h.redis, &[], &["sessions", "stats"]);
     assert_eq!(code, 0);
     assert!(
         out.contains("sessions: 3") && out.contains("users:    2"),
         "{out}"
     );
 
-    let (code, out, _) = cli(&redis, &[], &["sessions", "revoke", &c]);
+    let (code, out, _) = cli(&h.redis, &[], &["sessions", "revoke", &c]);
     assert_eq!((code, out.trim()), (0, "revoked"));
-    assert_eq!(get_session(&server, &c).await, 401);
-    let (code, _, err) = cli(&redis, &[], &["sessions", "revoke", &c]);
+    assert_eq!(h.get_session(&c).await.0, 401);
+    let (code, _, err) = cli(&h.redis, &[], &["sessions", "revoke", &c]);
     assert_eq!(code, 1, "{err}");
-    let (code, _, _) = cli(&redis, &[], &["sessions", "show", "not-an-id"]);
+    let (code, _, _) = cli(&h.redis, &[], &["sessions", "show", "not-an-id"]);
     assert_eq!(code, 2);
 
-    let (code, out, _) = cli(&redis, &[], &["sessions", "revoke-user", "gail"]);
+    let (code, out, _) = cli(&h.redis, &[], &["sessions", "revoke-user", "gail"]);
     assert_eq!((code, out.trim()), (0, "revoked 2"));
-    assert_eq!(get_session(&server, &a).await, 401);
-    assert_eq!(get_session(&server, &b).await, 401);
-    let (_, out, _) = cli(&redis, &[], &["sessions", "list", "gail"]);
+    assert_eq!(h.get_session(&a).await.0, 401);
+    assert_eq!(h.get_session(&b).await.0, 401);
+    let (_, out, _) = cli(&h.redis, &[], &["sessions", "list", "gail"]);
     assert!(out.is_empty(), "{out}");
 
     // Redis down: exit 3, one clear line.
-    drop(server);
-    let mut redis = redis;
-    redis.kill();
+    h.servers.clear();
+    h.redis.kill();
     let (code, _, err) = cli(
-        &redis,
+        &h.redis,
         &[("WXSESSION_REDIS_TIMEOUT_MS", "300")],
         &["sessions", "stats"],
     );

@@ -1,14 +1,12 @@
 //! `GET /openapi.json` stays true: every route the code registers is documented,
 //! every documented operation exists, and every error code is in the Error schema.
 
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::*;
+use crate::support::*;
 
 fn doc() -> serde_json::Value {
-    serde_json::from_str(include_str!("../src/http/openapi.json")).unwrap()
+    serde_json::from_str(include_str!("../../src/http/openapi.json")).unwrap()
 }
 
 /// The paths registered with `resource("…")` in the HTTP layer's source.
@@ -69,14 +67,12 @@ fn the_error_schema_lists_every_contract_code() {
 
 #[actix_web::test]
 async fn the_served_document_matches_and_every_operation_exists() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[("admin.token", "t")]));
-    let (status, served) = send(client().get(server.url("/openapi.json"))).await;
+    let h = Harness::with(&[("admin.token", "t")]);
+    let (status, served) = send(client().get(h.url("/openapi.json"))).await;
     assert_eq!(status, 200);
     assert_eq!(served, doc());
     for (path, ops) in doc()["paths"].as_object().unwrap() {
-        let url = server.url(&path.replace("{openid}", "someone"));
+        let url = h.url(&path.replace("{openid}", "someone"));
         for method in ops.as_object().unwrap().keys() {
             let req = client().request(method.to_uppercase().parse().unwrap(), &url);
             let (status, body) = send(req).await;

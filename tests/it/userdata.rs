@@ -2,13 +2,12 @@
 //! Redis: WeChat's public vectors, our own vectors for every failure, and
 //! session_key rotation across a user's live sessions.
 
-mod support;
-
 use aes::cipher::{block_padding::NoPadding, block_padding::Pkcs7, BlockEncryptMut, KeyIvInit};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
-use support::*;
+
+use crate::support::*;
 
 type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
 
@@ -63,16 +62,6 @@ fn user_json(appid: &str) -> String {
     .to_string()
 }
 
-async fn post(server: &TestServer, path: &str, id: &str, body: Value) -> (u16, Value) {
-    send(
-        client()
-            .post(server.url(path))
-            .header("sessionid", id)
-            .json(&body),
-    )
-    .await
-}
-
 fn userinfo_body(raw: &str, key: &str, encrypted: String, iv: &str) -> Value {
     json!({"rawData": raw, "signature": sign(raw, key), "encryptedData": encrypted, "iv": iv})
 }
@@ -80,22 +69,22 @@ fn userinfo_body(raw: &str, key: &str, encrypted: String, iv: &str) -> Value {
 #[actix_web::test]
 async fn wechat_user_info_vector_decrypts_and_the_profile_is_stored() {
     let v = &vectors()["userinfo"];
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
     let appid = v["appId"].as_str().unwrap();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[("wechat.appid", appid)]));
+    let h = Harness::with(&[("wechat.appid", appid)]);
     let key = v["sessionKey"].as_str().unwrap();
-    let id = login(&server, &format!("key:oGZUI0egBJY1zhBYw2KhdUfwVJJE:{key}")).await;
+    let id = h
+        .login(&format!("key:oGZUI0egBJY1zhBYw2KhdUfwVJJE:{key}"))
+        .await;
 
     let raw = r#"{"nickName":"Band"}"#;
-    let (status, user) = post(
-        &server,
-        "/session/userinfo",
-        &id,
-        json!({"rawData": raw, "signature": sign(raw, key),
+    let (status, user) = h
+        .post_as(
+            &id,
+            "/session/userinfo",
+            &json!({"rawData": raw, "signature": sign(raw, key),
                "encryptedData": v["encryptedData"], "iv": v["iv"]}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 200, "{user}");
     let mut expected: Value = serde_json::from_str(v["plaintext"].as_str().unwrap()).unwrap();
     expected.as_object_mut().unwrap().remove("watermark");
@@ -104,21 +93,17 @@ async fn wechat_user_info_vector_decrypts_and_the_profile_is_stored() {
     // The profile is in Redis, readable and expiring, and GET /session shows it;
     // the decrypted unionId fills the session's missing unionid.
     let profile_key = "wxsess:user:{oGZUI0egBJY1zhBYw2KhdUfwVJJE}:profile";
-    let stored: Value = serde_json::from_str(&redis.cmd::<String>(&["GET", profile_key])).unwrap();
+    let stored: Value =
+        serde_json::from_str(&h.redis.cmd::<String>(&["GET", profile_key])).unwrap();
     assert_eq!(stored["nickName"], "Band");
     assert!(stored.get("openId").is_none() && stored.get("watermark").is_none());
-    assert!(redis.cmd::<i64>(&["TTL", profile_key]) > 0);
-    let (status, me) = send(
-        client()
-            .get(server.url("/session"))
-            .header("sessionid", &id),
-    )
-    .await;
+    assert!(h.redis.cmd::<i64>(&["TTL", profile_key]) > 0);
+    let (status, me) = h.get_session(&id).await;
     assert_eq!(status, 200);
     assert_eq!(me["profile"]["nickName"], "Band");
     assert_eq!(me["profile"]["gender"], 1);
     assert_eq!(me["unionid"], "ocMvos6NjeKLIBqg5Mr9QjxrP1FA");
-    let ttl: i64 = redis.cmd(&["TTL", &format!("wxsess:s:{id}")]);
+    let ttl: i64 = h.redis.cmd(&["TTL", &format!("wxsess:s:{id}")]);
     assert!(
         ttl > 7000,
         "filling the unionid keeps the session's TTL: {ttl}"
@@ -127,39 +112,32 @@ async fn wechat_user_info_vector_decrypts_and_the_profile_is_stored() {
 
 #[actix_web::test]
 async fn the_profile_reaches_every_session_of_the_user_in_one_read() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    let older = login(&server, &format!("key:u9:{KEY_A}")).await;
-    let id = login(&server, &format!("key:u9:{KEY_A}~2")).await;
-    let (status, _) = post(
-        &server,
-        "/session/userinfo",
-        &id,
-        userinfo_body(
-            "{}",
-            KEY_A,
-            encrypt(KEY_A, IV, user_json(APPID).as_bytes()),
-            IV,
-        ),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let later = login(&server, &format!("key:u9:{KEY_A}~3")).await;
-    redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
-    for session in [&older, &id, &later] {
-        let (status, me) = send(
-            client()
-                .get(server.url("/session"))
-                .header("sessionid", session),
+    let h = Harness::start();
+    let older = h.login(&format!("key:u9:{KEY_A}")).await;
+    let id = h.login(&format!("key:u9:{KEY_A}~2")).await;
+    let (status, _) = h
+        .post_as(
+            &id,
+            "/session/userinfo",
+            &userinfo_body(
+                "{}",
+                KEY_A,
+                encrypt(KEY_A, IV, user_json(APPID).as_bytes()),
+                IV,
+            ),
         )
         .await;
+    assert_eq!(status, 200);
+    let later = h.login(&format!("key:u9:{KEY_A}~3")).await;
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    for session in [&older, &id, &later] {
+        let (status, me) = h.get_session(session).await;
         assert_eq!(status, 200);
         assert_eq!(me["profile"]["nickName"], "Band", "{me}");
         assert_eq!(me["unionid"], "union-1", "{me}");
     }
     assert_eq!(
-        redis.commands_served(),
+        h.redis.commands_served(),
         3,
         "GET /session is one command, profile included"
     );
@@ -167,29 +145,27 @@ async fn the_profile_reaches_every_session_of_the_user_in_one_read() {
 
 #[actix_web::test]
 async fn our_own_vectors_answer_the_user_without_watermark() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    let id = login(&server, &format!("key:u1:{KEY_A}")).await;
+    let h = Harness::start();
+    let id = h.login(&format!("key:u1:{KEY_A}")).await;
     let raw = "{}";
-    let (status, user) = post(
-        &server,
-        "/session/userinfo",
-        &id,
-        userinfo_body(
-            raw,
-            KEY_A,
-            encrypt(KEY_A, IV, user_json(APPID).as_bytes()),
-            IV,
-        ),
-    )
-    .await;
+    let (status, user) = h
+        .post_as(
+            &id,
+            "/session/userinfo",
+            &userinfo_body(
+                raw,
+                KEY_A,
+                encrypt(KEY_A, IV, user_json(APPID).as_bytes()),
+                IV,
+            ),
+        )
+        .await;
     assert_eq!(status, 200, "{user}");
     assert_eq!(user["nickName"], "Band");
     assert_eq!(user["extra"], "ignored");
     assert!(user.get("watermark").is_none());
     let stored: Value =
-        serde_json::from_str(&redis.cmd::<String>(&["GET", "wxsess:user:{u1}:profile"])).unwrap();
+        serde_json::from_str(&h.redis.cmd::<String>(&["GET", "wxsess:user:{u1}:profile"])).unwrap();
     assert!(
         stored.get("extra").is_none(),
         "only profile fields are kept: {stored}"
@@ -198,10 +174,8 @@ async fn our_own_vectors_answer_the_user_without_watermark() {
 
 #[actix_web::test]
 async fn every_failure_is_422_or_400_and_stores_nothing() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    let id = login(&server, &format!("key:u2:{KEY_A}")).await;
+    let h = Harness::start();
+    let id = h.login(&format!("key:u2:{KEY_A}")).await;
     let raw = r#"{"nickName":"x"}"#;
     let user = user_json(APPID);
     let good = encrypt(KEY_A, IV, user.as_bytes());
@@ -322,7 +296,7 @@ async fn every_failure_is_422_or_400_and_stores_nothing() {
         ),
     ];
     for (name, body, status, error) in cases {
-        let (got, answer) = post(&server, "/session/userinfo", &id, body).await;
+        let (got, answer) = h.post_as(&id, "/session/userinfo", &body).await;
         assert_eq!(got, status, "{name}: {answer}");
         assert_error(&answer, error);
         if error == "decrypt_failed" {
@@ -333,38 +307,26 @@ async fn every_failure_is_422_or_400_and_stores_nothing() {
         }
     }
     assert!(
-        redis.keys("*:profile").is_empty(),
+        h.redis.keys("*:profile").is_empty(),
         "nothing stored on failure"
     );
-    let (_, me) = send(
-        client()
-            .get(server.url("/session"))
-            .header("sessionid", &id),
-    )
-    .await;
+    let (_, me) = h.get_session(&id).await;
     assert!(me.get("profile").is_none());
     assert_eq!(me["unionid"], Value::Null);
 
     // Unguarded.
-    let (status, body) = send(
-        client()
-            .post(server.url("/session/userinfo"))
-            .json(&json!({})),
-    )
-    .await;
+    let (status, body) = send(client().post(h.url("/session/userinfo")).json(&json!({}))).await;
     assert_eq!(status, 401);
     assert_error(&body, "session_required");
 }
 
 #[actix_web::test]
 async fn a_new_login_rotates_the_key_for_every_live_session() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[]));
-    let first = login(&server, &format!("key:u3:{KEY_A}")).await;
-    let second = login(&server, &format!("key:u3:{KEY_A}~2")).await;
+    let h = Harness::start();
+    let first = h.login(&format!("key:u3:{KEY_A}")).await;
+    let second = h.login(&format!("key:u3:{KEY_A}~2")).await;
     // wx.login again: WeChat hands out a new session_key.
-    let third = login(&server, &format!("key:u3:{KEY_B}")).await;
+    let third = h.login(&format!("key:u3:{KEY_B}")).await;
     let raw = "{}";
     let with_new = userinfo_body(
         raw,
@@ -373,7 +335,7 @@ async fn a_new_login_rotates_the_key_for_every_live_session() {
         IV,
     );
     for id in [&first, &second, &third] {
-        let (status, body) = post(&server, "/session/userinfo", id, with_new.clone()).await;
+        let (status, body) = h.post_as(id, "/session/userinfo", &with_new).await;
         assert_eq!(status, 200, "{body}");
     }
     let with_old = userinfo_body(
@@ -382,7 +344,7 @@ async fn a_new_login_rotates_the_key_for_every_live_session() {
         encrypt(KEY_A, IV, user_json(APPID).as_bytes()),
         IV,
     );
-    let (status, body) = post(&server, "/session/userinfo", &first, with_old).await;
+    let (status, body) = h.post_as(&first, "/session/userinfo", &with_old).await;
     assert_eq!(status, 422);
     assert_error(&body, "bad_signature");
     let with_old_key_data = userinfo_body(
@@ -391,7 +353,9 @@ async fn a_new_login_rotates_the_key_for_every_live_session() {
         encrypt(KEY_A, IV, user_json(APPID).as_bytes()),
         IV,
     );
-    let (status, body) = post(&server, "/session/userinfo", &first, with_old_key_data).await;
+    let (status, body) = h
+        .post_as(&first, "/session/userinfo", &with_old_key_data)
+        .await;
     assert_eq!(status, 422);
     assert_error(&body, "decrypt_failed");
 }
@@ -399,19 +363,17 @@ async fn a_new_login_rotates_the_key_for_every_live_session() {
 #[actix_web::test]
 async fn legacy_phone_payloads_decrypt_and_are_never_stored() {
     let v = &vectors()["phone"];
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
     let appid = v["appId"].as_str().unwrap();
-    let server = TestServer::start(&config(&redis, &wechat.base, &[("wechat.appid", appid)]));
+    let h = Harness::with(&[("wechat.appid", appid)]);
     let key = v["sessionKey"].as_str().unwrap();
-    let id = login(&server, &format!("key:p1:{key}")).await;
-    let (status, phone) = post(
-        &server,
-        "/session/phone",
-        &id,
-        json!({"encryptedData": v["encryptedData"], "iv": v["iv"]}),
-    )
-    .await;
+    let id = h.login(&format!("key:p1:{key}")).await;
+    let (status, phone) = h
+        .post_as(
+            &id,
+            "/session/phone",
+            &json!({"encryptedData": v["encryptedData"], "iv": v["iv"]}),
+        )
+        .await;
     assert_eq!(status, 200, "{phone}");
     assert_eq!(
         phone,
@@ -419,43 +381,45 @@ async fn legacy_phone_payloads_decrypt_and_are_never_stored() {
     );
 
     // countryCode as a number, and as a string.
-    let id = login(&server, &format!("key:p2:{KEY_A}")).await;
+    let id = h.login(&format!("key:p2:{KEY_A}")).await;
     for country in [json!(86), json!("86")] {
         let plain = json!({"phoneNumber": "+86 13800000000", "purePhoneNumber": "13800000000",
                            "countryCode": country, "watermark": {"appid": appid, "timestamp": 1}});
-        let (status, phone) = post(
-            &server,
-            "/session/phone",
-            &id,
-            json!({"encryptedData": encrypt(KEY_A, IV, plain.to_string().as_bytes()), "iv": IV}),
-        )
-        .await;
+        let encrypted = encrypt(KEY_A, IV, plain.to_string().as_bytes());
+        let (status, phone) = h
+            .post_as(
+                &id,
+                "/session/phone",
+                &json!({"encryptedData": encrypted, "iv": IV}),
+            )
+            .await;
         assert_eq!(status, 200, "{phone}");
         assert_eq!(phone["countryCode"], "86");
         assert_eq!(phone["purePhoneNumber"], "13800000000");
     }
     let other = json!({"phoneNumber": "1", "purePhoneNumber": "1", "countryCode": "86",
                        "watermark": {"appid": "wx_other"}});
-    let (status, body) = post(
-        &server,
-        "/session/phone",
-        &id,
-        json!({"encryptedData": encrypt(KEY_A, IV, other.to_string().as_bytes()), "iv": IV}),
-    )
-    .await;
+    let (status, body) = h
+        .post_as(
+            &id,
+            "/session/phone",
+            &json!({"encryptedData": encrypt(KEY_A, IV, other.to_string().as_bytes()), "iv": IV}),
+        )
+        .await;
     assert_eq!(status, 422);
     assert_error(&body, "appid_mismatch");
-    let (status, body) = post(&server, "/session/phone", &id, json!({"iv": IV})).await;
+    let (status, body) = h.post_as(&id, "/session/phone", &json!({"iv": IV})).await;
     assert_eq!(status, 400);
     assert_error(&body, "invalid_request");
 
     let mut dump = String::new();
-    for k in redis.keys("*") {
-        let kind: String = redis.cmd(&["TYPE", &k]);
+    for k in h.redis.keys("*") {
+        let kind: String = h.redis.cmd(&["TYPE", &k]);
         let text: String = match kind.as_str() {
-            "string" => redis.cmd(&["GET", &k]),
-            "hash" => redis.cmd::<Vec<String>>(&["HGETALL", &k]).join(" "),
-            _ => redis
+            "string" => h.redis.cmd(&["GET", &k]),
+            "hash" => h.redis.cmd::<Vec<String>>(&["HGETALL", &k]).join(" "),
+            _ => h
+                .redis
                 .cmd::<Vec<String>>(&["ZRANGE", &k, "0", "-1"])
                 .join(" "),
         };

@@ -1,11 +1,9 @@
 //! `redis.cluster = true` against a real 6-node Redis Cluster on loopback:
 //! the whole session life, then a master killed and its replica promoted.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const TOKEN: &str = "cluster-admin";
 
@@ -28,26 +26,16 @@ async fn sessions_live_on_a_cluster_and_survive_a_failover() {
     // Many users, so their keys spread over all three masters.
     let mut ids = Vec::new();
     for i in 0..30 {
-        ids.push(login(&server, &format!("union:user{i}")).await);
+        ids.push(server.login(&format!("union:user{i}")).await);
     }
-    let extra = login(&server, "ok:user0~2").await;
+    let extra = server.login("ok:user0~2").await;
     for id in &ids {
-        let (status, _) = send(client().get(server.url("/session")).header("sessionid", id)).await;
+        let (status, _) = server.get_session(id).await;
         assert_eq!(status, 200);
     }
-    let (status, _) = send(
-        client()
-            .delete(server.url("/session"))
-            .header("sessionid", &ids[1]),
-    )
-    .await;
+    let (status, _) = server.logout(&ids[1]).await;
     assert_eq!(status, 204);
-    let (status, _) = send(
-        client()
-            .get(server.url("/session"))
-            .header("sessionid", &ids[1]),
-    )
-    .await;
+    let (status, _) = server.get_session(&ids[1]).await;
     assert_eq!(status, 401);
     let admin =
         |req: reqwest::RequestBuilder| req.header("authorization", format!("Bearer {TOKEN}"));
@@ -61,16 +49,7 @@ async fn sessions_live_on_a_cluster_and_survive_a_failover() {
     ))
     .await;
     assert_eq!(revoked["revoked"], 2);
-    assert_eq!(
-        send(
-            client()
-                .get(server.url("/session"))
-                .header("sessionid", &extra)
-        )
-        .await
-        .0,
-        401
-    );
+    assert_eq!(server.get_session(&extra).await.0, 401);
 
     // The CLI counts across all three masters.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxsession"))
@@ -107,12 +86,7 @@ async fn sessions_live_on_a_cluster_and_survive_a_failover() {
     let killed = Instant::now();
     let mut served_again = None;
     while killed.elapsed() < Duration::from_secs(15) {
-        let (status, _) = send(
-            client()
-                .get(server.url("/session"))
-                .header("sessionid", &victim_id),
-        )
-        .await;
+        let (status, _) = server.get_session(&victim_id).await;
         assert!(
             status == 200 || status == 503,
             "only 503 while failing over, got {status}"
@@ -129,9 +103,9 @@ async fn sessions_live_on_a_cluster_and_survive_a_failover() {
         if i == 1 || i == 0 {
             continue;
         }
-        let (status, _) = send(client().get(server.url("/session")).header("sessionid", id)).await;
+        let (status, _) = server.get_session(id).await;
         assert_eq!(status, 200, "session {i} written before the kill");
     }
-    login(&server, "ok:after-failover").await;
+    server.login("ok:after-failover").await;
     assert_eq!(send(client().get(server.url("/readyz"))).await.0, 200);
 }

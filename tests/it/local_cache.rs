@@ -1,36 +1,29 @@
 //! `session.local_cache = true` (contract §8): guarded requests from memory,
 //! revocation still seen by every instance within 10 ms, failing closed.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
-fn cached(
-    redis: &RedisServer,
-    wechat: &WechatStandIn,
-    extra: &[(&str, &str)],
-) -> wxsession::Config {
-    let mut all = vec![("session.local_cache", "true"), ("admin.token", "t")];
-    all.extend_from_slice(extra);
-    config(redis, &wechat.base, &all)
+/// The cache on, plus `extra`; the admin token is for the revocation by the admin route.
+fn cached(extra: &[(&str, &str)]) -> Setup {
+    Harness::setup()
+        .set(&[("session.local_cache", "true"), ("admin.token", "t")])
+        .set(extra)
 }
 
-async fn status(server: &TestServer, id: &str) -> u16 {
-    send(client().get(server.url("/session")).header("sessionid", id))
-        .await
-        .0
+async fn status(server: &impl Instance, id: &str) -> u16 {
+    server.get_session(id).await.0
 }
 
 /// Waits until the instance's tracking connection is confirmed (served from memory).
-async fn warm(server: &TestServer, id: &str) {
+async fn warm(server: &impl Instance, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         for _ in 0..3 {
             assert_eq!(status(server, id).await, 200);
         }
-        let metrics = metrics(&server.url("/metrics")).await;
+        let metrics = server.metrics().await;
         let hits: u64 = metrics
             .lines()
             .find_map(|l| l.strip_prefix("wxsession_cache_lookups_total{result=\"hit\"} "))
@@ -46,7 +39,7 @@ async fn warm(server: &TestServer, id: &str) {
 }
 
 /// Polls B until it answers 401; answers how long that took.
-async fn time_to_401(server: &TestServer, id: &str) -> Duration {
+async fn time_to_401(server: &impl Instance, id: &str) -> Duration {
     let started = Instant::now();
     while status(server, id).await != 401 {
         assert!(
@@ -59,26 +52,24 @@ async fn time_to_401(server: &TestServer, id: &str) -> Duration {
 
 #[actix_web::test]
 async fn warm_cache_serves_without_redis_commands() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&cached(&redis, &wechat, &[]));
+    let h = cached(&[]).start();
     let ids: Vec<String> = futures_util::future::join_all((0..20).map(|i| {
-        let server = &server;
-        async move { login(server, &format!("ok:c{i}")).await }
+        let h = &h;
+        async move { h.login(&format!("ok:c{i}")).await }
     }))
     .await;
-    warm(&server, &ids[0]).await;
+    warm(&h, &ids[0]).await;
     for id in &ids {
-        assert_eq!(status(&server, id).await, 200);
+        assert_eq!(status(&h, id).await, 200);
     }
-    redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
     let requests = 1000;
     for n in 0..requests {
-        assert_eq!(status(&server, &ids[n % ids.len()]).await, 200);
+        assert_eq!(status(&h, &ids[n % ids.len()]).await, 200);
     }
-    let commands = redis.commands_served();
+    let commands = h.redis.commands_served();
     // Heartbeat PINGs (4 a second) are not guard work; count them out.
-    let info: String = redis.cmd(&["INFO", "commandstats"]);
+    let info: String = h.redis.cmd(&["INFO", "commandstats"]);
     let pings: u64 = info
         .lines()
         .find(|l| l.starts_with("cmdstat_ping:"))
@@ -91,22 +82,20 @@ async fn warm_cache_serves_without_redis_commands() {
 
 #[actix_web::test]
 async fn every_kind_of_revocation_reaches_the_other_instance_within_10ms() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let a = TestServer::start(&cached(&redis, &wechat, &[]));
-    let b = TestServer::start(&cached(&redis, &wechat, &[]));
-    let warmup = login(&a, "ok:warm").await;
-    warm(&b, &warmup).await;
+    let h = cached(&[]).instances(2).start();
+    let (a, b) = (&h.servers[0], &h.servers[1]);
+    let warmup = a.login("ok:warm").await;
+    warm(b, &warmup).await;
 
     // Logout on A, a few hundred times.
     let mut delays = Vec::new();
     for i in 0..200 {
-        let id = login(&a, &format!("ok:u{i}")).await;
-        assert_eq!(status(&b, &id).await, 200);
-        assert_eq!(status(&b, &id).await, 200, "from B's memory now");
-        let (code, _) = send(client().delete(a.url("/session")).header("sessionid", &id)).await;
+        let id = a.login(&format!("ok:u{i}")).await;
+        assert_eq!(status(b, &id).await, 200);
+        assert_eq!(status(b, &id).await, 200, "from B's memory now");
+        let (code, _) = a.logout(&id).await;
         assert_eq!(code, 204);
-        delays.push(time_to_401(&b, &id).await);
+        delays.push(time_to_401(b, &id).await);
     }
     delays.sort();
     let p50 = delays[delays.len() / 2];
@@ -118,52 +107,52 @@ async fn every_kind_of_revocation_reaches_the_other_instance_within_10ms() {
     assert!(p99 <= Duration::from_millis(10), "p99 {p99:?}");
 
     // Admin revoke, redis-cli DEL, FLUSHDB, expiry.
-    let id = login(&a, "ok:adm").await;
-    status(&b, &id).await;
-    status(&b, &id).await;
+    let id = a.login("ok:adm").await;
+    status(b, &id).await;
+    status(b, &id).await;
     send(
         client()
             .delete(a.url("/admin/users/adm/sessions"))
             .header("authorization", "Bearer t"),
     )
     .await;
-    assert!(time_to_401(&b, &id).await <= Duration::from_millis(10));
+    assert!(time_to_401(b, &id).await <= Duration::from_millis(10));
 
-    let id = login(&a, "ok:del").await;
-    status(&b, &id).await;
-    status(&b, &id).await;
-    redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{id}")]);
-    assert!(time_to_401(&b, &id).await <= Duration::from_millis(10));
+    let id = a.login("ok:del").await;
+    status(b, &id).await;
+    status(b, &id).await;
+    h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{id}")]);
+    assert!(time_to_401(b, &id).await <= Duration::from_millis(10));
 
-    let id = login(&a, "ok:flush").await;
-    status(&b, &id).await;
-    status(&b, &id).await;
-    redis.cmd::<String>(&["FLUSHDB"]);
-    assert!(time_to_401(&b, &id).await <= Duration::from_millis(10));
+    let id = a.login("ok:flush").await;
+    status(b, &id).await;
+    status(b, &id).await;
+    h.redis.cmd::<String>(&["FLUSHDB"]);
+    assert!(time_to_401(b, &id).await <= Duration::from_millis(10));
 
-    let id = login(&a, "ok:expire").await;
-    status(&b, &id).await;
-    status(&b, &id).await;
-    redis.cmd::<i64>(&["PEXPIRE", &format!("wxsess:s:{id}"), "1"]);
+    let id = a.login("ok:expire").await;
+    status(b, &id).await;
+    status(b, &id).await;
+    h.redis
+        .cmd::<i64>(&["PEXPIRE", &format!("wxsess:s:{id}"), "1"]);
     actix_web::rt::time::sleep(Duration::from_millis(5)).await;
     // Redis expires keys lazily on access or in its 10 Hz sweep; a read by
     // anyone (here redis-cli) makes the expiry, and its invalidation, happen.
-    redis.cmd::<Option<String>>(&["GET", &format!("wxsess:s:{id}")]);
-    assert!(time_to_401(&b, &id).await <= Duration::from_millis(10));
+    h.redis
+        .cmd::<Option<String>>(&["GET", &format!("wxsess:s:{id}")]);
+    assert!(time_to_401(b, &id).await <= Duration::from_millis(10));
 }
 
 #[actix_web::test]
 async fn a_read_racing_a_logout_never_leaves_a_dead_session_cached() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let a = TestServer::start(&cached(&redis, &wechat, &[]));
-    let b = TestServer::start(&cached(&redis, &wechat, &[]));
-    let warmup = login(&a, "ok:warm").await;
-    warm(&b, &warmup).await;
+    let h = cached(&[]).instances(2).start();
+    let (a, b) = (&h.servers[0], &h.servers[1]);
+    let warmup = a.login("ok:warm").await;
+    warm(b, &warmup).await;
     for round in 0..30 {
-        let id = login(&a, &format!("ok:race{round}")).await;
+        let id = a.login(&format!("ok:race{round}")).await;
         let readers = (0..16).map(|_| {
-            let (b, id) = (&b, &id);
+            let (b, id) = (b, &id);
             async move {
                 for _ in 0..10 {
                     status(b, id).await;
@@ -172,7 +161,7 @@ async fn a_read_racing_a_logout_never_leaves_a_dead_session_cached() {
         });
         let logout = async {
             actix_web::rt::time::sleep(Duration::from_millis(2)).await;
-            send(client().delete(a.url("/session")).header("sessionid", &id)).await
+            a.logout(&id).await
         };
         let (_, (code, _)) =
             futures_util::future::join(futures_util::future::join_all(readers), logout).await;
@@ -180,7 +169,7 @@ async fn a_read_racing_a_logout_never_leaves_a_dead_session_cached() {
         actix_web::rt::time::sleep(Duration::from_millis(10)).await;
         for _ in 0..20 {
             assert_eq!(
-                status(&b, &id).await,
+                status(b, &id).await,
                 401,
                 "round {round}: B still serves a dead session"
             );
@@ -190,30 +179,23 @@ async fn a_read_racing_a_logout_never_leaves_a_dead_session_cached() {
 
 #[actix_web::test]
 async fn redis_down_or_frozen_never_gives_a_stale_200() {
-    let mut redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&cached(&redis, &wechat, &[]));
-    let id = login(&server, "ok:fc").await;
-    warm(&server, &id).await;
+    let mut h = cached(&[]).start();
+    let id = h.login("ok:fc").await;
+    warm(&h, &id).await;
 
-    redis.kill();
+    h.redis.kill();
     actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..20 {
-        let (code, body) = send(
-            client()
-                .get(server.url("/session"))
-                .header("sessionid", &id),
-        )
-        .await;
+        let (code, body) = h.get_session(&id).await;
         assert_eq!(code, 503, "{body}");
         assert_error(&body, "store_unavailable");
     }
-    redis.restart();
+    h.redis.restart();
     // Redis came back empty (no persistence): the session is gone, and the
     // refilled cache must say so too.
     let started = Instant::now();
     loop {
-        let code = status(&server, &id).await;
+        let code = status(&h, &id).await;
         assert!(code == 503 || code == 401, "{code}");
         if code == 401 {
             break;
@@ -221,23 +203,18 @@ async fn redis_down_or_frozen_never_gives_a_stale_200() {
         assert!(started.elapsed() < Duration::from_secs(3));
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
-    let fresh = login(&server, "ok:fc2").await;
-    warm(&server, &fresh).await;
+    let fresh = h.login("ok:fc2").await;
+    warm(&h, &fresh).await;
 
-    redis.signal("-STOP");
+    h.redis.signal("-STOP");
     actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
     for _ in 0..5 {
-        let (code, body) = send(
-            client()
-                .get(server.url("/session"))
-                .header("sessionid", &fresh),
-        )
-        .await;
+        let (code, body) = h.get_session(&fresh).await;
         assert_eq!(code, 503, "frozen Redis: {body}");
     }
-    redis.signal("-CONT");
+    h.redis.signal("-CONT");
     let started = Instant::now();
-    while status(&server, &fresh).await != 200 {
+    while status(&h, &fresh).await != 200 {
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "no recovery after SIGCONT"
@@ -248,25 +225,20 @@ async fn redis_down_or_frozen_never_gives_a_stale_200() {
 
 #[actix_web::test]
 async fn lifetimes_hold_with_the_cache_on() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = TestServer::start(&cached(
-        &redis,
-        &wechat,
-        &[
-            ("session.ttl_secs", "2"),
-            ("session.max_lifetime_secs", "4"),
-            ("session.touch_interval_secs", "1"),
-        ],
-    ));
-    let warmup = login(&server, "ok:lw").await;
-    warm(&server, &warmup).await;
+    let h = cached(&[
+        ("session.ttl_secs", "2"),
+        ("session.max_lifetime_secs", "4"),
+        ("session.touch_interval_secs", "1"),
+    ])
+    .start();
+    let warmup = h.login("ok:lw").await;
+    warm(&h, &warmup).await;
     // Sliding: used every 0.8 s it lives past the 2 s ttl, until the absolute 4 s.
-    let id = login(&server, "ok:life").await;
+    let id = h.login("ok:life").await;
     let started = Instant::now();
     let mut last_ok = Duration::ZERO;
     while started.elapsed() < Duration::from_millis(5500) {
-        if status(&server, &id).await == 200 {
+        if status(&h, &id).await == 200 {
             last_ok = started.elapsed();
         }
         actix_web::rt::time::sleep(Duration::from_millis(800)).await;
@@ -281,8 +253,8 @@ async fn lifetimes_hold_with_the_cache_on() {
     );
 
     // Idle: dead within ttl (2 s) of its last use, never later.
-    let idle = login(&server, "ok:idle").await;
-    assert_eq!(status(&server, &idle).await, 200);
+    let idle = h.login("ok:idle").await;
+    assert_eq!(status(&h, &idle).await, 200);
     actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
-    assert_eq!(status(&server, &idle).await, 401);
+    assert_eq!(status(&h, &idle).await, 401);
 }

@@ -1,22 +1,16 @@
 //! The real binary as operators run it: graceful shutdown on SIGTERM, the
 //! brute-force warning in its log, its Redis connections, bad configurations.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::*;
+
+use crate::support::*;
 
 #[actix_web::test]
 async fn sigterm_finishes_in_flight_requests_then_exits_0() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let mut server = ServerProcess::start(
-        &redis,
-        &wechat.base,
-        &[("WXSESSION_WECHAT_TIMEOUT_MS", "5000")],
-    );
+    let h = Harness::bare();
+    let mut server = h.start_process(&[("WXSESSION_WECHAT_TIMEOUT_MS", "5000")]);
     // A login that takes 3 s (the stand-in's `slow`), in flight when SIGTERM arrives.
     let url = server.url("/login");
     let in_flight = actix_web::rt::spawn(async move {
@@ -41,16 +35,11 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
 
 #[actix_web::test]
 async fn many_rejected_ids_from_one_address_log_one_warning() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = ServerProcess::start(
-        &redis,
-        &wechat.base,
-        &[("WXSESSION_SESSION_REJECT_WARN_PER_MINUTE", "5")],
-    );
+    let h = Harness::bare();
+    let server = h.start_process(&[("WXSESSION_SESSION_REJECT_WARN_PER_MINUTE", "5")]);
     for i in 0..8 {
         let id = format!("{i:032x}");
-        let (status, _) = send(client().get(server.url("/session")).header("sessionid", id)).await;
+        let (status, _) = server.get_session(&id).await;
         assert_eq!(status, 401);
     }
     actix_web::rt::time::sleep(Duration::from_millis(200)).await;
@@ -65,39 +54,35 @@ async fn many_rejected_ids_from_one_address_log_one_warning() {
         "{}",
         warnings[0]
     );
-    let metrics = metrics(&server.url("/metrics")).await;
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("wxsession_guard_checks_total{outcome=\"unknown\"} 8"),
         "{metrics}"
     );
 }
 
-/// Runs the binary to its exit with only `env` (and PATH); answers (code, stdout, stderr).
 /// Each worker thread talks to Redis over a connection of its own (so no command
 /// waits for another thread's driver task): an instance holds one connection per
 /// worker, however many requests it serves at once.
 #[actix_web::test]
 async fn an_instance_holds_one_redis_connection_per_worker() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let server = ServerProcess::start(&redis, &wechat.base, &[("WXSESSION_SERVER_WORKERS", "2")]);
-    let url = server.url("/login");
-    let (code, body) = send(client().post(url).json(&json!({"code": "ok:erin"}))).await;
+    let h = Harness::bare();
+    let server = h.start_process(&[("WXSESSION_SERVER_WORKERS", "2")]);
+    let (code, body) = server.try_login("ok:erin").await;
     assert_eq!(code, 200, "{body}");
     let id = body["sessionid"].as_str().unwrap().to_string();
     // Many connections at once, so that both workers get some (actix hands
     // accepted connections to its workers in turn).
     let requests = (0..32).map(|_| {
-        let url = server.url("/session");
-        let id = id.clone();
+        let (server, id) = (&server, &id);
         async move {
-            // A client of its own: a TCP connection of its own.
-            send(client().get(url).header("sessionid", id)).await.0
+            // A client of its own (each step makes one): a TCP connection of its own.
+            server.get_session(id).await.0
         }
     });
     let statuses = futures_util::future::join_all(requests).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    let clients: String = redis.cmd(&["CLIENT", "LIST"]);
+    let clients: String = h.redis.cmd(&["CLIENT", "LIST"]);
     let servers = clients
         .lines()
         .filter(|line| !line.contains("cmd=client|list"))
@@ -105,6 +90,7 @@ async fn an_instance_holds_one_redis_connection_per_worker() {
     assert_eq!(servers, 2, "{clients}");
 }
 
+/// Runs the binary to its exit with only `env` (and PATH); answers (code, stdout, stderr).
 fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxsession"));
     cmd.env_clear()

@@ -2,14 +2,12 @@
 //! one honoured by all at once, and a backend protected with `auth_request /auth`.
 //! Uses the same nginx configuration as `scripts/lb-demo.sh`.
 
-mod support;
-
 use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use support::*;
+use crate::support::*;
 
 /// The nginx binary: on PATH, or where Debian puts it (`/usr/sbin` is not on a
 /// non-root user's PATH).
@@ -50,7 +48,7 @@ impl Nginx {
         std::fs::create_dir_all(&dir).unwrap();
         let (port, app) = (free_port(), free_port());
         let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        let conf = include_str!("../scripts/nginx-lb.conf.template")
+        let conf = include_str!("../../scripts/nginx-lb.conf.template")
             .replace("@USER_LINE@", if is_root { "user root;" } else { "" })
             .replace("@DIR@", dir.to_str().unwrap())
             .replace("@PORT@", &port.to_string())
@@ -105,13 +103,15 @@ impl Nginx {
         nginx
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     fn logs(&self) -> String {
         let read = |name| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
         format!("{}{}", read("stderr.log"), read("error.log"))
+    }
+}
+
+impl Instance for Nginx {
+    fn base(&self) -> &str {
+        &self.base
     }
 }
 
@@ -142,11 +142,8 @@ fn guard_ok(metrics: &str) -> u64 {
 #[actix_web::test]
 async fn three_instances_behind_nginx_share_sessions_and_guard_a_backend() {
     let started = Instant::now();
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let instances: Vec<ServerProcess> = (0..3)
-        .map(|_| ServerProcess::start(&redis, &wechat.base, &[]))
-        .collect();
+    let h = Harness::bare();
+    let instances: Vec<ServerProcess> = (0..3).map(|_| h.start_process(&[])).collect();
     let ports: Vec<u16> = instances
         .iter()
         .map(|i| i.base.rsplit(':').next().unwrap().parse().unwrap())
@@ -154,23 +151,18 @@ async fn three_instances_behind_nginx_share_sessions_and_guard_a_backend() {
     let nginx = Nginx::start([ports[0], ports[1], ports[2]]);
     let ready = started.elapsed();
 
-    let (status, body) = send(
-        client()
-            .post(nginx.url("/login"))
-            .json(&serde_json::json!({"code": "ok:nina"})),
-    )
-    .await;
+    let (status, body) = nginx.try_login("ok:nina").await;
     assert_eq!(status, 200, "{body}");
     let id = body["sessionid"].as_str().unwrap().to_string();
 
     for _ in 0..30 {
-        let (status, me) = send(client().get(nginx.url("/session")).header("sessionid", &id)).await;
+        let (status, me) = nginx.get_session(&id).await;
         assert_eq!(status, 200);
         assert_eq!(me["openid"], "nina");
     }
     let mut spread = Vec::new();
     for instance in &instances {
-        spread.push(guard_ok(&metrics(&instance.url("/metrics")).await));
+        spread.push(guard_ok(&instance.metrics().await));
     }
     println!("30 guarded requests through nginx, per instance: {spread:?}");
     assert!(
@@ -223,20 +215,10 @@ async fn three_instances_behind_nginx_share_sessions_and_guard_a_backend() {
     assert_error(&body, "invalid_session");
 
     // Logout through nginx (one instance): every instance rejects the id at once.
-    let (status, _) = send(
-        client()
-            .delete(nginx.url("/session"))
-            .header("sessionid", &id),
-    )
-    .await;
+    let (status, _) = nginx.logout(&id).await;
     assert_eq!(status, 204);
     for instance in &instances {
-        let (status, body) = send(
-            client()
-                .get(instance.url("/session"))
-                .header("sessionid", &id),
-        )
-        .await;
+        let (status, body) = instance.get_session(&id).await;
         assert_eq!(status, 401, "{body}");
         assert_error(&body, "invalid_session");
     }

@@ -1,23 +1,17 @@
 //! What never appears in a log line, at any level: a `RUST_LOG=trace` run of the
 //! real binary through every route, then a scan of everything it printed.
 
-mod support;
-
 use serde_json::json;
-use support::*;
+
+use crate::support::*;
 
 #[actix_web::test]
 async fn a_trace_level_run_logs_no_secret_key_id_token_code_or_phone() {
-    let redis = RedisServer::start();
-    let wechat = WechatStandIn::start();
-    let mut server = ServerProcess::start(
-        &redis,
-        &wechat.base,
-        &[
-            ("RUST_LOG", "trace"),
-            ("WXSESSION_ADMIN_TOKEN", "ADMIN-TOKEN-SECRET-42"),
-        ],
-    );
+    let h = Harness::bare();
+    let mut server = h.start_process(&[
+        ("RUST_LOG", "trace"),
+        ("WXSESSION_ADMIN_TOKEN", "ADMIN-TOKEN-SECRET-42"),
+    ]);
     let codes = [
         "ok:alice-code-1",
         "union:bob-code-2",
@@ -27,12 +21,7 @@ async fn a_trace_level_run_logs_no_secret_key_id_token_code_or_phone() {
     ];
     let mut ids = Vec::new();
     for code in codes {
-        let (status, body) = send(
-            client()
-                .post(server.url("/login"))
-                .json(&json!({ "code": code })),
-        )
-        .await;
+        let (status, body) = server.try_login(code).await;
         if status == 200 {
             ids.push(body["sessionid"].as_str().unwrap().to_string());
         }
@@ -45,21 +34,17 @@ async fn a_trace_level_run_logs_no_secret_key_id_token_code_or_phone() {
         }
     }
     let id = &ids[0];
-    let (status, phone) = send(
-        client()
-            .post(server.url("/session/phone"))
-            .header("sessionid", id)
-            .json(&json!({"code": "num"})),
-    )
-    .await;
+    let (status, phone) = server
+        .post_as(id, "/session/phone", &json!({"code": "num"}))
+        .await;
     assert_eq!(status, 200, "{phone}");
-    send(
-        client()
-            .post(server.url("/session/userinfo"))
-            .header("sessionid", id)
-            .json(&json!({"rawData": "{}", "signature": "00", "encryptedData": "AAAA", "iv": "AAAAAAAAAAAAAAAAAAAAAA=="})),
-    )
-    .await;
+    server
+        .post_as(
+            id,
+            "/session/userinfo",
+            &json!({"rawData": "{}", "signature": "00", "encryptedData": "AAAA", "iv": "AAAAAAAAAAAAAAAAAAAAAA=="}),
+        )
+        .await;
     let (status, token) = send(
         client()
             .get(server.url("/admin/wechat/access-token"))
@@ -67,12 +52,7 @@ async fn a_trace_level_run_logs_no_secret_key_id_token_code_or_phone() {
     )
     .await;
     assert_eq!(status, 200, "{token}");
-    send(
-        client()
-            .delete(server.url("/session"))
-            .header("sessionid", id),
-    )
-    .await;
+    server.logout(id).await;
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(server
         .terminate(std::time::Duration::from_secs(10))
@@ -90,7 +70,7 @@ async fn a_trace_level_run_logs_no_secret_key_id_token_code_or_phone() {
         "13912345678".into(),
         unknown.into(),
     ];
-    secrets.extend(wechat.issued_keys());
+    secrets.extend(h.wechat.issued_keys());
     secrets.extend(ids.iter().cloned());
     secrets.extend(
         codes

@@ -1,0 +1,19 @@
+//! The integration tests, as one binary: the support code is compiled and linked
+//! once instead of once per test file, and every part of it is used, so it needs
+//! no `dead_code` allowance. nextest still runs each test in a process of its own.
+
+mod support;
+
+mod admin;
+mod cluster;
+mod guard;
+mod hardening;
+mod local_cache;
+mod login;
+mod logs;
+mod nginx_lb;
+mod openapi;
+mod process;
+mod redis_faults;
+mod userdata;
+mod wechat_api;

@@ -1,0 +1,264 @@
+//! Real `redis-server`s on loopback: one of a test's own, or a six-node Cluster.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::Ordering,
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{free_port, unique_dir};
+
+/// A real `redis-server` on 127.0.0.1, stopped when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl RedisServer {
+    /// `extra` are additional `redis-server` arguments, e.g. `["--appendonly", "yes"]`.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_on(free_port(), extra)
+    }
+
+    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: unique_dir("redis"),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let mut args = vec![
+            "--port".to_string(),
+            self.port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "".into(),
+            "--dir".into(),
+            self.dir.display().to_string(),
+        ];
+        if !self.extra_args.iter().any(|a| a == "--appendonly") {
+            args.extend(["--appendonly".into(), "no".into()]);
+        }
+        args.extend(self.extra_args.iter().cloned());
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = self.try_connection() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(1))
+    }
+
+    /// A plain synchronous client, for looking at what the server wrote.
+    pub fn conn(&self) -> redis::Connection {
+        self.try_connection().expect("connect to the test redis")
+    }
+
+    /// Runs one command and returns its answer.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut self.conn()).expect("redis command")
+    }
+
+    /// Every key matching `pattern`.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut keys = self.cmd::<Vec<String>>(&["KEYS", pattern]);
+        keys.sort();
+        keys
+    }
+
+    /// Calls of every command since the last `CONFIG RESETSTAT`, without INFO and CONFIG.
+    pub fn commands_served(&self) -> u64 {
+        let info: String = self.cmd(&["INFO", "commandstats"]);
+        info.lines()
+            .filter(|l| {
+                l.starts_with("cmdstat_")
+                    && !l.starts_with("cmdstat_info")
+                    && !l.starts_with("cmdstat_config")
+            })
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// SIGSTOP or SIGCONT: a frozen Redis accepts connections but never answers.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+/// A port that is free, and so is the port 10000 above it (a cluster node's bus).
+pub fn free_cluster_port() -> u16 {
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20000 + (std::process::id() % 9000) as u16;
+    loop {
+        let port = start + NEXT.fetch_add(1, Ordering::SeqCst) % 9000;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10000) {
+            return port;
+        }
+    }
+}
+
+/// A real Redis Cluster on loopback: 3 masters, 3 replicas, node timeout 1.5 s.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                RedisServer::start_on(
+                    free_cluster_port(),
+                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "1500"],
+                )
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok(Duration::from_secs(20));
+        cluster
+    }
+
+    /// `redis.url` for the server: every node, comma-separated.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until every live node says `cluster_state:ok`.
+    pub fn wait_ok(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                n.try_connection()
+                    .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster not ok within {within:?}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The node serving `key` as master.
+    pub fn master_of(&self, key: &str) -> usize {
+        let slot: i64 = self.nodes[0].cmd(&["CLUSTER", "KEYSLOT", key]);
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.child.is_none() {
+                continue;
+            }
+            let role: Vec<redis::Value> = n.cmd(&["ROLE"]);
+            let is_master = matches!(&role[0], redis::Value::BulkString(b) if b == b"master");
+            if !is_master {
+                continue;
+            }
+            let slots: Vec<Vec<redis::Value>> = n.cmd(&["CLUSTER", "SLOTS"]);
+            for range in slots {
+                let (from, to) = match (&range[0], &range[1]) {
+                    (redis::Value::Int(a), redis::Value::Int(b)) => (*a, *b),
+                    _ => continue,
+                };
+                let port = match &range[2] {
+                    redis::Value::Array(m) => match &m[1] {
+                        redis::Value::Int(p) => *p as u16,
+                        _ => continue,
+                    },
+                    _ => continue,
+                };
+                if (from..=to).contains(&slot) && port == n.port {
+                    return i;
+                }
+            }
+        }
+        panic!("no master for {key}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("-CONT");
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
