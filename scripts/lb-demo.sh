@@ -2,7 +2,7 @@
 # Load-balancer demo on 127.0.0.1: one Redis, three wxsession instances (mock
 # WeChat) and nginx round-robin in front, plus a sample backend that nginx
 # protects with auth_request on wxsession's GET /auth. Ctrl-C stops everything.
-# tests/nginx_lb.rs runs the same setup (same nginx template) as a test.
+# tests/it/nginx_lb.rs runs the same setup (same nginx template) as a test.
 #
 # Usage: scripts/lb-demo.sh   (no arguments; uses target/release/wxsession and
 # builds it only when missing: run `cargo build --release` for a fresh one)

@@ -245,7 +245,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json_body(serde_json::json!({"status": "ready"})))
 }
 
-/// The OpenAPI 3 document of this API (kept true by `tests/openapi.rs`).
+/// The OpenAPI 3 document of this API (kept true by `tests/it/openapi.rs`).
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
