@@ -28,7 +28,7 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --d
 pids+=($!)
 cargo build --quiet --bin wxsession
 touch "$work/empty.toml"
-WXSESSION_WECHAT_APPID=wx_fuzz WXSESSION_WECHAT_MOCK=true WXSESSION_ADMIN_TOKEN=fuzz-admin \
+WXSESSION_WECHAT_APPID=wx_fuzz WXSESSION_WECHAT_MOCK=true WXSESSION_ADMIN_TOKEN=fuzz-admin-token-0123456789abcdef0 \
 WXSESSION_REDIS_URL="redis://127.0.0.1:$redis_port/0" WXSESSION_SERVER_BIND="127.0.0.1:$http_port" \
 RUST_LOG=warn target/debug/wxsession --config "$work/empty.toml" 2>"$work/server.log" &
 pids+=($!)
@@ -43,7 +43,7 @@ sid="$(curl -s -XPOST "http://127.0.0.1:$http_port/login" -d '{"code":"fuzz"}' |
   --exclude-checks positive_data_acceptance \
   --max-examples "$EXAMPLES" \
   --exclude-operation-id logout \
-  -H "sessionid: $sid" -H "Authorization: Bearer fuzz-admin" \
+  -H "sessionid: $sid" -H "Authorization: Bearer fuzz-admin-token-0123456789abcdef0" \
   --no-color
 if grep -q "panicked" "$work/server.log"; then
   echo "the server panicked:"; grep -A5 panicked "$work/server.log"; exit 1

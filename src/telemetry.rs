@@ -87,7 +87,7 @@ pub const WECHAT_OUTCOMES: &[&str] = &[
 /// Outcomes of a login: those of its WeChat call, or an earlier end on its body.
 pub const LOGIN_OUTCOMES: &[&str] = &login_outcomes();
 
-const LOGIN_EARLY_ENDS: [&str; 2] = ["invalid_request", "payload_too_large"];
+const LOGIN_EARLY_ENDS: [&str; 3] = ["invalid_request", "payload_too_large", "request_timeout"];
 
 const fn login_outcomes() -> [&'static str; WECHAT_OUTCOMES.len() + LOGIN_EARLY_ENDS.len()] {
     let mut outcomes = [""; WECHAT_OUTCOMES.len() + LOGIN_EARLY_ENDS.len()];
@@ -402,7 +402,8 @@ mod tests {
         };
         assert_eq!(
             series("wxsession_logins_total").join(" "),
-            "ok invalid_request payload_too_large invalid_code user_blocked rate_limited \
+            "ok invalid_request payload_too_large request_timeout invalid_code user_blocked \
+             rate_limited \
              wechat_error wechat_busy wechat_timeout store_unavailable other"
         );
         for name in [

@@ -10,7 +10,8 @@ start_server() {
   local port="$1"; shift
   touch "$work/empty.toml"
   env WXSESSION_WECHAT_APPID=wx_bench WXSESSION_WECHAT_SECRET=bench-secret \
-    WXSESSION_WECHAT_API_BASE="http://127.0.0.1:$wx_port" RUST_LOG=warn \
+    WXSESSION_WECHAT_API_BASE="http://127.0.0.1:$wx_port" WXSESSION_WECHAT_ALLOW_INSECURE_API_BASE=true \
+    RUST_LOG=warn \
     WXSESSION_REDIS_URL="redis://127.0.0.1:$redis_port/0" WXSESSION_SERVER_BIND="127.0.0.1:$port" "$@" \
     ${server_wrap[@]+"${server_wrap[@]}"} "${SERVER_BINARY:-target/release/wxsession}" \
     --config "$work/empty.toml" 2>>"$work/server.log" &

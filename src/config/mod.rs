@@ -18,6 +18,9 @@ use serde::Deserialize;
 use crate::secret::Secret;
 use read::{overlay_env, Node};
 
+/// The shortest `admin.token` accepted: the admin routes face whoever reaches them.
+pub const ADMIN_TOKEN_MIN_CHARS: usize = 32;
+
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "WXSESSION_";
 
@@ -82,9 +85,12 @@ pub struct WechatConfig {
     pub appid: String,
     /// Required unless `mock`; empty until set.
     pub secret: Secret,
+    /// Must be `https://`: the AppSecret travels in its query strings.
     pub api_base: String,
     pub timeout_ms: u64,
     pub mock: bool,
+    /// Lets `api_base` be `http://`, for tests against a local stand-in.
+    pub allow_insecure_api_base: bool,
 }
 
 impl Default for WechatConfig {
@@ -95,6 +101,7 @@ impl Default for WechatConfig {
             api_base: "https://api.weixin.qq.com".into(),
             timeout_ms: 5000,
             mock: false,
+            allow_insecure_api_base: false,
         }
     }
 }
@@ -280,6 +287,14 @@ impl Config {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return fail("wechat.api_base", "expected an http:// or https:// URL");
         }
+        if base.starts_with("http://") && !self.wechat.mock && !self.wechat.allow_insecure_api_base
+        {
+            return fail(
+                "wechat.api_base",
+                "must be https:// (the AppSecret travels in it); for a local stand-in set \
+                 wechat.allow_insecure_api_base = true",
+            );
+        }
         if self.wechat.timeout_ms == 0 {
             return fail("wechat.timeout_ms", "must be at least 1");
         }
@@ -301,6 +316,17 @@ impl Config {
         }
         if self.session.local_cache_capacity == 0 {
             return fail("session.local_cache_capacity", "must be at least 1");
+        }
+        if self
+            .admin
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().chars().count() < ADMIN_TOKEN_MIN_CHARS)
+        {
+            return fail(
+                "admin.token",
+                "must be at least 32 characters (e.g. `openssl rand -hex 16`)",
+            );
         }
         if self.admin.bind.is_some() && self.admin.token.is_none() {
             return fail(

@@ -113,7 +113,7 @@ fn environment_overrides_a_file_value_of_every_type() {
     let file = format!(
         "{MINIMAL}[server]\nbind = \"0.0.0.0:80\"\nworkers = 2\n\
          [session]\nhash_ids = true\ntouch_interval_secs = 5\n\
-         [admin]\ntoken = \"file-token\"\nbind = \"127.0.0.1:9000\"\n"
+         [admin]\ntoken = \"file-token-0123456789abcdef0123456789\"\nbind = \"127.0.0.1:9000\"\n"
     );
     let c = Config::from_sources(
         &file,
@@ -122,7 +122,10 @@ fn environment_overrides_a_file_value_of_every_type() {
             ("WXSESSION_SERVER_WORKERS", "3"),
             ("WXSESSION_SESSION_HASH_IDS", "false"),
             ("WXSESSION_SESSION_TOUCH_INTERVAL_SECS", "7"),
-            ("WXSESSION_ADMIN_TOKEN", "env-token"),
+            (
+                "WXSESSION_ADMIN_TOKEN",
+                "env-token-0123456789abcdef0123456789",
+            ),
             ("WXSESSION_ADMIN_BIND", "127.0.0.1:9001"),
         ]),
     )
@@ -133,7 +136,7 @@ fn environment_overrides_a_file_value_of_every_type() {
     assert_eq!(c.session.touch_interval_secs, Some(7));
     assert_eq!(
         c.admin.token.as_ref().map(Secret::expose),
-        Some("env-token")
+        Some("env-token-0123456789abcdef0123456789")
     );
     assert_eq!(c.admin.bind.as_deref(), Some("127.0.0.1:9001"));
 
@@ -158,13 +161,16 @@ fn a_numeric_looking_value_stays_a_string_where_a_string_is_wanted() {
         "[wechat]\nsecret = \"s\"\n",
         env(&[
             ("WXSESSION_WECHAT_APPID", "12345"),
-            ("WXSESSION_ADMIN_TOKEN", "007"),
+            ("WXSESSION_ADMIN_TOKEN", "00700700700700700700700700700700"),
             ("WXSESSION_REDIS_KEY_PREFIX", "true"),
         ]),
     )
     .unwrap();
     assert_eq!(c.wechat.appid, "12345");
-    assert_eq!(c.admin.token.as_ref().map(Secret::expose), Some("007"));
+    assert_eq!(
+        c.admin.token.as_ref().map(Secret::expose),
+        Some("00700700700700700700700700700700")
+    );
     assert_eq!(c.redis.key_prefix, "true");
     // The file is read the same way, in both directions.
     let c = Config::from_sources(
@@ -178,14 +184,14 @@ fn a_numeric_looking_value_stays_a_string_where_a_string_is_wanted() {
 #[test]
 fn values_keep_their_canonical_form() {
     let c = Config::from_sources(
-        "[wechat]\nappid = \" wx1 \"\nsecret = \"s\"\napi_base = \"http://127.0.0.1:9/\"\n\
+        "[wechat]\nappid = \" wx1 \"\nsecret = \"s\"\napi_base = \"https://127.0.0.1:9/\"\n\
          [session]\nheader = \" X-Session \"\n[redis]\nkey_prefix = \" p: \"\n\
          [admin]\ntoken = \"\"\n",
         env(&[("WXSESSION_ADMIN_BIND", "")]),
     )
     .unwrap();
     assert_eq!(c.wechat.appid, "wx1");
-    assert_eq!(c.wechat.api_base, "http://127.0.0.1:9");
+    assert_eq!(c.wechat.api_base, "https://127.0.0.1:9");
     assert_eq!(c.session.header, "x-session");
     assert_eq!(c.redis.key_prefix, " p: ");
     assert!(c.admin.token.is_none() && c.admin.bind.is_none());
@@ -266,10 +272,10 @@ fn a_value_of_the_wrong_type_is_an_error_naming_the_key() {
 #[test]
 fn debug_output_hides_secrets_from_every_source() {
     let c = Config::from_sources(
-        "[wechat]\nappid = \"wx1\"\nsecret = \"FILE-SECRET\"\n[admin]\ntoken = \"FILE-TOKEN\"\n",
+        "[wechat]\nappid = \"wx1\"\nsecret = \"FILE-SECRET\"\n[admin]\ntoken = \"FILE-TOKEN-0123456789abcdef0123456789\"\n",
         env(&[
             ("WXSESSION_REDIS_URL", "redis://:ENV-PASSWORD@127.0.0.1/0"),
-            ("WXSESSION_ADMIN_TOKEN", "ENV-TOKEN"),
+            ("WXSESSION_ADMIN_TOKEN", "ENV-TOKEN-0123456789abcdef0123456789"),
         ]),
     )
     .unwrap();
@@ -284,4 +290,19 @@ fn debug_output_hides_secrets_from_every_source() {
     )
     .unwrap_err();
     assert!(!format!("{e} {e:?}").contains("ENV-PASSWORD"), "{e}");
+}
+
+#[test]
+fn an_insecure_api_base_or_a_short_admin_token_is_refused() {
+    let key = |e: &[(&str, &str)]| Config::from_sources(MINIMAL, env(e)).map_err(|e| e.key);
+    let http = ("WXSESSION_WECHAT_API_BASE", "http://127.0.0.1:9");
+    assert_eq!(key(&[http]).unwrap_err(), "wechat.api_base");
+    assert!(key(&[http, ("WXSESSION_WECHAT_ALLOW_INSECURE_API_BASE", "true")]).is_ok());
+    assert!(key(&[http, ("WXSESSION_WECHAT_MOCK", "true")]).is_ok());
+    let token = |t: &'static str| [("WXSESSION_ADMIN_TOKEN", t)];
+    assert_eq!(
+        key(&token("0123456789abcdef0123456789abcde")).unwrap_err(),
+        "admin.token"
+    );
+    assert!(key(&token("0123456789abcdef0123456789abcdef")).is_ok());
 }

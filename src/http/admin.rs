@@ -69,6 +69,11 @@ async fn user_sessions(
     openid: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    if !is_path_id(&openid) {
+        return Err(ApiError::InvalidRequest(
+            "openid must be 1 to 128 characters of A-Z, a-z, 0-9, _ and -",
+        ));
+    }
     let answer = if req.method() == Method::DELETE {
         let revoked = state.store.revoke_user(&openid).await?;
         log::info!("admin revoked {revoked} sessions of openid={openid}");
@@ -77,4 +82,14 @@ async fn user_sessions(
         serde_json::json!({ "sessions": state.store.list_user(&openid).await? })
     };
     Ok(HttpResponse::Ok().json_body(answer))
+}
+
+/// What an `{openid}` path segment may hold: WeChat's ids are base64url-like.
+/// Anything else (a `%0A` that would forge a log line, say) never reaches the
+/// store or the log.
+fn is_path_id(text: &str) -> bool {
+    (1..=128).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

@@ -2,7 +2,7 @@
 //! reader, at most [`MAX_BODY_BYTES`], whatever the Content-Type (mini-program
 //! HTTP clients differ in what they send), failing in the contract's shape.
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use actix_web::{dev::Payload, error::JsonPayloadError, web, FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
@@ -12,6 +12,10 @@ use super::ApiError;
 /// Largest request body any route accepts.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// How long a body may take to arrive once its headers have: a client that
+/// trickles one byte at a time must not hold a worker's connection for long.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A body type, and what the client is told when its body is not one.
 pub trait BodyShape: DeserializeOwned {
     /// The `message` of the 400 `invalid_request` for a body of another shape.
@@ -20,7 +24,8 @@ pub trait BodyShape: DeserializeOwned {
 
 /// An extractor for a JSON body of shape `T`: 413 `payload_too_large` past
 /// [`MAX_BODY_BYTES`] (by `Content-Length`, or while reading a chunked body),
-/// 400 `invalid_request` with [`BodyShape::SHAPE`] for anything else amiss.
+/// 408 `request_timeout` when it has not fully arrived [`BODY_TIMEOUT`] after the
+/// headers, 400 `invalid_request` with [`BodyShape::SHAPE`] for anything else amiss.
 pub struct JsonBody<T>(pub T);
 
 impl<T: BodyShape + 'static> FromRequest for JsonBody<T> {
@@ -30,7 +35,10 @@ impl<T: BodyShape + 'static> FromRequest for JsonBody<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let body = web::JsonBody::<T>::new(req, payload, None, false).limit(MAX_BODY_BYTES);
         Box::pin(async move {
-            body.await.map(JsonBody).map_err(|e| match e {
+            let Ok(body) = tokio::time::timeout(BODY_TIMEOUT, body).await else {
+                return Err(ApiError::RequestTimeout);
+            };
+            body.map(JsonBody).map_err(|e| match e {
                 JsonPayloadError::Overflow { .. }
                 | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
                 JsonPayloadError::Payload(_) => {

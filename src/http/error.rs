@@ -51,6 +51,9 @@ error_codes! {
         "the request is not what this route takes"),
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload_too_large",
         "request body is larger than 16 KiB"),
+    /// A body still incomplete 5 s after its headers (a slow-loris client).
+    RequestTimeout => (REQUEST_TIMEOUT, "request_timeout",
+        "the request body did not arrive within 5 s of its headers"),
     /// WeChat's 40029 or 40163 to a login code.
     InvalidCode => (UNAUTHORIZED, "invalid_code",
         "WeChat rejected the login code (invalid or already used); call wx.login again"),
@@ -116,6 +119,7 @@ pub enum ApiError {
     /// The body or a field is not what the route takes; the text says what is wrong.
     InvalidRequest(&'static str),
     PayloadTooLarge,
+    RequestTimeout,
     SessionRequired,
     InvalidSession,
     /// An admin route without the right bearer token.
@@ -145,6 +149,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::RequestTimeout => ErrorCode::RequestTimeout,
             ApiError::SessionRequired => ErrorCode::SessionRequired,
             ApiError::InvalidSession => ErrorCode::InvalidSession,
             ApiError::AdminUnauthorized => ErrorCode::AdminUnauthorized,
@@ -382,6 +387,7 @@ mod tests {
         let mut errors = vec![
             ApiError::LoginRateLimited,
             ApiError::PayloadTooLarge,
+            ApiError::RequestTimeout,
             ApiError::InvalidRequest("bad body"),
             LoginError::Store(StoreError::Unavailable("down".into())).into(),
         ];

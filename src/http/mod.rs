@@ -16,7 +16,7 @@ use std::{sync::Arc, time::Instant};
 use actix_web::{
     body::MessageBody,
     dev::{Service as _, ServiceFactory, ServiceRequest, ServiceResponse},
-    http::header::{HeaderName, HeaderValue, CONTENT_TYPE},
+    http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE},
     web, App, HttpResponse, HttpResponseBuilder, HttpServer,
 };
 use serde::Serialize;
@@ -79,6 +79,12 @@ impl AppState {
 /// Every JSON answer is built here. `HttpResponseBuilder::json` parses its
 /// content type from a `mime` on each call and grows the body from empty; both
 /// showed in callgrind profiles of the guarded `GET /session`.
+///
+/// Every JSON answer is `Cache-Control: no-store`: most carry a session id, user
+/// data or a token, which no proxy or browser cache may keep, and one rule for
+/// all cannot miss a new route.
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
 trait JsonAnswer {
     fn json_body(&mut self, body: impl Serialize) -> HttpResponse;
 }
@@ -89,6 +95,7 @@ impl JsonAnswer for HttpResponseBuilder {
         match serde_json::to_writer(&mut bytes, &body) {
             Ok(()) => self
                 .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+                .insert_header((CACHE_CONTROL, NO_STORE))
                 .body(bytes),
             Err(e) => HttpResponse::from_error(actix_web::error::JsonPayloadError::Serialize(e)),
         }

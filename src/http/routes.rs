@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -62,18 +62,42 @@ impl BodyShape for UserInfoBody {
         "body must be JSON: {\"rawData\", \"signature\", \"encryptedData\", \"iv\"} (all strings)";
 }
 
-/// `{"code"}` from the `getPhoneNumber` button, or the legacy encrypted payload.
+/// `{"code"}` from the `getPhoneNumber` button, or the legacy encrypted payload;
+/// never both (a body with both is ambiguous, and the OpenAPI document's `oneOf`
+/// forbids it).
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "PhoneFields")]
 pub enum PhoneBody {
-    Code {
-        code: String,
-    },
-    Legacy {
-        #[serde(rename = "encryptedData")]
-        encrypted_data: String,
-        iv: String,
-    },
+    Code { code: String },
+    Legacy { encrypted_data: String, iv: String },
+}
+
+#[derive(Deserialize)]
+struct PhoneFields {
+    code: Option<String>,
+    #[serde(rename = "encryptedData")]
+    encrypted_data: Option<String>,
+    iv: Option<String>,
+}
+
+impl TryFrom<PhoneFields> for PhoneBody {
+    type Error = &'static str;
+
+    fn try_from(fields: PhoneFields) -> Result<PhoneBody, &'static str> {
+        match fields {
+            PhoneFields {
+                code: Some(code),
+                encrypted_data: None,
+                iv: None,
+            } => Ok(PhoneBody::Code { code }),
+            PhoneFields {
+                code: None,
+                encrypted_data: Some(encrypted_data),
+                iv: Some(iv),
+            } => Ok(PhoneBody::Legacy { encrypted_data, iv }),
+            _ => Err("either code, or encryptedData and iv"),
+        }
+    }
 }
 
 impl BodyShape for PhoneBody {
@@ -229,6 +253,7 @@ pub async fn logout(
 /// For a proxy's auth sub-request (nginx `auth_request`): 204 and who it is.
 pub async fn auth(session: Session) -> HttpResponse {
     let mut answer = HttpResponse::NoContent();
+    answer.insert_header((header::CACHE_CONTROL, "no-store"));
     answer.insert_header(("X-WX-OpenID", session.openid()));
     if let Some(unionid) = session.unionid() {
         answer.insert_header(("X-WX-UnionID", unionid));

@@ -50,6 +50,8 @@ impl Client {
     ) -> Result<Client, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
+            // A redirect would carry the AppSecret's query string to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
         let tokens = AccessTokens::new(

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::*;
 
-const TOKEN: &str = "admin-token-0123456789";
+const TOKEN: &str = "admin-token-0123456789abcdef01234567";
 
 fn admin(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     req.header("authorization", format!("Bearer {TOKEN}"))
@@ -61,7 +61,7 @@ async fn admin_routes_list_and_revoke_a_users_sessions() {
         None,
         Some("Bearer wrong"),
         Some(TOKEN),
-        Some("bearer admin-token-0123456789"),
+        Some("bearer admin-token-0123456789abcdef01234567"),
     ] {
         let mut req = client().get(&url);
         if let Some(auth) = auth {

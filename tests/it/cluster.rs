@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const TOKEN: &str = "cluster-admin";
+const TOKEN: &str = "cluster-admin-token-0123456789abcdef";
 
 #[actix_web::test]
 async fn sessions_live_on_a_cluster_and_survive_a_failover() {

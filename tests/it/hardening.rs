@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashSet,
-    io::{Read, Write},
     time::{Duration, Instant},
 };
 
@@ -13,31 +12,12 @@ use wxsession::session::SessionId;
 
 use crate::support::*;
 
-/// Raw bytes over a socket, for requests no HTTP client will send (on a
-/// blocking thread, so the in-process server keeps running).
-async fn raw_request(base: &str, request: &[u8]) -> String {
-    let addr = base.trim_start_matches("http://").to_string();
-    let request = request.to_vec();
-    actix_web::rt::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        stream.write_all(&request).unwrap();
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
-        String::from_utf8_lossy(&answer).into_owned()
-    })
-    .await
-    .unwrap()
-}
-
 #[actix_web::test]
 async fn header_edge_cases_are_4xx() {
     let h = Harness::start();
     h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
     let mut non_utf8 = b"GET /session HTTP/1.1\r\nHost: x\r\nConnection: close\r\nsessionid: 0123456789abcdef0123456789abcd\xff\xfe\r\n\r\n".to_vec();
-    let answer = raw_request(h.base(), &non_utf8).await;
+    let answer = raw_exchange(h.base(), &non_utf8, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.contains("invalid_session"), "{answer}");
     non_utf8.clear();
@@ -45,7 +25,7 @@ async fn header_edge_cases_are_4xx() {
         "GET /session HTTP/1.1\r\nHost: x\r\nConnection: close\r\nsessionid: {}\r\n\r\n",
         "a".repeat(20_000)
     );
-    let answer = raw_request(h.base(), long.as_bytes()).await;
+    let answer = raw_exchange(h.base(), long.as_bytes(), Duration::from_secs(5)).await;
     let status: u16 = answer[9..12].parse().unwrap();
     assert!((400..500).contains(&status), "{answer}");
     assert_eq!(h.redis.commands_served(), 0);

@@ -8,7 +8,10 @@ use crate::support::*;
 /// The cache on, plus `extra`; the admin token is for the revocation by the admin route.
 fn cached(extra: &[(&str, &str)]) -> Setup {
     Harness::setup()
-        .set(&[("session.local_cache", "true"), ("admin.token", "t")])
+        .set(&[
+            ("session.local_cache", "true"),
+            ("admin.token", ADMIN_TOKEN),
+        ])
         .set(extra)
 }
 
@@ -113,7 +116,7 @@ async fn every_kind_of_revocation_reaches_the_other_instance_within_10ms() {
     send(
         client()
             .delete(a.url("/admin/users/adm/sessions"))
-            .header("authorization", "Bearer t"),
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}")),
     )
     .await;
     assert!(time_to_401(b, &id).await <= Duration::from_millis(10));

@@ -10,7 +10,10 @@ async fn a_trace_level_run_logs_no_secret_key_id_token_code_or_phone() {
     let h = Harness::bare();
     let mut server = h.start_process(&[
         ("RUST_LOG", "trace"),
-        ("WXSESSION_ADMIN_TOKEN", "ADMIN-TOKEN-SECRET-42"),
+        (
+            "WXSESSION_ADMIN_TOKEN",
+            "ADMIN-TOKEN-SECRET-42-0123456789abcdef",
+        ),
     ]);
     let codes = [
         "ok:alice-code-1",
@@ -48,7 +51,10 @@ async fn a_trace_level_run_logs_no_secret_key_id_token_code_or_phone() {
     let (status, token) = send(
         client()
             .get(server.url("/admin/wechat/access-token"))
-            .header("authorization", "Bearer ADMIN-TOKEN-SECRET-42"),
+            .header(
+                "authorization",
+                "Bearer ADMIN-TOKEN-SECRET-42-0123456789abcdef",
+            ),
     )
     .await;
     assert_eq!(status, 200, "{token}");

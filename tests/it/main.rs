@@ -8,6 +8,7 @@ mod admin;
 mod cluster;
 mod guard;
 mod hardening;
+mod limits;
 mod local_cache;
 mod login;
 mod logs;

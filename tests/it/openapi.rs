@@ -67,7 +67,7 @@ fn the_error_schema_lists_every_contract_code() {
 
 #[actix_web::test]
 async fn the_served_document_matches_and_every_operation_exists() {
-    let h = Harness::with(&[("admin.token", "t")]);
+    let h = Harness::with(&[("admin.token", ADMIN_TOKEN)]);
     let (status, served) = send(client().get(h.url("/openapi.json"))).await;
     assert_eq!(status, 200);
     assert_eq!(served, doc());

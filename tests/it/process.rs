@@ -141,6 +141,25 @@ fn a_bad_configuration_stops_the_start_with_one_line_naming_the_key() {
             "redis.url",
         ),
         (
+            vec![
+                appid,
+                secret,
+                ("WXSESSION_ADMIN_TOKEN", "31-characters-is-one-too-few-xx"),
+            ],
+            vec![],
+            "admin.token",
+        ),
+        // The AppSecret travels in the query string: no plain HTTP unless asked.
+        (
+            vec![
+                appid,
+                secret,
+                ("WXSESSION_WECHAT_API_BASE", "http://127.0.0.1:1"),
+            ],
+            vec![],
+            "wechat.api_base",
+        ),
+        (
             vec![appid, secret],
             vec!["--config", unknown_key.to_str().unwrap()],
             "session.ttl",

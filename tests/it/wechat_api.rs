@@ -9,7 +9,7 @@ use sha2::Sha256;
 
 use crate::support::*;
 
-const TOKEN: &str = "admin-token-xyz";
+const TOKEN: &str = "admin-token-xyz-0123456789abcdef0123";
 const STABLE: &str = "/cgi-bin/stable_token";
 
 fn admin(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -281,6 +281,7 @@ async fn wechat_cli_shows_status_and_force_refreshes() {
             .env("WXSESSION_WECHAT_APPID", "wx_test_app")
             .env("WXSESSION_WECHAT_SECRET", TEST_SECRET)
             .env("WXSESSION_WECHAT_API_BASE", &h.wechat.base)
+            .env("WXSESSION_WECHAT_ALLOW_INSECURE_API_BASE", "true")
             .env("WXSESSION_REDIS_URL", h.redis.url())
             .current_dir(std::env::temp_dir())
             .args(args)

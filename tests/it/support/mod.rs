@@ -8,6 +8,7 @@ mod wechat;
 mod wxsession;
 
 use std::{
+    io::{Read, Write},
     net::TcpListener,
     path::PathBuf,
     sync::atomic::{AtomicU64, Ordering},
@@ -15,6 +16,9 @@ use std::{
 };
 
 pub use self::{harness::*, redis_server::*, wechat::*, wxsession::*};
+
+/// An admin token long enough for the server to accept (32 characters at least).
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -66,4 +70,22 @@ pub fn assert_error(body: &serde_json::Value, code: &str) {
         obj["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{body}"
     );
+}
+
+/// Raw bytes over a socket, for requests no HTTP client will send (on a
+/// blocking thread, so the in-process server keeps running): everything the
+/// server answers until it closes, or until `read_timeout` passes in silence.
+pub async fn raw_exchange(base: &str, request: &[u8], read_timeout: Duration) -> String {
+    let addr = base.trim_start_matches("http://").to_string();
+    let request = request.to_vec();
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(read_timeout)).unwrap();
+        stream.write_all(&request).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap()
 }

@@ -69,6 +69,7 @@ pub struct StandInState {
 /// | `union:<openid>` | as `ok`, plus `"unionid": "u-<openid>"` |
 /// | `text:<openid>` | as `ok`, with `Content-Type: text/plain` |
 /// | `err:<n>` | 200 `{"errcode": n, "errmsg": "..."}` |
+/// | `redirect` | 302 to an `ok` answer |
 /// | `garbage` | 200 with an HTML body |
 /// | `http500` | 500 with a JSON body |
 /// | `noopenid` | 200 `{"session_key"}` |
@@ -292,6 +293,11 @@ async fn code2session_answer(state: &StandInState, entry: &Received) -> HttpResp
         reply(StatusCode::OK, "text/plain", ok(openid, false))
     } else if let Some(n) = code.strip_prefix("err:") {
         errcode(n.parse().unwrap_or(0))
+    } else if code == "redirect" {
+        // Followed, it would carry the AppSecret to wherever it points.
+        HttpResponse::Found()
+            .insert_header(("Location", "/sns/jscode2session?js_code=ok:redirected"))
+            .finish()
     } else if code == "garbage" {
         reply(
             StatusCode::OK,

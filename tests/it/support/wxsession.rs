@@ -33,6 +33,10 @@ pub fn config(redis: &RedisServer, wechat_base: &str, extra: &[(&str, &str)]) ->
             wechat_base.to_string(),
         ),
         ("WXSESSION_WECHAT_TIMEOUT_MS".to_string(), "500".to_string()),
+        (
+            "WXSESSION_WECHAT_ALLOW_INSECURE_API_BASE".to_string(),
+            "true".to_string(),
+        ),
         ("WXSESSION_REDIS_URL".to_string(), redis.url()),
         ("WXSESSION_REDIS_TIMEOUT_MS".to_string(), "300".to_string()),
     ];
@@ -193,6 +197,7 @@ impl ServerProcess {
             .env("WXSESSION_WECHAT_APPID", "wx_test_app")
             .env("WXSESSION_WECHAT_SECRET", TEST_SECRET)
             .env("WXSESSION_WECHAT_API_BASE", wechat_base)
+            .env("WXSESSION_WECHAT_ALLOW_INSECURE_API_BASE", "true")
             .env("WXSESSION_REDIS_URL", redis.url())
             .env("WXSESSION_SERVER_BIND", format!("127.0.0.1:{port}"))
             .env("WXSESSION_SERVER_WORKERS", "1");

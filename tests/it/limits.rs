@@ -1,0 +1,133 @@
+//! Limits and trust: what an internet-facing server refuses, and what it lets
+//! no cache keep.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn admin(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    req.header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+}
+
+async fn cache_control(req: reqwest::RequestBuilder) -> (u16, String) {
+    let answer = req.send().await.unwrap();
+    let value = answer
+        .headers()
+        .get("cache-control")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (answer.status().as_u16(), value)
+}
+
+#[actix_web::test]
+async fn answers_with_an_id_user_data_or_a_token_are_no_store() {
+    let h = Harness::setup()
+        .set(&[("wechat.mock", "true"), ("admin.token", ADMIN_TOKEN)])
+        .start();
+    let login = client().post(h.url("/login")).json(&json!({"code": "c1"}));
+    assert_eq!(cache_control(login).await, (200, "no-store".into()));
+    let id = h.login("c2").await;
+    let with_id = |req: reqwest::RequestBuilder| req.header("sessionid", id.clone());
+    let (_, me) = h.get_session(&id).await;
+    let openid = me["openid"].as_str().unwrap().to_string();
+    let cases = [
+        (with_id(client().get(h.url("/session"))), 200),
+        (with_id(client().get(h.url("/auth"))), 204),
+        (
+            with_id(client().post(h.url("/session/phone"))).json(&json!({"code": "p1"})),
+            200,
+        ),
+        (
+            admin(client().get(h.url(&format!("/admin/users/{openid}/sessions")))),
+            200,
+        ),
+        (
+            admin(client().get(h.url("/admin/wechat/access-token"))),
+            200,
+        ),
+        // An error names no secret, but one rule for every JSON answer.
+        (client().get(h.url("/session")), 401),
+    ];
+    for (req, status) in cases {
+        assert_eq!(cache_control(req).await, (status, "no-store".into()));
+    }
+}
+
+#[actix_web::test]
+async fn a_body_still_arriving_5_s_after_its_headers_is_408() {
+    let h = Harness::start();
+    let addr = h.base().trim_start_matches("http://").to_string();
+    // Headers promise 64 bytes; 10 come, then nothing.
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: 64\r\n\r\n{{\"code\": \""
+    );
+    let started = Instant::now();
+    let answer = raw_exchange(h.base(), request.as_bytes(), Duration::from_secs(10)).await;
+    let waited = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(answer.contains("no-store"), "{answer}");
+    assert!(
+        waited >= Duration::from_millis(4900) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+    assert_eq!(h.wechat.calls(), 0);
+    assert!(h
+        .metrics()
+        .await
+        .contains("wxsession_logins_total{outcome=\"request_timeout\"} 1"));
+}
+
+#[actix_web::test]
+async fn admin_path_ids_outside_the_openid_alphabet_are_400_and_reach_nothing() {
+    let h = Harness::with(&[("admin.token", ADMIN_TOKEN)]);
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    let long = "o".repeat(129);
+    for bad in ["a%0Ab", "a%20b", "a.b", "%C3%A9", long.as_str()] {
+        for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let url = h.url(&format!("/admin/users/{bad}/sessions"));
+            let (status, body) = send(admin(client().request(method.clone(), url))).await;
+            assert_eq!(status, 400, "{method} {bad}: {body}");
+            assert_error(&body, "invalid_request");
+        }
+    }
+    assert_eq!(h.redis.commands_served(), 0);
+    // Without the token it is still 401 first: nothing is said about paths.
+    let (status, _) = send(client().get(h.url("/admin/users/a%0Ab/sessions"))).await;
+    assert_eq!(status, 401);
+    let ok = "oAbC-_0123456789";
+    let (status, body) = send(admin(
+        client().get(h.url(&format!("/admin/users/{ok}/sessions"))),
+    ))
+    .await;
+    assert_eq!((status, body), (200, json!({"sessions": []})));
+}
+
+#[actix_web::test]
+async fn a_phone_body_with_both_a_code_and_encrypted_data_is_400() {
+    let h = Harness::with(&[("wechat.mock", "true")]);
+    let id = h.login("c1").await;
+    let both = json!({"code": "p1", "encryptedData": "AAAA", "iv": "AAAAAAAAAAAAAAAAAAAAAA=="});
+    let (status, body) = h.post_as(&id, "/session/phone", &both).await;
+    assert_eq!(status, 400, "{body}");
+    assert_error(&body, "invalid_request");
+    let half = json!({"encryptedData": "AAAA"});
+    let (status, _) = h.post_as(&id, "/session/phone", &half).await;
+    assert_eq!(status, 400);
+    let (status, _) = h
+        .post_as(&id, "/session/phone", &json!({"code": "p1"}))
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn a_redirect_from_wechat_is_not_followed() {
+    let h = Harness::start();
+    let (status, body) = h.try_login("redirect").await;
+    assert_eq!(status, 502, "{body}");
+    assert_error(&body, "wechat_error");
+    assert_eq!(h.wechat.calls(), 1, "the redirect's target was never asked");
+}
