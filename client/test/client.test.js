@@ -6,13 +6,12 @@
 // forever, odd /login answers) use a small stub HTTP server instead.
 const { test, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
-const http = require('node:http');
-const net = require('node:net');
 const path = require('node:path');
 const fs = require('node:fs');
 const os = require('node:os');
 const { spawn, execFileSync } = require('node:child_process');
 const { createClient } = require('../wxsession');
+const { sleep, freePort, raw, portOpen, stop, stub, fakeWx } = require('../test-support/helpers');
 
 const root = path.resolve(__dirname, '..', '..');
 const bin = process.env.WXSESSION_BIN
@@ -24,9 +23,6 @@ let server;
 let serverLog = '';
 let redisPort;
 let baseUrl;
-// WeChat codes are single-use (the server remembers them): every wx.login of
-// the whole run hands out a new one.
-let codeNumber = 0;
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'wxsession-client-'));
 
 // An interrupted run (Ctrl-C, a CI timeout) still leaves no process or folder behind.
@@ -48,33 +44,7 @@ process.on('unhandledRejection', (reason) => unhandled.push(reason));
 // Every test is bounded: a retry loop fails the test instead of hanging the run.
 const T = { timeout: 20000 };
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** A plain HTTP exchange outside the client: { status, body }. */
-function raw(method, url, headers) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers: headers || {} }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode, body: text }));
-    });
-    req.on('error', reject);
-    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
-    req.end();
-  });
-}
 
 /** Waits (at most `ms`) until `ready()` is true; fails at once if `child` exits. */
 async function waitFor(what, ready, child, ms = 15000) {
@@ -89,29 +59,6 @@ async function waitFor(what, ready, child, ms = 15000) {
   throw new Error(`${what} not ready after ${ms} ms\n${serverLog}`);
 }
 
-function portOpen(port) {
-  return new Promise((resolve) => {
-    const c = net.connect(port, '127.0.0.1', () => {
-      c.end();
-      resolve(true);
-    });
-    c.on('error', () => resolve(false));
-  });
-}
-
-/** Stops a child: `signal`, then SIGKILL if it is still there after 5 s. */
-function stop(child, signal) {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const force = setTimeout(() => child.kill('SIGKILL'), 5000);
-    child.once('exit', () => {
-      clearTimeout(force);
-      resolve();
-    });
-    child.kill(signal);
-  });
-}
-
 function startRedis() {
   redis = spawn(
     'redis-server',
@@ -123,78 +70,6 @@ function startRedis() {
 
 function redisCli(...args) {
   return execFileSync('redis-cli', ['-h', '127.0.0.1', '-p', String(redisPort), ...args], { encoding: 'utf8', timeout: 5000 }).trim();
-}
-
-/** A fake `wx`: real HTTP, in-memory storage, counters. */
-function fakeWx() {
-  const counts = { login: 0, requests: [] };
-  const storage = new Map();
-  let loginFails = false;
-  global.wx = {
-    login({ success, fail }) {
-      counts.login += 1;
-      setImmediate(() =>
-        loginFails ? fail({ errMsg: 'login:fail' }) : success({ code: `code-${process.pid}-${++codeNumber}` })
-      );
-    },
-    getStorageSync: (key) => (storage.has(key) ? storage.get(key) : ''),
-    setStorageSync: (key, value) => storage.set(key, value),
-    removeStorageSync: (key) => storage.delete(key),
-    request(options) {
-      const { url, method = 'GET', data, header = {}, success, fail } = options;
-      const target = new URL(url);
-      let body;
-      // As wx.request: GET data goes in the query string, anything else as JSON.
-      if (data !== undefined && method === 'GET') {
-        for (const [k, v] of Object.entries(data)) target.searchParams.set(k, String(v));
-      } else if (data !== undefined) {
-        body = typeof data === 'string' ? data : JSON.stringify(data);
-      }
-      counts.requests.push({ what: `${method} ${target.pathname}`, header: Object.assign({}, header), options });
-      const headers = Object.assign({}, header, body ? { 'content-length': Buffer.byteLength(body) } : {});
-      const req = http.request(target, { method, headers }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk) => (text += chunk));
-        res.on('end', () => {
-          let parsed = text;
-          try {
-            parsed = text ? JSON.parse(text) : '';
-          } catch (e) {
-            // not JSON: handed on as text, as wx.request does
-          }
-          success({ statusCode: res.statusCode, data: parsed, header: res.headers });
-        });
-      });
-      req.on('error', (e) => fail({ errMsg: `request:fail ${e.code}` }));
-      req.setTimeout(options.timeout || 10000, () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
-      if (body) req.write(body);
-      req.end();
-    },
-  };
-  return {
-    counts,
-    storage,
-    failLogin: (v) => (loginFails = v),
-    calls: (what) => counts.requests.filter((r) => r.what === what).length,
-  };
-}
-
-/** A stub HTTP server answering with `handler(req) → [status, body]`; counts requests by path. */
-async function stub(handler) {
-  const hits = {};
-  const s = http.createServer((req, res) => {
-    const p = new URL(req.url, 'http://x').pathname;
-    hits[p] = (hits[p] || 0) + 1;
-    req.resume().on('end', () => {
-      const [status, body] = handler(p, req);
-      res.statusCode = status;
-      res.setHeader('content-type', typeof body === 'string' ? 'text/html' : 'application/json');
-      res.end(typeof body === 'string' ? body : JSON.stringify(body));
-    });
-  });
-  await new Promise((r) => s.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${s.address().port}`, hits, close: () => new Promise((r) => s.close(r)) };
 }
 
 before(
