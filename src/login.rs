@@ -4,9 +4,12 @@
 //! It joins [`wechat`](crate::wechat) and [`session`](crate::session), which know
 //! nothing of each other; the HTTP layer only translates.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Semaphore;
 
 use crate::{
+    config::Config,
     session::{CodeClaim, LoginCodes, NewSession, Session, SessionStore, StoreError},
     wechat::{Client, LoginCode, WechatError},
 };
@@ -30,28 +33,55 @@ impl From<StoreError> for LoginError {
     }
 }
 
+/// The recorded outcome of an attempt whose session could not be stored.
+const STORE_FAILED: &str = "store_unavailable";
+
 #[derive(Clone)]
 pub struct Login {
     wechat: Client,
     store: SessionStore,
     codes: LoginCodes,
-    /// How long a repeat waits for the first attempt (WeChat's timeout plus a margin).
+    /// How long a claim on a code lasts, and so how long a repeat may wait
+    /// for the first attempt: its WeChat call, the Redis work on either side
+    /// of it (creating the session, settling the record) and a margin. A claim
+    /// that ran out while its attempt was still going would let a repeat send
+    /// the spent code to WeChat again.
     wait: Duration,
+    repeat_window: Duration,
+    /// Permits for `code2Session` calls at once (`wechat.max_in_flight`).
+    in_flight: Option<Arc<Semaphore>>,
 }
 
 impl Login {
-    pub fn new(wechat: Client, store: SessionStore, wechat_timeout: Duration) -> Login {
+    pub fn new(wechat: Client, store: SessionStore, config: &Config) -> Login {
+        let cap = config.wechat.max_in_flight;
         Login {
             codes: store.login_codes(),
             wechat,
             store,
-            wait: wechat_timeout + Duration::from_secs(1),
+            wait: config.wechat_timeout() + 2 * config.redis_timeout() + Duration::from_secs(1),
+            repeat_window: config.login.repeat_window(),
+            in_flight: (cap > 0).then(|| Arc::new(Semaphore::new(cap))),
         }
     }
 
     pub async fn login(&self, code: &LoginCode) -> Result<Session, LoginError> {
-        match self.codes.claim(code.as_str(), self.wait).await? {
+        // Taken before the code is claimed: a login turned away here has not
+        // spent its code, and may be retried with it.
+        let _permit = match &self.in_flight {
+            Some(permits) => Some(permits.try_acquire().map_err(|_| {
+                log::warn!("wechat.max_in_flight reached: login turned away");
+                WechatError::Busy
+            })?),
+            None => None,
+        };
+        match self
+            .codes
+            .claim(code.as_str(), self.wait, self.repeat_window)
+            .await?
+        {
             CodeClaim::First => {}
+            CodeClaim::Expired => return Err(WechatError::InvalidCode(40163).into()),
             CodeClaim::Session(id) => {
                 // The first attempt's session, while it lives; once it has ended the
                 // code is spent, as WeChat would say.
@@ -60,6 +90,12 @@ impl Login {
                     .touch(&id)
                     .await?
                     .ok_or(LoginError::Wechat(WechatError::InvalidCode(40163)));
+            }
+            CodeClaim::Failed(tag) if tag == STORE_FAILED => {
+                return Err(StoreError::Unavailable(
+                    "an earlier attempt with this code could not store its session".into(),
+                )
+                .into())
             }
             CodeClaim::Failed(tag) => return Err(WechatError::from_tag(&tag).into()),
             CodeClaim::StillPending => return Err(WechatError::Timeout.into()),
@@ -73,14 +109,25 @@ impl Login {
                 return Err(e.into());
             }
         };
-        let session = self
+        let created = self
             .store
             .create(&NewSession {
                 openid: &identity.openid,
                 unionid: identity.unionid.as_deref(),
                 session_key: &identity.session_key,
             })
-            .await?;
+            .await;
+        let session = match created {
+            Ok(session) => session,
+            Err(e) => {
+                // The code is spent at WeChat: a repeat must get this error too,
+                // not a second call.
+                if let Err(store) = self.codes.settle_failure(code.as_str(), STORE_FAILED).await {
+                    log::warn!("could not record a login code's failure: {store}");
+                }
+                return Err(e.into());
+            }
+        };
         if let Err(e) = self.codes.settle_session(code.as_str(), session.id()).await {
             log::warn!("could not record a login code's session: {e}");
         }

@@ -91,6 +91,9 @@ pub struct WechatConfig {
     pub mock: bool,
     /// Lets `api_base` be `http://`, for tests against a local stand-in.
     pub allow_insecure_api_base: bool,
+    /// `code2Session` calls one instance makes at once (0 = no cap); a login
+    /// beyond it is `wechat_busy` at once rather than queued behind a slow WeChat.
+    pub max_in_flight: usize,
 }
 
 impl Default for WechatConfig {
@@ -102,6 +105,7 @@ impl Default for WechatConfig {
             timeout_ms: 5000,
             mock: false,
             allow_insecure_api_base: false,
+            max_in_flight: 256,
         }
     }
 }
@@ -155,11 +159,29 @@ impl SessionConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoginConfig {
     /// Logins one client address may attempt per minute on one instance (0 = no limit).
     pub rate_per_minute: u64,
+    /// How long after a login a repeat of its code still gets its session;
+    /// later the repeat is `invalid_code`, so a code seen in passing is no key.
+    pub repeat_window_secs: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            rate_per_minute: 0,
+            repeat_window_secs: 30,
+        }
+    }
+}
+
+impl LoginConfig {
+    pub fn repeat_window(&self) -> Duration {
+        Duration::from_secs(self.repeat_window_secs)
+    }
 }
 
 /// Both unset by default; an empty value also leaves them unset.

@@ -61,7 +61,7 @@ impl AppState {
         let session_header = HeaderName::from_bytes(config.session.header.as_bytes())
             .map_err(|_| "session.header: not a valid HTTP header name".to_string())?;
         Ok(AppState {
-            login: Login::new(wechat.clone(), store.clone(), config.wechat_timeout()),
+            login: Login::new(wechat.clone(), store.clone(), config),
             store,
             wechat,
             metrics,

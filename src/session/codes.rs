@@ -3,10 +3,12 @@
 //! reaches WeChat at most once, and the repeat gets the first attempt's outcome.
 //!
 //! One key per code, `{p}code:<SHA-256 of the code>`; the raw code is never stored.
-//! It holds `pending` while the first attempt runs, then `s:<id>` or `e:<error>`
-//! for [`SETTLED_TTL`] (a WeChat code lives 5 minutes). The session id in `s:` is
-//! masked with a hash of the code, so the record is no bearer token to whoever
-//! reads Redis without the code.
+//! It holds `pending` while the first attempt runs, then `s:<unix ms>:<id>` or
+//! `e:<error>` for [`SETTLED_TTL`] (a WeChat code lives 5 minutes). The session
+//! id in `s:` is masked with a hash of the code, so the record is no bearer token
+//! to whoever reads Redis without the code; a repeat gets it only within the
+//! repeat window after the time beside it, so a code seen in passing (a log, a
+//! proxy) does not open a live session for long.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
 
 use super::{backend::Backend, SessionId, StoreError};
+use crate::clock;
 
 /// How long a settled outcome is remembered.
 pub const SETTLED_TTL: Duration = Duration::from_secs(300);
@@ -24,8 +27,10 @@ const POLL: Duration = Duration::from_millis(20);
 pub enum CodeClaim {
     /// This attempt owns the code: call WeChat, then settle.
     First,
-    /// An earlier attempt made this session.
+    /// An earlier attempt made this session, within the repeat window.
     Session(SessionId),
+    /// An earlier attempt made a session, longer ago than the repeat window.
+    Expired,
     /// An earlier attempt failed with this error tag.
     Failed(String),
     /// An earlier attempt is still running after the wait.
@@ -45,7 +50,12 @@ impl LoginCodes {
     /// Claims `code` for this attempt, or waits up to `wait` for the attempt that
     /// claimed it first. A pending claim expires after `wait`, so a crashed
     /// instance cannot block a code for longer.
-    pub async fn claim(&self, code: &str, wait: Duration) -> Result<CodeClaim, StoreError> {
+    pub async fn claim(
+        &self,
+        code: &str,
+        wait: Duration,
+        repeat_window: Duration,
+    ) -> Result<CodeClaim, StoreError> {
         let key = self.key(code);
         let deadline = Instant::now() + wait;
         loop {
@@ -73,7 +83,14 @@ impl LoginCodes {
                 None => continue, // the pending claim just expired: claim it again
                 Some("pending") => {}
                 Some(r) => {
-                    if let Some(masked) = r.strip_prefix("s:") {
+                    if let Some(settled) = r.strip_prefix("s:") {
+                        let (at_ms, masked) = settled.split_once(':').unwrap_or(("", settled));
+                        let age_ms = at_ms
+                            .parse::<u64>()
+                            .map_or(0, |at| clock::unix_millis().saturating_sub(at));
+                        if age_ms > repeat_window.as_millis() as u64 {
+                            return Ok(CodeClaim::Expired);
+                        }
                         if let Some(id) = unmask(masked, code) {
                             return Ok(CodeClaim::Session(id));
                         }
@@ -91,7 +108,8 @@ impl LoginCodes {
 
     /// Records that the first attempt created session `id`.
     pub async fn settle_session(&self, code: &str, id: &SessionId) -> Result<(), StoreError> {
-        self.settle(code, format!("s:{}", mask(id, code))).await
+        let record = format!("s:{}:{}", clock::unix_millis(), mask(id, code));
+        self.settle(code, record).await
     }
 
     /// Records that the first attempt failed with `tag` (an error code).

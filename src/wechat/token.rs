@@ -243,8 +243,11 @@ impl AccessTokens {
     async fn refresh_shared(&self, force: bool) -> Result<AccessToken, WechatError> {
         let deadline = Instant::now() + self.wait;
         let lock_value = hex::encode(os_random_bytes::<16>());
-        // The lock outlives one WeChat call, so a crashed holder frees it soon.
-        let lock_ms = (self.wait + Duration::from_secs(1)).as_millis() as u64;
+        // The lock outlives one WeChat call and the Redis work around it (the
+        // second look before, the write after), so it cannot expire under a
+        // holder that is still working; a crashed holder frees it soon after.
+        let lock_ms =
+            (self.wait + 2 * self.redis_timeout + Duration::from_secs(1)).as_millis() as u64;
         loop {
             let taken: Option<String> = self
                 .redis_op(async {

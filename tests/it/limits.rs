@@ -131,3 +131,110 @@ async fn a_redirect_from_wechat_is_not_followed() {
     assert_error(&body, "wechat_error");
     assert_eq!(h.wechat.calls(), 1, "the redirect's target was never asked");
 }
+
+#[actix_web::test]
+async fn a_session_that_cannot_be_stored_after_code2session_is_recorded_not_retried() {
+    let h = Harness::start();
+    // Only login-code records may be written: the session's own SET is refused.
+    let () = h
+        .redis
+        .cmd(&["ACL", "SETUSER", "default", "resetkeys", "~wxsess:code:*"]);
+    let (status, body) = h.try_login("ok:alice").await;
+    assert_eq!(status, 503, "{body}");
+    assert_error(&body, "store_unavailable");
+    let () = h.redis.cmd(&["ACL", "SETUSER", "default", "allkeys"]);
+    // The code is spent at WeChat: the repeat gets the same error, not a second call.
+    let (status, body) = h.try_login("ok:alice").await;
+    assert_eq!(status, 503, "{body}");
+    assert_error(&body, "store_unavailable");
+    assert_eq!(h.wechat.calls(), 1);
+}
+
+/// Milliseconds left on `key`, polled until it exists (at most 2 s).
+async fn pttl_once_set(h: &Harness, key: &str) -> i64 {
+    for _ in 0..200 {
+        let left: i64 = h.redis.cmd(&["PTTL", key]);
+        if left > 0 {
+            return left;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{key} never appeared");
+}
+
+#[actix_web::test]
+async fn a_claimed_code_and_the_token_lock_outlive_the_worst_case_of_their_holder() {
+    // Test timeouts: WeChat 500 ms, Redis 300 ms; the worst case of a holder is
+    // the WeChat call and a Redis timeout on either side of it. Half a second
+    // beyond that is the least margin asked for here.
+    let worst_ms = 500 + 2 * 300 + 500;
+    let h = Harness::setup()
+        .wechat_knobs(|state| {
+            state
+                .token_delay_ms
+                .store(400, std::sync::atomic::Ordering::SeqCst)
+        })
+        .start();
+    let code_key = format!(
+        "wxsess:code:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"silent"))
+    );
+    let login = h.try_login("silent");
+    let watch = pttl_once_set(&h, &code_key);
+    let ((status, _), left) = futures_util::future::join(login, watch).await;
+    assert_eq!(status, 504);
+    assert!(left > worst_ms, "claim held for {left} ms");
+
+    let id = h.login("ok:bob").await;
+    let check = send(
+        client()
+            .get(h.url("/session/check"))
+            .header("sessionid", id),
+    );
+    let watch = pttl_once_set(&h, "wxsess:wechat:access_token:lock");
+    let ((status, body), left) = futures_util::future::join(check, watch).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(left > worst_ms, "token lock held for {left} ms");
+}
+
+#[actix_web::test]
+async fn a_repeated_code_gets_its_session_only_within_the_repeat_window() {
+    let h = Harness::with(&[("login.repeat_window_secs", "1")]);
+    let id = h.login("ok:carol").await;
+    assert_eq!(h.login("ok:carol").await, id, "a retry within the window");
+    actix_web::rt::time::sleep(Duration::from_millis(1300)).await;
+    let (status, body) = h.try_login("ok:carol").await;
+    assert_eq!(status, 401, "{body}");
+    assert_error(&body, "invalid_code");
+    assert_eq!(
+        h.wechat.calls(),
+        1,
+        "the spent code never went back to WeChat"
+    );
+    let (status, _) = h.get_session(&id).await;
+    assert_eq!(status, 200, "the session itself lives on");
+}
+
+#[actix_web::test]
+async fn logins_beyond_max_in_flight_are_wechat_busy_at_once_and_keep_their_code() {
+    let h = Harness::with(&[("wechat.max_in_flight", "1")]);
+    let slow = h.try_login("slow");
+    let turned_away = async {
+        actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+        let started = Instant::now();
+        let answer = h.try_login("ok:dave").await;
+        (answer, started.elapsed())
+    };
+    let ((slow_status, _), ((status, body), took)) =
+        futures_util::future::join(slow, turned_away).await;
+    assert_eq!(slow_status, 504);
+    assert_eq!(status, 503, "{body}");
+    assert_error(&body, "wechat_busy");
+    assert!(
+        took < Duration::from_millis(200),
+        "at once, not queued: {took:?}"
+    );
+    assert_eq!(h.wechat.calls(), 1, "only the slow login reached WeChat");
+    // Turned away before it was claimed: the same code still logs in.
+    h.login("ok:dave").await;
+}
