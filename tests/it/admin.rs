@@ -1,8 +1,6 @@
 //! Operating sessions: the admin HTTP routes, the `wxsession sessions …` CLI,
 //! `session.max_per_user` and `session.hash_ids`.
 
-use std::process::Command;
-
 use sha2::{Digest, Sha256};
 
 use crate::support::*;
@@ -15,25 +13,15 @@ fn admin(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
 
 /// Runs `wxsession <args>` with the test configuration; answers (exit code, stdout, stderr).
 fn cli(redis: &RedisServer, extra_env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxsession"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WXSESSION_")) {
-        cmd.env_remove(k);
-    }
-    cmd.env("WXSESSION_WECHAT_APPID", "wx_test_app")
-        .env("WXSESSION_WECHAT_SECRET", TEST_SECRET)
-        .env("WXSESSION_REDIS_URL", redis.url())
-        .env("RUST_LOG", "warn")
-        .current_dir(std::env::temp_dir())
-        .args(args);
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let url = redis.url();
+    let mut env = vec![
+        ("WXSESSION_WECHAT_APPID", "wx_test_app"),
+        ("WXSESSION_WECHAT_SECRET", TEST_SECRET),
+        ("WXSESSION_REDIS_URL", url.as_str()),
+        ("RUST_LOG", "warn"),
+    ];
+    env.extend_from_slice(extra_env);
+    run_binary(&env, args)
 }
 
 #[actix_web::test]

@@ -26,24 +26,14 @@ async fn a_live_session_answers_who_am_i_and_auth() {
     assert_eq!(me["expires_in"], 7200);
     assert_eq!(me.as_object().unwrap().len(), 4, "{me}");
 
-    let resp = client()
-        .get(h.url("/auth"))
-        .header("sessionid", &id)
-        .send()
-        .await
-        .unwrap();
+    let auth = |id: String| client().get(h.url("/auth")).header("sessionid", id).send();
+    let resp = auth(id).await.unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(resp.headers()["x-wx-openid"], "alice");
     assert_eq!(resp.headers()["x-wx-unionid"], "u-alice");
 
     // Without a unionid there is no X-WX-UnionID header.
-    let id = h.login("ok:bob").await;
-    let resp = client()
-        .get(h.url("/auth"))
-        .header("sessionid", &id)
-        .send()
-        .await
-        .unwrap();
+    let resp = auth(h.login("ok:bob").await).await.unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(resp.headers()["x-wx-openid"], "bob");
     assert!(resp.headers().get("x-wx-unionid").is_none());

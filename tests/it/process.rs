@@ -90,24 +90,6 @@ async fn an_instance_holds_one_redis_connection_per_worker() {
     assert_eq!(servers, 2, "{clients}");
 }
 
-/// Runs the binary to its exit with only `env` (and PATH); answers (code, stdout, stderr).
-fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxsession"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(std::env::temp_dir())
-        .args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_bad_configuration_stops_the_start_with_one_line_naming_the_key() {
     let unknown_key =
@@ -171,7 +153,7 @@ fn a_bad_configuration_stops_the_start_with_one_line_naming_the_key() {
         ),
     ];
     for (env, args, key) in cases {
-        let (code, _, stderr) = run_to_exit(&env, &args);
+        let (code, _, stderr) = run_binary(&env, &args);
         assert_eq!(code, 2, "{key}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(key), "names {key}: {stderr}");
@@ -185,7 +167,7 @@ fn a_bad_configuration_stops_the_start_with_one_line_naming_the_key() {
     let taken = taken.local_addr().unwrap().to_string();
     for bind in [taken.as_str(), "nonsense:99999"] {
         let env = [appid, secret, ("WXSESSION_SERVER_BIND", bind)];
-        let (code, _, stderr) = run_to_exit(&env, &[]);
+        let (code, _, stderr) = run_binary(&env, &[]);
         assert_ne!(code, 0, "{stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains("server.bind"), "{stderr}");
@@ -194,7 +176,7 @@ fn a_bad_configuration_stops_the_start_with_one_line_naming_the_key() {
 
 #[test]
 fn help_describes_every_flag_and_bad_usage_exits_2() {
-    let (code, help, _) = run_to_exit(&[], &["--help"]);
+    let (code, help, _) = run_binary(&[], &["--help"]);
     assert_eq!(code, 0);
     for flag in [
         "--config",
@@ -207,8 +189,8 @@ fn help_describes_every_flag_and_bad_usage_exits_2() {
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }
-    let (code, _, stderr) = run_to_exit(&[], &["--bogus"]);
+    let (code, _, stderr) = run_binary(&[], &["--bogus"]);
     assert_eq!(code, 2, "{stderr}");
-    let (code, _, _) = run_to_exit(&[], &["sessions", "frobnicate"]);
+    let (code, _, _) = run_binary(&[], &["sessions", "frobnicate"]);
     assert_eq!(code, 2);
 }

@@ -274,24 +274,17 @@ async fn the_token_service_route_needs_the_admin_token() {
 #[actix_web::test]
 async fn wechat_cli_shows_status_and_force_refreshes() {
     let h = Harness::bare();
+    let url = h.redis.url();
+    let env = [
+        ("WXSESSION_WECHAT_APPID", "wx_test_app"),
+        ("WXSESSION_WECHAT_SECRET", TEST_SECRET),
+        ("WXSESSION_WECHAT_API_BASE", h.wechat.base.as_str()),
+        ("WXSESSION_WECHAT_ALLOW_INSECURE_API_BASE", "true"),
+        ("WXSESSION_REDIS_URL", url.as_str()),
+    ];
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxsession"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("WXSESSION_WECHAT_APPID", "wx_test_app")
-            .env("WXSESSION_WECHAT_SECRET", TEST_SECRET)
-            .env("WXSESSION_WECHAT_API_BASE", &h.wechat.base)
-            .env("WXSESSION_WECHAT_ALLOW_INSECURE_API_BASE", "true")
-            .env("WXSESSION_REDIS_URL", h.redis.url())
-            .current_dir(std::env::temp_dir())
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        let (code, out, err) = run_binary(&env, args);
+        (code, out + &err)
     };
     let (code, _) = run(&["wechat", "token-status"]);
     assert_eq!(code, 1, "no token yet");
