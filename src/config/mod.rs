@@ -8,6 +8,7 @@
 //! unknown key is an error in both.
 
 mod read;
+mod redis_section;
 #[cfg(test)]
 mod tests;
 
@@ -65,6 +66,14 @@ pub struct RedisConfig {
     /// becomes a 503 after at most this long.
     pub timeout_ms: u64,
     pub cluster: bool,
+    /// PEM CA that a `rediss://` server's certificate must chain to, instead of
+    /// the system roots.
+    pub tls_ca_file: Option<String>,
+    /// PEM client certificate (and its key) presented over `rediss://`.
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    /// With a name, `url` lists Sentinels, which are asked for this master.
+    pub sentinel_master: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -74,6 +83,10 @@ impl Default for RedisConfig {
             key_prefix: "wxsess:".into(),
             timeout_ms: 1000,
             cluster: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            sentinel_master: None,
         }
     }
 }
@@ -271,11 +284,16 @@ impl Config {
             .token
             .take()
             .and_then(|token| non_empty(token.expose().trim()).map(Secret::new));
-        self.admin.bind = self
-            .admin
-            .bind
-            .take()
-            .and_then(|bind| non_empty(bind.trim()).map(str::to_string));
+        let optional = |v: &mut Option<String>| {
+            *v = v
+                .take()
+                .and_then(|v| non_empty(v.trim()).map(str::to_string));
+        };
+        optional(&mut self.admin.bind);
+        optional(&mut self.redis.tls_ca_file);
+        optional(&mut self.redis.tls_cert_file);
+        optional(&mut self.redis.tls_key_file);
+        optional(&mut self.redis.sentinel_master);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -283,16 +301,7 @@ impl Config {
         if self.server.bind.is_empty() || !self.server.bind.contains(':') {
             return fail("server.bind", "expected host:port");
         }
-        let url = self.redis.url.expose();
-        if !["redis://", "rediss://", "unix://", "redis+unix://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme))
-        {
-            return fail("redis.url", "expected a redis:// or rediss:// URL");
-        }
-        if self.redis.timeout_ms == 0 {
-            return fail("redis.timeout_ms", "must be at least 1");
-        }
+        self.redis.validate()?;
         if self.wechat.appid.is_empty() {
             return fail(
                 "wechat.appid",

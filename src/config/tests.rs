@@ -306,3 +306,66 @@ fn an_insecure_api_base_or_a_short_admin_token_is_refused() {
     );
     assert!(key(&token("0123456789abcdef0123456789abcdef")).is_ok());
 }
+
+#[test]
+fn redis_urls_and_tls_files_that_cannot_work_are_refused_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("wxsession-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let not_pem = write("not.pem", "hello\n");
+    let missing = dir.join("missing.pem").display().to_string();
+    let err = |pairs: &[(&str, &str)]| Config::from_sources(MINIMAL, env(pairs)).unwrap_err();
+    let tls = ("WXSESSION_REDIS_URL", "rediss://127.0.0.1:6380/0");
+
+    let e = err(&[tls, ("WXSESSION_REDIS_TLS_CA_FILE", &missing)]);
+    assert_eq!(e.key, "redis.tls_ca_file");
+    assert!(e.message.contains("cannot read"), "{e}");
+    let e = err(&[tls, ("WXSESSION_REDIS_TLS_CA_FILE", &not_pem)]);
+    assert_eq!(e.key, "redis.tls_ca_file");
+    assert!(e.message.contains("no PEM certificate"), "{e}");
+    let e = err(&[tls, ("WXSESSION_REDIS_TLS_CERT_FILE", &not_pem)]);
+    assert_eq!(e.key, "redis.tls_key_file", "a certificate without its key");
+    let e = err(&[tls, ("WXSESSION_REDIS_TLS_KEY_FILE", &not_pem)]);
+    assert_eq!(e.key, "redis.tls_cert_file", "a key without its certificate");
+    assert_eq!(
+        err(&[("WXSESSION_REDIS_URL", "redis://a:1,redis://b:2")]).key,
+        "redis.url",
+        "several addresses without cluster or sentinel_master"
+    );
+    assert_eq!(
+        err(&[
+            ("WXSESSION_REDIS_URL", "redis://a:1,rediss://b:2"),
+            ("WXSESSION_REDIS_CLUSTER", "true")
+        ])
+        .key,
+        "redis.url",
+        "mixed schemes"
+    );
+    assert_eq!(
+        err(&[
+            ("WXSESSION_REDIS_SENTINEL_MASTER", "mymaster"),
+            ("WXSESSION_REDIS_CLUSTER", "true")
+        ])
+        .key,
+        "redis.sentinel_master"
+    );
+    let e = err(&[("WXSESSION_REDIS_URL", "redis://:hunter2@[bad/0")]);
+    assert_eq!(e.key, "redis.url");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+
+    let sentinels = Config::from_sources(
+        MINIMAL,
+        env(&[
+            ("WXSESSION_REDIS_URL", "redis://127.0.0.1:26379, redis://127.0.0.1:26380"),
+            ("WXSESSION_REDIS_SENTINEL_MASTER", " mymaster "),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(sentinels.redis.sentinel_master.as_deref(), Some("mymaster"));
+    assert_eq!(sentinels.redis.addresses().len(), 2);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -31,12 +31,10 @@ impl CachedReader {
     /// called inside a Tokio runtime.
     pub(super) fn start(
         redis: RedisReader,
-        redis_url: &str,
         capacity: u64,
         touch_interval: Duration,
         metrics: Arc<Metrics>,
-    ) -> Result<CachedReader, redis::RedisError> {
-        let client = tracking::client(redis_url)?;
+    ) -> CachedReader {
         let cache = Arc::new(LocalCache::new(
             capacity,
             redis.backend.keys.session(""),
@@ -45,10 +43,10 @@ impl CachedReader {
         ));
         tokio::spawn(tracking::supervise(
             Arc::downgrade(&cache),
-            client,
+            redis.backend.shared(),
             redis.backend.timeout(),
         ));
-        Ok(CachedReader { cache, redis })
+        CachedReader { cache, redis }
     }
 
     pub(super) fn forget(&self, stored_id: &str) {

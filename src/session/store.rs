@@ -82,16 +82,12 @@ impl SessionStore {
             policy: policy.clone(),
         };
         let reader = if config.session.local_cache {
-            Reader::Cached(
-                CachedReader::start(
-                    redis_reader,
-                    config.redis.url.expose(),
-                    config.session.local_cache_capacity,
-                    config.session.touch_interval(),
-                    metrics,
-                )
-                .map_err(|e| StoreError::Config(e.to_string()))?,
-            )
+            Reader::Cached(CachedReader::start(
+                redis_reader,
+                config.session.local_cache_capacity,
+                config.session.touch_interval(),
+                metrics,
+            ))
         } else {
             Reader::Redis(redis_reader)
         };

@@ -5,35 +5,24 @@
 
 use std::{sync::Weak, time::Duration};
 
-use redis::{
-    aio::MultiplexedConnection, AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion,
-    PushInfo,
-};
+use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, PushInfo};
 
 use super::cache::{LocalCache, ALIVE_WINDOW_MS};
+use crate::redis_conn::RedisConn;
 
 const HEARTBEAT: Duration = Duration::from_millis(250);
 const RETRY: Duration = Duration::from_millis(250);
 
-/// A client for `redis_url` that speaks RESP3, which push messages need.
-pub(super) fn client(redis_url: &str) -> Result<redis::Client, redis::RedisError> {
-    let info = redis_url.into_connection_info()?;
-    let resp3 = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    redis::Client::open(info.set_redis_settings(resp3))
-}
-
-/// Keeps a tracking connection up and proves it alive with a heartbeat;
-/// ends when the cache is dropped.
-pub(super) async fn supervise(cache: Weak<LocalCache>, client: redis::Client, timeout: Duration) {
+/// Keeps a tracking connection up (a dedicated RESP3 connection to the node
+/// `redis` writes to, made like every other) and proves it alive with a
+/// heartbeat; ends when the cache is dropped.
+pub(super) async fn supervise(cache: Weak<LocalCache>, redis: RedisConn, timeout: Duration) {
     let mut confirmed_once = false;
     loop {
         if cache.strong_count() == 0 {
             return;
         }
-        match connect(&client, &cache, timeout).await {
+        match connect(&redis, &cache, timeout).await {
             Ok(conn) => {
                 let Some(strong) = cache.upgrade() else {
                     return;
@@ -62,7 +51,7 @@ pub(super) async fn supervise(cache: Weak<LocalCache>, client: redis::Client, ti
 }
 
 async fn connect(
-    client: &redis::Client,
+    redis: &RedisConn,
     cache: &Weak<LocalCache>,
     timeout: Duration,
 ) -> Result<MultiplexedConnection, redis::RedisError> {
@@ -77,9 +66,7 @@ async fn connect(
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
         .set_push_sender(on_push);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+    let mut conn = redis.dedicated(config).await?;
     let () = redis::cmd("CLIENT")
         .arg("TRACKING")
         .arg("ON")

@@ -1,0 +1,187 @@
+//! `Endpoint`: where the node that takes writes is, and how a connection to it
+//! is made — the same TLS material and TCP settings for every connection the
+//! server opens (a thread's link, the local cache's tracking connection, a
+//! Cluster node reached directly).
+//!
+//! A fixed address is one `redis::Client`. With Sentinel, the master changes on
+//! failover, so every new connection asks the Sentinels which node is master
+//! (redis-rs then checks that node's `ROLE`) instead of reusing an address.
+
+use std::time::Duration;
+
+use redis::{
+    aio::MultiplexedConnection,
+    io::tcp::{socket2::TcpKeepalive, TcpSettings},
+    sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
+    TlsCertificates, TlsMode,
+};
+use tokio::sync::Mutex;
+
+use crate::config::Config;
+
+/// How every connection is made: TLS material and TCP settings.
+#[derive(Clone)]
+pub struct Dialer {
+    certificates: Option<TlsCertificates>,
+    tcp: TcpSettings,
+    timeout: Duration,
+}
+
+impl Dialer {
+    pub fn new(config: &Config) -> Result<Dialer, redis::RedisError> {
+        let certificates = config.redis.tls_certificates().map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "tls", e.to_string()))
+        })?;
+        Ok(Dialer {
+            certificates,
+            tcp: tcp_settings(config.redis_timeout()),
+            timeout: config.redis_timeout(),
+        })
+    }
+
+    /// A client for `info`, speaking RESP3 (so a connection reports its own
+    /// close; see `link`), with this dialer's TLS material and TCP settings.
+    pub fn client(&self, info: ConnectionInfo) -> Result<redis::Client, redis::RedisError> {
+        let settings = info.redis_settings().clone();
+        let info = info
+            .set_redis_settings(settings.set_protocol(ProtocolVersion::RESP3))
+            .set_tcp_settings(self.tcp.clone());
+        match (&self.certificates, info.addr()) {
+            (Some(certificates), ConnectionAddr::TcpTls { .. }) => {
+                redis::Client::build_with_tls(info, certificates.clone())
+            }
+            _ => redis::Client::open(info),
+        }
+    }
+
+    /// A client for another node at `host:port`, reached like `template`.
+    pub fn client_at(
+        &self,
+        template: &ConnectionInfo,
+        host: &str,
+        port: u16,
+    ) -> Result<redis::Client, redis::RedisError> {
+        let addr = match template.addr() {
+            ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: *insecure,
+                tls_params: None,
+            },
+            _ => ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        self.client(template.clone().set_addr(addr))
+    }
+
+    /// Connection settings: a connection attempt is bounded by `redis.timeout_ms`;
+    /// commands are not timed here, callers bound whole operations (`bounded`).
+    pub fn connection_config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(None)
+    }
+
+    pub fn tcp(&self) -> &TcpSettings {
+        &self.tcp
+    }
+
+    pub fn certificates(&self) -> Option<&TlsCertificates> {
+        self.certificates.as_ref()
+    }
+}
+
+/// A peer that vanishes without a word (a crashed host, a moved VIP, a
+/// firewall dropping state) leaves a socket that looks open. Keepalive probes
+/// find an idle one; `TCP_USER_TIMEOUT` ends one with unacknowledged data after
+/// about twice the operation bound, so the kernel closes it and the link
+/// reconnects (the link's own stall count covers what the kernel cannot see,
+/// such as a proxy that still acknowledges).
+fn tcp_settings(timeout: Duration) -> TcpSettings {
+    let dead_after = (timeout * 2).max(Duration::from_secs(1));
+    TcpSettings::default()
+        .set_keepalive(
+            TcpKeepalive::new()
+                .with_time(dead_after)
+                .with_interval(Duration::from_secs(1))
+                .with_retries(3),
+        )
+        .set_user_timeout(dead_after)
+}
+
+/// The node this server writes to.
+pub enum Endpoint {
+    Fixed(redis::Client),
+    Sentinel {
+        sentinels: Mutex<SentinelClient>,
+        db: i64,
+    },
+}
+
+impl Endpoint {
+    pub fn new(config: &Config, dialer: &Dialer) -> Result<Endpoint, redis::RedisError> {
+        let addresses = config.redis.addresses();
+        let first = addresses
+            .first()
+            .copied()
+            .unwrap_or_default()
+            .into_connection_info()?;
+        let Some(master) = &config.redis.sentinel_master else {
+            return Ok(Endpoint::Fixed(dialer.client(first)?));
+        };
+        let sentinels = addresses
+            .iter()
+            .map(|a| a.into_connection_info().map(|info| info.addr().clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The URLs' user, password and db are the master's; Sentinels are asked
+        // without credentials.
+        let data = first.redis_settings();
+        let mut builder =
+            SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)?
+                .set_client_to_redis_protocol(ProtocolVersion::RESP3)
+                .set_client_to_redis_db(data.db())
+                .set_client_to_redis_tcp_settings(dialer.tcp().clone())
+                .set_client_to_sentinel_tcp_settings(dialer.tcp().clone());
+        if let Some(username) = data.username() {
+            builder = builder.set_client_to_redis_username(username);
+        }
+        if let Some(password) = data.password() {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if config.redis.uses_tls() {
+            builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+            if let Some(certificates) = dialer.certificates() {
+                builder = builder
+                    .set_client_to_redis_certificates(certificates.clone())
+                    .set_client_to_sentinel_certificates(certificates.clone());
+            }
+        }
+        Ok(Endpoint::Sentinel {
+            sentinels: Mutex::new(builder.build()?),
+            db: data.db(),
+        })
+    }
+
+    /// A new connection to the node: for Sentinel, to the master they name now.
+    pub async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, redis::RedisError> {
+        let client = match self {
+            Endpoint::Fixed(client) => client.clone(),
+            Endpoint::Sentinel { sentinels, .. } => {
+                sentinels.lock().await.async_get_client().await?
+            }
+        };
+        client
+            .get_multiplexed_async_connection_with_config(config)
+            .await
+    }
+
+    pub fn db(&self) -> i64 {
+        match self {
+            Endpoint::Fixed(client) => client.get_connection_info().redis_settings().db(),
+            Endpoint::Sentinel { db, .. } => *db,
+        }
+    }
+}

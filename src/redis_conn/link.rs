@@ -1,0 +1,337 @@
+//! `Link`: one thread's connection to the node — opened on first use, replaced
+//! when it closes or stops answering, and the one place a command is retried.
+//!
+//! A connection speaks RESP3, so its driver reports its own end (a
+//! `Disconnection` push) the moment the server closes it: the next command
+//! then goes out on a new connection instead of failing on the dead one. That
+//! is how a Redis restart or a Sentinel failover (which closes clients) costs
+//! no request.
+//!
+//! A connection that stays open but stops answering (a half-open TCP
+//! connection) is noticed by its callers' timeouts: [`STALLS_BEFORE_REPLACING`]
+//! commands abandoned in a row after waiting at least half of `redis.timeout_ms`
+//! and the connection is dropped, so service resumes within about
+//! 3 × `redis.timeout_ms` once a new connection can be made.
+
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{
+    future::{BoxFuture, Shared},
+    FutureExt,
+};
+use redis::{
+    aio::MultiplexedConnection, AsyncConnectionConfig, Cmd, Pipeline, PushInfo, PushKind,
+    RedisError, ServerErrorKind, Value,
+};
+
+use super::endpoint::Endpoint;
+
+/// Commands abandoned in a row (each after waiting at least half the bound)
+/// before a connection is taken for dead.
+pub const STALLS_BEFORE_REPLACING: u32 = 2;
+
+pub struct Link {
+    endpoint: Arc<Endpoint>,
+    config: AsyncConnectionConfig,
+    stall_after: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    live: Option<Live>,
+    /// The connection attempt in progress, shared by every command waiting for it.
+    connecting: Option<Connecting>,
+}
+
+type Connecting = Shared<BoxFuture<'static, Result<Live, RedisError>>>;
+
+#[derive(Clone)]
+struct Live {
+    conn: MultiplexedConnection,
+    health: Arc<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    /// Set by the connection's driver when the connection ends.
+    closed: AtomicBool,
+    /// Commands abandoned unanswered in a row.
+    stalls: AtomicU32,
+}
+
+impl Link {
+    pub fn new(endpoint: Arc<Endpoint>, config: AsyncConnectionConfig, timeout: Duration) -> Link {
+        Link {
+            endpoint,
+            config,
+            stall_after: timeout / 2,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    pub async fn send(&self, cmd: &Cmd) -> Result<Value, RedisError> {
+        self.run(
+            || repeatable(std::iter::once(cmd)),
+            |mut conn| async move { conn.send_packed_command(cmd).await },
+        )
+        .await
+    }
+
+    pub async fn send_pipeline(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<Value>, RedisError> {
+        self.run(
+            || repeatable(pipeline.cmd_iter()),
+            |mut conn| async move { conn.send_packed_commands(pipeline, offset, count).await },
+        )
+        .await
+    }
+
+    /// Runs `op` on the live connection; if the connection turns out to be
+    /// lost, runs it once more on a new one when that is safe.
+    async fn run<T, Op, Fut>(
+        &self,
+        safe_to_repeat: impl FnOnce() -> bool,
+        op: Op,
+    ) -> Result<T, RedisError>
+    where
+        Op: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let live = self.live().await?;
+        match self.watched(&live, op(live.conn.clone())).await {
+            Err(e) if self.lost(&live, &e) && (not_executed(&e) || safe_to_repeat()) => {
+                let live = self.live().await?;
+                self.watched(&live, op(live.conn.clone())).await
+            }
+            result => result,
+        }
+    }
+
+    /// The connection to use now: the open one, or a new one (one attempt per
+    /// thread at a time, whoever asks first starts it).
+    async fn live(&self) -> Result<Live, RedisError> {
+        let connecting = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            match &state.live {
+                Some(live) if !live.health.closed.load(Ordering::Relaxed) => {
+                    return Ok(live.clone())
+                }
+                Some(_) => state.live = None,
+                None => {}
+            }
+            state
+                .connecting
+                .get_or_insert_with(|| self.connect())
+                .clone()
+        };
+        let result = connecting.clone().await;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .connecting
+            .as_ref()
+            .is_some_and(|current| current.ptr_eq(&connecting))
+        {
+            state.connecting = None;
+            if let Ok(live) = &result {
+                state.live = Some(live.clone());
+            }
+        }
+        result
+    }
+
+    fn connect(&self) -> Connecting {
+        let endpoint = self.endpoint.clone();
+        let health = Arc::new(Health::default());
+        let watcher = health.clone();
+        let config = self.config.clone().set_push_sender(
+            move |push: PushInfo| -> Result<(), std::convert::Infallible> {
+                if push.kind == PushKind::Disconnection {
+                    watcher.closed.store(true, Ordering::Relaxed);
+                }
+                Ok(())
+            },
+        );
+        async move {
+            let conn = endpoint.connect(&config).await?;
+            Ok(Live { conn, health })
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Whether `e` means `live` is unusable; if so it is not used again.
+    fn lost(&self, live: &Live, e: &RedisError) -> bool {
+        let lost = e.is_io_error() || e.is_unrecoverable_error() || not_executed(e);
+        if lost {
+            self.discard(live);
+        }
+        lost
+    }
+
+    fn discard(&self, live: &Live) {
+        live.health.closed.store(true, Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .live
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(&current.health, &live.health))
+        {
+            state.live = None;
+        }
+    }
+
+    /// Runs one exchange on `live`, counting it as a stall if it is abandoned
+    /// (its operation timed out) after waiting long enough.
+    async fn watched<T>(
+        &self,
+        live: &Live,
+        exchange: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
+        let mut watch = StallWatch {
+            link: self,
+            live,
+            started: Instant::now(),
+            answered: false,
+        };
+        let result = exchange.await;
+        watch.answered = true;
+        if live.health.stalls.load(Ordering::Relaxed) != 0 {
+            live.health.stalls.store(0, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+struct StallWatch<'a> {
+    link: &'a Link,
+    live: &'a Live,
+    started: Instant,
+    answered: bool,
+}
+
+impl Drop for StallWatch<'_> {
+    fn drop(&mut self) {
+        if self.answered || self.started.elapsed() < self.link.stall_after {
+            return;
+        }
+        let stalls = self.live.health.stalls.fetch_add(1, Ordering::Relaxed) + 1;
+        if stalls == STALLS_BEFORE_REPLACING {
+            log::warn!(
+                "redis: connection stopped answering ({stalls} commands timed out in a row); \
+                 opening a new one"
+            );
+            self.link.discard(self.live);
+        }
+    }
+}
+
+/// The server refused the command without running it: a replica (`READONLY`,
+/// the master was demoted by a failover) or a server still loading its data.
+fn not_executed(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(ServerErrorKind::ReadOnly)
+    )
+}
+
+/// Whether commands whose reply was lost may be sent again: running them twice
+/// leaves Redis as running them once, and no caller reads a count they return.
+///
+/// - reads: `GET`, `GETEX` (sets the same idle lifetime again), `EXISTS`,
+///   `TTL`, `PTTL`, `HGET`, `HGETALL`, `ZRANGE`, `SCAN`, `PING`;
+/// - writes that set a value, not change one: `SET` without `NX`/`GET`
+///   (`SET … XX KEEPTTL` writes the same value again), `EXPIRE`, `HSET`,
+///   `HSETNX`, `ZADD`, `ZREM`, `ZREMRANGEBYSCORE`, `DEL` (callers ignore how
+///   many keys these counted).
+///
+/// Not repeated: `SET … NX` (the repeat would find the key it made and report
+/// a clash: a login code claimed twice, a session id taken), `GETDEL` (the
+/// repeat finds nothing: a logout would look like a missing session), `EVAL`
+/// and anything not listed. These fail with 503 if the connection breaks
+/// under them; a connection already known closed is replaced before any
+/// command is sent on it, so a restart alone does not reach them.
+fn repeatable<'a>(mut cmds: impl Iterator<Item = &'a Cmd>) -> bool {
+    cmds.all(|cmd| {
+        let mut args = cmd.args_iter().filter_map(|arg| match arg {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        });
+        let Some(name) = args.next() else {
+            return false;
+        };
+        let name = name.to_ascii_uppercase();
+        match name.as_slice() {
+            b"GET" | b"GETEX" | b"EXISTS" | b"TTL" | b"PTTL" | b"HGET" | b"HGETALL" | b"ZRANGE"
+            | b"SCAN" | b"PING" | b"EXPIRE" | b"HSET" | b"HSETNX" | b"ZADD" | b"ZREM"
+            | b"ZREMRANGEBYSCORE" | b"DEL" | b"MULTI" | b"EXEC" => true,
+            b"SET" => {
+                !args.any(|arg| arg.eq_ignore_ascii_case(b"NX") || arg.eq_ignore_ascii_case(b"GET"))
+            }
+            _ => false,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repeatable;
+
+    fn one(cmd: redis::Cmd) -> bool {
+        repeatable(std::iter::once(&cmd))
+    }
+
+    #[test]
+    fn reads_and_setting_writes_repeat_claims_and_takes_do_not() {
+        assert!(one(redis::cmd("GETEX")
+            .arg("k")
+            .arg("EX")
+            .arg(7200)
+            .clone()));
+        assert!(one(redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .arg("XX")
+            .arg("KEEPTTL")
+            .clone()));
+        assert!(!one(redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .arg("NX")
+            .arg("EX")
+            .arg(1)
+            .clone()));
+        assert!(!one(redis::cmd("set").arg("k").arg("v").arg("nx").clone()));
+        assert!(!one(redis::cmd("GETDEL").arg("k").clone()));
+        assert!(!one(redis::cmd("EVAL").arg("return 1").arg(0).clone()));
+        assert!(!one(redis::cmd("INCR").arg("k").clone()));
+    }
+
+    #[test]
+    fn a_pipeline_repeats_only_if_every_command_does() {
+        let mut safe = redis::pipe();
+        safe.atomic()
+            .hset("u", "f", "v")
+            .expire("u", 10)
+            .zrange("z", 0, -1);
+        assert!(repeatable(safe.cmd_iter()));
+        let mut unsafe_ = redis::pipe();
+        unsafe_.hset("u", "f", "v").cmd("GETDEL").arg("k");
+        assert!(!repeatable(unsafe_.cmd_iter()));
+    }
+}
