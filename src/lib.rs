@@ -11,7 +11,8 @@
 //! - [`clock`]: the wall clock (Unix seconds and milliseconds), read in one place.
 //! - [`config`]: every configuration key, its type, default and validation; the
 //!   file and the `WXSESSION_*` variables read through one deserializer that names
-//!   the key in every error (`config/read.rs`).
+//!   the key in every error (`config/read.rs`); what the `[redis]` keys mean
+//!   together, TLS files included (`config/redis_section.rs`).
 //! - [`secret`]: [`Secret`], a string that never prints, and OS randomness.
 //! - [`wechat`]: WeChat's server APIs, one file per idea: the login code, the
 //!   identity, `WechatError`, the API `Client` (`code2Session`, phone number,
@@ -25,10 +26,12 @@
 //!   WeChat). Knows no HTTP, no WeChat.
 //! - [`login`]: `Login`, a code in and a session out: `code2Session` at most once
 //!   per code (repeats get the first outcome), then `SessionStore::create`.
-//! - [`redis_conn`]: `RedisConn`, the one lazily connected handle on Redis (a node,
-//!   with one connection per thread, or a Cluster) that the store, the
-//!   login-code record and the token share, and `bounded`, the time bound every
-//!   Redis operation runs under.
+//! - [`redis_conn`]: `RedisConn`, the one lazily connected handle on Redis (a node
+//!   at a fixed address or named by Sentinels, reached over one link per thread;
+//!   or a Cluster) that the store, the login-code record and the token share;
+//!   where connections are made (TLS, TCP keepalive: `endpoint`), replaced when
+//!   they close or stall and a command is retried (`link`); and `bounded`, the
+//!   time bound every Redis operation runs under.
 //! - [`http`]: routes (public and admin), the guard (`impl FromRequest for
 //!   Session`), request bodies (`JsonBody`), `ErrorCode` and `ApiError` (the one
 //!   table of errors, and the only place they become statuses and JSON),

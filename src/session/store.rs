@@ -57,7 +57,7 @@ pub struct StoreStats {
 
 /// Sessions in one Redis (or Cluster), shared by every instance of the server.
 ///
-/// It talks to Redis over multiplexed connections that reconnect by themselves,
+/// It talks to Redis over multiplexed connections that are replaced when they break,
 /// one per thread ([`RedisConn`]), not a pool: a pool's per-checkout health
 /// check (deadpool sends `UNWATCH` + `PING`) would triple the guard's commands,
 /// and a multiplexed connection already serves concurrent requests.
