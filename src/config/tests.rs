@@ -330,7 +330,10 @@ fn redis_urls_and_tls_files_that_cannot_work_are_refused_naming_the_key() {
     let e = err(&[tls, ("WXSESSION_REDIS_TLS_CERT_FILE", &not_pem)]);
     assert_eq!(e.key, "redis.tls_key_file", "a certificate without its key");
     let e = err(&[tls, ("WXSESSION_REDIS_TLS_KEY_FILE", &not_pem)]);
-    assert_eq!(e.key, "redis.tls_cert_file", "a key without its certificate");
+    assert_eq!(
+        e.key, "redis.tls_cert_file",
+        "a key without its certificate"
+    );
     assert_eq!(
         err(&[("WXSESSION_REDIS_URL", "redis://a:1,redis://b:2")]).key,
         "redis.url",
@@ -360,7 +363,10 @@ fn redis_urls_and_tls_files_that_cannot_work_are_refused_naming_the_key() {
     let sentinels = Config::from_sources(
         MINIMAL,
         env(&[
-            ("WXSESSION_REDIS_URL", "redis://127.0.0.1:26379, redis://127.0.0.1:26380"),
+            (
+                "WXSESSION_REDIS_URL",
+                "redis://127.0.0.1:26379, redis://127.0.0.1:26380",
+            ),
             ("WXSESSION_REDIS_SENTINEL_MASTER", " mymaster "),
         ]),
     )

@@ -5,9 +5,19 @@
 //!
 //! A fixed address is one `redis::Client`. With Sentinel, the master changes on
 //! failover, so every new connection asks the Sentinels which node is master
-//! (redis-rs then checks that node's `ROLE`) instead of reusing an address.
+//! (redis-rs then checks that node's `ROLE`) instead of reusing an address, and
+//! [`follow_switches`] listens for the Sentinels' `+switch-master` so that
+//! connections to the old master are left at once.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Weak,
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
 
 use redis::{
     aio::MultiplexedConnection,
@@ -40,13 +50,9 @@ impl Dialer {
         })
     }
 
-    /// A client for `info`, speaking RESP3 (so a connection reports its own
-    /// close; see `link`), with this dialer's TLS material and TCP settings.
+    /// A client for `info` with this dialer's TLS material and TCP settings.
     pub fn client(&self, info: ConnectionInfo) -> Result<redis::Client, redis::RedisError> {
-        let settings = info.redis_settings().clone();
-        let info = info
-            .set_redis_settings(settings.set_protocol(ProtocolVersion::RESP3))
-            .set_tcp_settings(self.tcp.clone());
+        let info = info.set_tcp_settings(self.tcp.clone());
         match (&self.certificates, info.addr()) {
             (Some(certificates), ConnectionAddr::TcpTls { .. }) => {
                 redis::Client::build_with_tls(info, certificates.clone())
@@ -109,13 +115,28 @@ fn tcp_settings(timeout: Duration) -> TcpSettings {
         .set_user_timeout(dead_after)
 }
 
+/// `info`, speaking RESP3: a connection then reports its own close (see `link`).
+fn resp3(info: ConnectionInfo) -> ConnectionInfo {
+    let settings = info.redis_settings().clone();
+    info.set_redis_settings(settings.set_protocol(ProtocolVersion::RESP3))
+}
+
 /// The node this server writes to.
 pub enum Endpoint {
     Fixed(redis::Client),
-    Sentinel {
-        sentinels: Mutex<SentinelClient>,
-        db: i64,
-    },
+    Sentinel(Sentinels),
+}
+
+pub struct Sentinels {
+    /// Asks the Sentinels for the master (one question at a time).
+    resolver: Mutex<SentinelClient>,
+    /// One client per Sentinel, for `+switch-master`.
+    announcers: Vec<redis::Client>,
+    master: String,
+    db: i64,
+    /// Masters announced since start: a connection made before the latest
+    /// announcement is to a former master.
+    switches: AtomicU64,
 }
 
 impl Endpoint {
@@ -127,12 +148,13 @@ impl Endpoint {
             .unwrap_or_default()
             .into_connection_info()?;
         let Some(master) = &config.redis.sentinel_master else {
-            return Ok(Endpoint::Fixed(dialer.client(first)?));
+            return Ok(Endpoint::Fixed(dialer.client(resp3(first))?));
         };
-        let sentinels = addresses
+        let infos = addresses
             .iter()
-            .map(|a| a.into_connection_info().map(|info| info.addr().clone()))
+            .map(|a| a.into_connection_info())
             .collect::<Result<Vec<_>, _>>()?;
+        let sentinels = infos.iter().map(|info| info.addr().clone());
         // The URLs' user, password and db are the master's; Sentinels are asked
         // without credentials.
         let data = first.redis_settings();
@@ -156,10 +178,20 @@ impl Endpoint {
                     .set_client_to_sentinel_certificates(certificates.clone());
             }
         }
-        Ok(Endpoint::Sentinel {
-            sentinels: Mutex::new(builder.build()?),
+        let announcers = infos
+            .into_iter()
+            .map(|info| {
+                let anonymous = info.set_redis_settings(Default::default());
+                dialer.client(anonymous)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Endpoint::Sentinel(Sentinels {
+            resolver: Mutex::new(builder.build()?),
+            announcers,
+            master: master.clone(),
             db: data.db(),
-        })
+            switches: AtomicU64::new(0),
+        }))
     }
 
     /// A new connection to the node: for Sentinel, to the master they name now.
@@ -169,8 +201,8 @@ impl Endpoint {
     ) -> Result<MultiplexedConnection, redis::RedisError> {
         let client = match self {
             Endpoint::Fixed(client) => client.clone(),
-            Endpoint::Sentinel { sentinels, .. } => {
-                sentinels.lock().await.async_get_client().await?
+            Endpoint::Sentinel(sentinels) => {
+                sentinels.resolver.lock().await.async_get_client().await?
             }
         };
         client
@@ -181,7 +213,65 @@ impl Endpoint {
     pub fn db(&self) -> i64 {
         match self {
             Endpoint::Fixed(client) => client.get_connection_info().redis_settings().db(),
-            Endpoint::Sentinel { db, .. } => *db,
+            Endpoint::Sentinel(sentinels) => sentinels.db,
         }
+    }
+
+    /// Changes whenever a new master is announced; connections made under an
+    /// older value are to a former master.
+    pub fn master_generation(&self) -> u64 {
+        match self {
+            Endpoint::Fixed(_) => 0,
+            Endpoint::Sentinel(sentinels) => sentinels.switches.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How long the listener waits between tries, and how often it checks that
+/// the endpoint is still in use.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// Listens on one Sentinel after another for `+switch-master` of our master.
+/// A forced failover (`SENTINEL FAILOVER`) leaves the old master up and
+/// writable until the Sentinels reconfigure it, seconds later: writes that
+/// land there in between are lost when it resyncs, so links leave it as soon
+/// as the switch is announced. Ends when the endpoint is dropped.
+pub async fn follow_switches(endpoint: Weak<Endpoint>) {
+    for attempt in 0.. {
+        let (announcer, master) = match endpoint.upgrade().as_deref() {
+            Some(Endpoint::Sentinel(s)) => (
+                s.announcers[attempt % s.announcers.len()].clone(),
+                s.master.clone(),
+            ),
+            _ => return,
+        };
+        if let Ok(mut pubsub) = announcer.get_async_pubsub().await {
+            if pubsub.subscribe("+switch-master").await.is_ok() {
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        message = messages.next() => {
+                            let Some(message) = message else { break };
+                            let payload: String = message.get_payload().unwrap_or_default();
+                            // "<master name> <old ip> <old port> <new ip> <new port>"
+                            if payload.split(' ').next() != Some(master.as_str()) {
+                                continue;
+                            }
+                            let Some(strong) = endpoint.upgrade() else { return };
+                            if let Endpoint::Sentinel(s) = &*strong {
+                                s.switches.fetch_add(1, Ordering::Relaxed);
+                            }
+                            log::warn!("redis: Sentinel announced a new master ({payload}); reconnecting");
+                        }
+                        _ = tokio::time::sleep(LISTEN_RETRY) => {
+                            if endpoint.strong_count() == 0 {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
     }
 }

@@ -57,6 +57,8 @@ type Connecting = Shared<BoxFuture<'static, Result<Live, RedisError>>>;
 struct Live {
     conn: MultiplexedConnection,
     health: Arc<Health>,
+    /// The endpoint's master generation when this connection was made.
+    generation: u64,
 }
 
 #[derive(Default)]
@@ -129,7 +131,10 @@ impl Link {
         let connecting = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match &state.live {
-                Some(live) if !live.health.closed.load(Ordering::Relaxed) => {
+                Some(live)
+                    if !live.health.closed.load(Ordering::Relaxed)
+                        && live.generation == self.endpoint.master_generation() =>
+                {
                     return Ok(live.clone())
                 }
                 Some(_) => state.live = None,
@@ -168,8 +173,13 @@ impl Link {
             },
         );
         async move {
+            let generation = endpoint.master_generation();
             let conn = endpoint.connect(&config).await?;
-            Ok(Live { conn, health })
+            Ok(Live {
+                conn,
+                health,
+                generation,
+            })
         }
         .boxed()
         .shared()

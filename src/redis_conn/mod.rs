@@ -127,6 +127,9 @@ impl RedisConn {
             ));
         }
         let endpoint = Arc::new(Endpoint::new(config, &dialer)?);
+        if config.redis.sentinel_master.is_some() {
+            tokio::spawn(endpoint::follow_switches(Arc::downgrade(&endpoint)));
+        }
         Ok(RedisConn::Node(Arc::new(Node {
             endpoint,
             dialer,
