@@ -115,7 +115,12 @@ impl Link {
         Op: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let live = self.live().await?;
+        // A failed attempt may have begun before Redis came back (its caller
+        // gave up and left it to the next one): one more, nothing was sent.
+        let live = match self.live().await {
+            Ok(live) => live,
+            Err(_) => self.live().await?,
+        };
         match self.watched(&live, op(live.conn.clone())).await {
             Err(e) if self.lost(&live, &e) && (not_executed(&e) || safe_to_repeat()) => {
                 let live = self.live().await?;
