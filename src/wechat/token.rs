@@ -26,7 +26,7 @@ use std::{
 use redis::AsyncCommands;
 use serde::Deserialize;
 
-use super::{call::send_json, mock, WechatError};
+use super::{call::HttpClient, mock, WechatError};
 use crate::{
     clock::unix_secs as now_secs,
     redis_conn::{self, RedisConn},
@@ -70,7 +70,7 @@ impl Cached {
 
 /// The call to WeChat itself, with the app's credentials.
 pub(super) struct TokenSource {
-    pub http: reqwest::Client,
+    pub http: HttpClient,
     pub appid: String,
     pub secret: Secret,
     pub api_base: String,
@@ -97,7 +97,7 @@ impl TokenSource {
                 "secret": self.secret.expose(),
                 "force_refresh": force,
             }));
-        let answer: StableTokenAnswer = send_json(request).await?;
+        let answer: StableTokenAnswer = self.http.send_json(request).await?;
         if answer.access_token.is_empty() || answer.expires_in == 0 {
             return Err(WechatError::Upstream(
                 "stable_token answered no usable token".into(),
