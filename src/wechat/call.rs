@@ -2,7 +2,7 @@
 //! its calls run on; one call sends a request and reads its JSON answer,
 //! turning a non-zero `errcode` into [`WechatError`].
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -70,6 +70,11 @@ impl HttpClient {
                 "the call stopped without an answer".into(),
             ))
         })
+    }
+
+    /// Runs `task` to its end on the calls' runtime, whoever waits for it.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(self.runtime.handle().spawn(task));
     }
 }
 

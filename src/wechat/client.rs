@@ -85,7 +85,7 @@ impl Client {
 
     /// The fleet's shared access_token source (for other handlers of an embedding
     /// app, the admin token route and the CLI).
-    pub fn access_tokens(&self) -> &AccessTokens {
+    pub fn access_tokens(&self) -> &Arc<AccessTokens> {
         &self.tokens
     }
 
