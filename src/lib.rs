@@ -16,8 +16,10 @@
 //! - [`secret`]: [`Secret`], a string that never prints, and OS randomness.
 //! - [`wechat`]: WeChat's server APIs, one file per idea: the login code, the
 //!   identity, `WechatError`, the API `Client` (`code2Session`, phone number,
-//!   session-key check), the development mock, the fleet's shared access_token
-//!   (`AccessTokens`, kept in Redis through the `RedisConn` it is handed) and the
+//!   session-key check), its HTTP client (`call.rs`: every call on a runtime of
+//!   its own, which outlives the server's workers), the development mock, the
+//!   fleet's shared access_token (`AccessTokens`, kept in Redis through the
+//!   `RedisConn` it is handed; one refresh per instance at a time) and the
 //!   user-data crypto (`userdata`). Knows no HTTP routes and no sessions.
 //! - [`session`]: `SessionId`, the [`Session`] a handler gets, the lifetime policy,
 //!   `SessionStore` (create — where every TTL is set —, touch, revoke), the key

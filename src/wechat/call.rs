@@ -1,15 +1,113 @@
-//! One call to a WeChat server API over HTTP: send it, read its JSON answer
-//! whatever the Content-Type, and turn a non-zero `errcode` into [`WechatError`].
+//! WeChat's HTTP: [`HttpClient`], the one client for its APIs and the runtime
+//! its calls run on; one call sends a request and reads its JSON answer,
+//! turning a non-zero `errcode` into [`WechatError`].
+
+use std::{future::Future, sync::Arc, time::Duration};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::{runtime::Runtime, task::JoinHandle};
 
 use super::WechatError;
 
-/// Sends a WeChat API request and reads its JSON answer, whatever the
-/// Content-Type (WeChat sometimes says text/plain); a non-zero `errcode` becomes
-/// the matching [`WechatError`].
-pub(super) async fn send_json<T: DeserializeOwned>(
+/// The HTTP client for WeChat's APIs, and the runtime every call runs on.
+///
+/// Why a runtime of its own: hyper spawns the task that drives a connection on
+/// the runtime of the call that opened it, and the pool hands that connection
+/// to any later call. Each actix worker is a runtime of its own, and at SIGTERM
+/// a worker with nothing in flight stops at once, dropping its tasks: a login
+/// in flight on another worker, over a connection the stopped one had opened,
+/// lost its answer (502 within milliseconds, the code already spent at
+/// WeChat). Here every call and every connection lives on one runtime that
+/// ends with the last handle on it, after the last worker has stopped.
+#[derive(Clone)]
+pub(super) struct HttpClient {
+    client: reqwest::Client,
+    runtime: Arc<CallRuntime>,
+}
+
+impl HttpClient {
+    /// `timeout` bounds each call as a whole.
+    pub fn new(timeout: Duration) -> Result<HttpClient, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            // A redirect would carry the AppSecret's query string to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        // One thread: WeChat calls spend their time waiting on the network.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("wechat-http")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the WeChat HTTP runtime: {e}"))?;
+        Ok(HttpClient {
+            client,
+            runtime: Arc::new(CallRuntime(Some(runtime))),
+        })
+    }
+
+    pub fn get(&self, url: String) -> reqwest::RequestBuilder {
+        self.client.get(url)
+    }
+
+    pub fn post(&self, url: String) -> reqwest::RequestBuilder {
+        self.client.post(url)
+    }
+
+    /// Sends a WeChat API request and reads its JSON answer, whatever the
+    /// Content-Type (WeChat sometimes says text/plain); a non-zero `errcode`
+    /// becomes the matching [`WechatError`]. A caller that stops waiting
+    /// cancels its call.
+    pub async fn send_json<T: DeserializeOwned + Send + 'static>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, WechatError> {
+        let mut call = CancelOnDrop(self.runtime.handle().spawn(send_json(request)));
+        (&mut call.0).await.unwrap_or_else(|_| {
+            Err(WechatError::Upstream(
+                "the call stopped without an answer".into(),
+            ))
+        })
+    }
+
+    /// Runs `task` to its end on the calls' runtime, whoever waits for it.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(self.runtime.handle().spawn(task));
+    }
+}
+
+/// The calls' runtime. Dropping a runtime waits for its tasks, which panics
+/// inside another runtime (the last handle goes at the end of `serve`, inside
+/// actix's): it is shut down without waiting instead.
+struct CallRuntime(Option<Runtime>);
+
+impl CallRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running until dropped").handle()
+    }
+}
+
+impl Drop for CallRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A spawned call that ends when its caller stops waiting, as it would have
+/// run inside the caller.
+struct CancelOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for CancelOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn send_json<T: DeserializeOwned>(
     request: reqwest::RequestBuilder,
 ) -> Result<T, WechatError> {
     let response = request.send().await.map_err(request_error)?;

@@ -1,6 +1,6 @@
 //! `Client`: the WeChat server API calls — `code2Session`, the phone number by
-//! code, the session-key check — over one shared HTTP client, with the fleet's
-//! shared access_token, or answered by the mock.
+//! code, the session-key check — over one shared [`HttpClient`], with the
+//! fleet's shared access_token, or answered by the mock.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,14 +10,14 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use super::{
-    call::send_json,
+    call::HttpClient,
     mock,
     token::{AccessToken, AccessTokens, TokenSource},
     Identity, LoginCode, WechatError,
 };
 use crate::{config::WechatConfig, redis_conn::RedisConn, secret::Secret, telemetry::Metrics};
 
-/// The answer of `jscode2session` (errors are handled by `send_json`).
+/// The answer of `jscode2session` (errors are handled by `HttpClient::send_json`).
 #[derive(Deserialize)]
 struct Code2SessionAnswer {
     openid: Option<String>,
@@ -29,7 +29,7 @@ struct Code2SessionAnswer {
 /// access_token, or the in-process mock.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: HttpClient,
     appid: String,
     secret: Secret,
     api_base: String,
@@ -48,12 +48,7 @@ impl Client {
         redis_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Client, String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            // A redirect would carry the AppSecret's query string to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = HttpClient::new(Duration::from_millis(config.timeout_ms))?;
         let tokens = AccessTokens::new(
             TokenSource {
                 http: http.clone(),
@@ -90,7 +85,7 @@ impl Client {
 
     /// The fleet's shared access_token source (for other handlers of an embedding
     /// app, the admin token route and the CLI).
-    pub fn access_tokens(&self) -> &AccessTokens {
+    pub fn access_tokens(&self) -> &Arc<AccessTokens> {
         &self.tokens
     }
 
@@ -114,7 +109,7 @@ impl Client {
                 ("js_code", code.as_str()),
                 ("grant_type", "authorization_code"),
             ]);
-        let answer: Code2SessionAnswer = send_json(request).await?;
+        let answer: Code2SessionAnswer = self.http.send_json(request).await?;
         match (answer.openid, answer.session_key) {
             (Some(openid), Some(session_key)) if !openid.is_empty() && !session_key.is_empty() => {
                 Ok(Identity {
@@ -141,7 +136,7 @@ impl Client {
                     .post(format!("{}/wxa/business/getuserphonenumber", self.api_base))
                     .query(&[("access_token", token.expose())])
                     .json(&serde_json::json!({ "code": code }));
-                let mut answer: Map<String, Value> = send_json(request).await?;
+                let mut answer: Map<String, Value> = self.http.send_json(request).await?;
                 match answer.remove("phone_info") {
                     Some(Value::Object(info)) => Ok(info),
                     _ => Err(WechatError::Upstream("success without phone_info".into())),
@@ -178,7 +173,7 @@ impl Client {
                             ("signature", signature.as_str()),
                             ("sig_method", "hmac_sha256"),
                         ]);
-                    async move { send_json::<Value>(request).await }
+                    async move { self.http.send_json::<Value>(request).await }
                 })
                 .await;
             match answer {

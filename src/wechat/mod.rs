@@ -5,7 +5,9 @@
 //! - `error`: [`WechatError`], WeChat's errcodes by what the caller should do;
 //! - `client`: [`Client`], the API calls (`code2Session`, phone number by code,
 //!   session-key check) over one shared HTTP client;
-//! - `call`: one request and its JSON answer, errcodes included;
+//! - `call`: `HttpClient`, the HTTP client and the runtime every call runs on
+//!   (it outlives the workers), and one request and its JSON answer, errcodes
+//!   included;
 //! - `token`: [`AccessTokens`], the one access_token the whole fleet shares,
 //!   kept in Redis through the [`RedisConn`](crate::redis_conn::RedisConn)
 //!   handed to the client (this module's only use of Redis);

@@ -5,12 +5,18 @@
 //! 1. process memory, until the token's refresh time;
 //! 2. Redis, `{p}wechat:access_token` (a hash: `access_token`, `expires_at`,
 //!    `refresh_at`, `fetched_at`; it expires at `refresh_at`);
-//! 3. otherwise one caller per instance (a Tokio mutex) takes the fleet's lock,
-//!    `{p}wechat:access_token:lock` (`SET NX PX`, released by compare-and-delete),
-//!    looks at Redis once more (another instance may have just refreshed: writing
-//!    over a newer token is how clusters end up with 40001s), and only then calls
-//!    `stable_token` in normal mode. Waiters poll Redis, bounded by
-//!    `wechat.timeout_ms`.
+//! 3. otherwise one refresh per instance, shared by every caller that needs the
+//!    token meanwhile: it takes the fleet's lock, `{p}wechat:access_token:lock`
+//!    (`SET NX PX`, released by compare-and-delete), looks at Redis once more
+//!    (another instance may have just refreshed: writing over a newer token is
+//!    how clusters end up with 40001s), and only then calls `stable_token` in
+//!    normal mode. While another instance holds the lock, it polls Redis,
+//!    bounded by `wechat.timeout_ms`.
+//!
+//! The refresh runs on the WeChat calls' runtime, so no caller's end cancels it
+//! halfway (its lock held, its token never stored). Each caller waits for it at
+//! most `wechat.timeout_ms` + `redis.timeout_ms`, and after it fails, callers get
+//! its error for `FAILURE_HOLD` without another call.
 //!
 //! The cache ends 60 s before WeChat's `expires_in` (WeChat hands out the next
 //! token in the last 5 minutes, while the old one still works); a token answered
@@ -25,8 +31,9 @@ use std::{
 
 use redis::AsyncCommands;
 use serde::Deserialize;
+use tokio::sync::watch;
 
-use super::{call::send_json, mock, WechatError};
+use super::{call::HttpClient, mock, WechatError};
 use crate::{
     clock::unix_secs as now_secs,
     redis_conn::{self, RedisConn},
@@ -37,6 +44,13 @@ use crate::{
 /// How long before WeChat's expiry the shared cache ends.
 const MARGIN_SECS: u64 = 60;
 const POLL: Duration = Duration::from_millis(25);
+/// After a refresh fails, how long callers get its error without a new call.
+/// A WeChat that is failing (busy, rate-limiting, unreachable) is not helped
+/// by being asked again at once, and the callers of one burst (a page's
+/// requests, their immediate retries) arrive within about a second: without
+/// this, each would start or wait for a call of its own. After it, the next
+/// caller asks again, so a recovered WeChat is used within a second.
+const FAILURE_HOLD: Duration = Duration::from_secs(1);
 
 /// A usable access_token and the seconds it stays usable.
 #[derive(Debug, Clone)]
@@ -70,7 +84,7 @@ impl Cached {
 
 /// The call to WeChat itself, with the app's credentials.
 pub(super) struct TokenSource {
-    pub http: reqwest::Client,
+    pub http: HttpClient,
     pub appid: String,
     pub secret: Secret,
     pub api_base: String,
@@ -97,7 +111,7 @@ impl TokenSource {
                 "secret": self.secret.expose(),
                 "force_refresh": force,
             }));
-        let answer: StableTokenAnswer = send_json(request).await?;
+        let answer: StableTokenAnswer = self.http.send_json(request).await?;
         if answer.access_token.is_empty() || answer.expires_in == 0 {
             return Err(WechatError::Upstream(
                 "stable_token answered no usable token".into(),
@@ -105,6 +119,19 @@ impl TokenSource {
         }
         Ok((Secret::new(answer.access_token), answer.expires_in))
     }
+}
+
+/// A refresh's outcome as its waiters see it: `None` until it is known.
+type Outcome = Option<Result<AccessToken, WechatError>>;
+
+/// What this instance is doing about a token it does not hold.
+enum Refresh {
+    /// Nothing: the next caller without a token starts a refresh.
+    Idle,
+    /// A refresh is under way; every caller waits for its one outcome.
+    Running(watch::Receiver<Outcome>),
+    /// The last refresh failed: callers get its error until `until`.
+    Failed { error: WechatError, until: Instant },
 }
 
 pub struct AccessTokens {
@@ -115,7 +142,7 @@ pub struct AccessTokens {
     wait: Duration,
     redis_timeout: Duration,
     memory: Mutex<Option<Cached>>,
-    refreshing: tokio::sync::Mutex<()>,
+    refresh: Mutex<Refresh>,
     metrics: Arc<Metrics>,
 }
 
@@ -136,18 +163,68 @@ impl AccessTokens {
             wait,
             redis_timeout,
             memory: Mutex::new(None),
-            refreshing: tokio::sync::Mutex::new(()),
+            refresh: Mutex::new(Refresh::Idle),
             metrics,
         }
     }
 
-    /// The current token, from memory, Redis or (once for the fleet) WeChat.
-    pub async fn get(&self) -> Result<AccessToken, WechatError> {
+    /// The current token, from memory, Redis or (once for the fleet) WeChat:
+    /// the instance's one refresh, waited for at most `wechat.timeout_ms` +
+    /// `redis.timeout_ms`; within `FAILURE_HOLD` of a failed one, its error.
+    pub async fn get(self: &Arc<Self>) -> Result<AccessToken, WechatError> {
         if let Some(token) = self.memory_token() {
             return Ok(token);
         }
-        // Within one instance, concurrent callers share one look-up and fetch.
-        let _turn = self.refreshing.lock().await;
+        let mut outcome = self.refresh_to_wait_for()?;
+        let waited = tokio::time::timeout(
+            self.wait + self.redis_timeout,
+            outcome.wait_for(Option::is_some),
+        )
+        .await;
+        match waited {
+            Ok(Ok(known)) => known.clone().expect("wait_for answers a known outcome"),
+            Ok(Err(_)) => Err(WechatError::Upstream(
+                "the access_token refresh stopped without an outcome".into(),
+            )),
+            Err(_) => Err(WechatError::Timeout),
+        }
+    }
+
+    /// The refresh under way, or a new one; within `FAILURE_HOLD` of a
+    /// failed one, its error.
+    fn refresh_to_wait_for(self: &Arc<Self>) -> Result<watch::Receiver<Outcome>, WechatError> {
+        let mut refresh = self.refresh.lock().expect("token refresh state");
+        match &*refresh {
+            // A refresh whose task is gone without an outcome (it panicked) is
+            // replaced rather than waited for by every caller from now on.
+            Refresh::Running(outcome) if outcome.has_changed().is_ok() => {
+                return Ok(outcome.clone())
+            }
+            Refresh::Failed { error, until } if Instant::now() < *until => {
+                return Err(error.clone())
+            }
+            Refresh::Running(_) | Refresh::Failed { .. } | Refresh::Idle => {}
+        }
+        let (tell, outcome) = watch::channel(None);
+        *refresh = Refresh::Running(outcome.clone());
+        let tokens = Arc::clone(self);
+        self.source.http.spawn(async move {
+            let result = tokens.look_up_or_fetch().await;
+            *tokens.refresh.lock().expect("token refresh state") = match &result {
+                Ok(_) => Refresh::Idle,
+                Err(error) => Refresh::Failed {
+                    error: error.clone(),
+                    until: Instant::now() + FAILURE_HOLD,
+                },
+            };
+            tell.send_replace(Some(result));
+        });
+        Ok(outcome)
+    }
+
+    /// The refresh itself: memory (a refresh may have ended just before this
+    /// one began), Redis, then the fleet's lock and WeChat.
+    async fn look_up_or_fetch(&self) -> Result<AccessToken, WechatError> {
         if let Some(token) = self.memory_token() {
             return Ok(token);
         }
@@ -162,7 +239,6 @@ impl AccessTokens {
     /// `refresh-token`; `force` sends `force_refresh: true`, which invalidates the
     /// old token at WeChat at once).
     pub async fn refresh(&self, force: bool) -> Result<AccessToken, WechatError> {
-        let _turn = self.refreshing.lock().await;
         self.refresh_shared(force).await
     }
 

@@ -33,6 +33,84 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     );
 }
 
+/// WeChat keeps connections open and wxsession reuses them from any worker. At
+/// SIGTERM a worker with nothing in flight stops at once: a login in flight on
+/// a connection that worker opened must still get WeChat's answer, and its session.
+#[actix_web::test]
+async fn logins_in_flight_at_sigterm_get_their_sessions_whoever_opened_the_connection() {
+    const TRIES: usize = 4;
+    const IN_FLIGHT: usize = 2;
+    let h = Harness::setup()
+        .instances(0)
+        .wechat_keeps_connections()
+        .start();
+    let env = [
+        ("WXSESSION_SERVER_WORKERS", "4"),
+        ("WXSESSION_WECHAT_TIMEOUT_MS", "5000"),
+        ("WXSESSION_SERVER_SHUTDOWN_TIMEOUT_SECS", "10"),
+    ];
+    // The tries run side by side, one binary each, so the test takes one slow
+    // login's time rather than one per try.
+    let servers: Vec<ServerProcess> = (0..TRIES).map(|_| h.start_process(&env)).collect();
+    for (i, server) in servers.iter().enumerate() {
+        // One worker opens a connection to WeChat; it goes back to the pool.
+        server.login(&format!("ok:warm~{i}")).await;
+    }
+    // actix hands each new connection to the next worker: these run on other
+    // workers than the one that opened the pooled connection, and take 3 s.
+    let in_flight: Vec<_> = servers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, server)| {
+            (0..IN_FLIGHT).map(move |j| {
+                let request = client()
+                    .post(server.url("/login"))
+                    .json(&json!({ "code": format!("slow~{i}-{j}") }));
+                actix_web::rt::spawn(send(request))
+            })
+        })
+        .collect();
+    let arrived = || {
+        h.wechat
+            .received()
+            .iter()
+            .filter(|r| r.param("js_code").is_some_and(|c| c.starts_with("slow")))
+            .count()
+    };
+    // Within 2 s, so the first is still waiting for its 3-s answer when the last arrives.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while arrived() < TRIES * IN_FLIGHT {
+        assert!(
+            Instant::now() < deadline,
+            "the slow logins reached WeChat within 2 s"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SIGTERM to every binary at once, while WeChat is still answering.
+    let stopped = servers.into_iter().map(|mut server| {
+        actix_web::rt::task::spawn_blocking(move || {
+            let status = server.terminate(Duration::from_secs(15));
+            (status, server)
+        })
+    });
+    let stopped = futures_util::future::join_all(stopped).await;
+    let answers = futures_util::future::join_all(in_flight).await;
+    for (n, answer) in answers.into_iter().enumerate() {
+        let (status, server) = stopped[n / IN_FLIGHT].as_ref().unwrap();
+        let (code, body) = answer.unwrap();
+        assert_eq!(
+            code,
+            200,
+            "login {n} in flight at SIGTERM: {body}\n{}",
+            server.log()
+        );
+        let id = body["sessionid"].as_str().unwrap();
+        let stored: i64 = h.redis.cmd(&["EXISTS", &format!("wxsess:s:{id}")]);
+        assert_eq!(stored, 1, "login {n}: its session is in Redis");
+        assert!(status.success(), "exit status {status:?}");
+    }
+}
+
 #[actix_web::test]
 async fn many_rejected_ids_from_one_address_log_one_warning() {
     let h = Harness::bare();

@@ -1,7 +1,10 @@
 //! Contract §9: the fleet's one access_token, phone number by code, and the
 //! session-key check, against a stand-in that counts calls per API.
 
-use std::sync::atomic::Ordering;
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -20,6 +23,20 @@ async fn phone(server: &impl Instance, id: &str, code: &str) -> (u16, serde_json
     server
         .post_as(id, "/session/phone", &json!({ "code": code }))
         .await
+}
+
+/// `n` phone numbers by code asked at once, each answer with how long it took.
+async fn phones_at_once(
+    server: &impl Instance,
+    id: &str,
+    n: usize,
+) -> Vec<(u16, serde_json::Value, Duration)> {
+    let calls = (0..n).map(|_| async {
+        let started = Instant::now();
+        let (status, body) = phone(server, id, "num").await;
+        (status, body, started.elapsed())
+    });
+    futures_util::future::join_all(calls).await
 }
 
 async fn check(server: &impl Instance, id: &str) -> (u16, serde_json::Value) {
@@ -128,6 +145,65 @@ async fn a_refused_token_is_replaced_once_and_the_call_retried_once() {
     );
     assert!(metrics.contains("wxsession_wechat_token_recoveries_total{outcome=\"failed\"} 1"));
     assert!(metrics.contains("wxsession_wechat_token_fetches_total{outcome=\"ok\"} 3"));
+}
+
+/// While stable_token fails, the callers that need the token share one call
+/// and its error; for a second after it (README), callers get that error at
+/// once; then the next caller makes a new call.
+#[actix_web::test]
+async fn callers_share_one_failed_token_fetch_and_its_error_for_a_second() {
+    let h = Harness::setup()
+        .wechat_knobs(|state| {
+            state.token_errcode.store(-1, Ordering::SeqCst);
+            // Long enough for all the callers to arrive while the call is out.
+            state.token_delay_ms.store(200, Ordering::SeqCst);
+        })
+        .start();
+    let id = h.login("ok:frank").await;
+    let answers = phones_at_once(&h, &id, 4).await;
+    for (status, body, _) in &answers {
+        assert_eq!(*status, 503, "{body}");
+        assert_error(body, "wechat_busy");
+    }
+    assert_eq!(h.wechat.calls_to(STABLE), 1, "one call for four callers");
+
+    let started = Instant::now();
+    let (status, body) = phone(&h, &id, "num").await;
+    assert_eq!(status, 503, "{body}");
+    assert_error(&body, "wechat_busy");
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "the same error at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.wechat.calls_to(STABLE), 1, "no call within the second");
+
+    h.wechat.state.token_errcode.store(0, Ordering::SeqCst);
+    actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = phone(&h, &id, "num").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.wechat.calls_to(STABLE), 2, "a new call after the second");
+    assert_eq!(h.wechat.calls_to("/wxa/business/getuserphonenumber"), 1);
+}
+
+/// stable_token never answers: the callers share its one call, and none waits
+/// longer than `wechat.timeout_ms` + `redis.timeout_ms` (500 + 300 ms here).
+#[actix_web::test]
+async fn a_hanging_token_fetch_is_one_call_and_no_caller_waits_past_its_bound() {
+    let bound = Duration::from_millis(500 + 300);
+    let slack = Duration::from_millis(150);
+    let h = Harness::setup()
+        .wechat_knobs(|state| state.token_delay_ms.store(10_000, Ordering::SeqCst))
+        .start();
+    let id = h.login("ok:grace").await;
+    let answers = phones_at_once(&h, &id, 4).await;
+    let waits: Vec<Duration> = answers.iter().map(|(_, _, waited)| *waited).collect();
+    for (status, body, waited) in &answers {
+        assert_eq!(*status, 504, "{body}");
+        assert_error(body, "wechat_timeout");
+        assert!(*waited <= bound + slack, "waits {waits:?}");
+    }
+    assert_eq!(h.wechat.calls_to(STABLE), 1, "one call for four callers");
 }
 
 #[actix_web::test]

@@ -26,6 +26,7 @@ pub struct Setup {
     instances: usize,
     redis_args: Vec<String>,
     wechat_unreachable: bool,
+    wechat_keeps_connections: bool,
     knobs: fn(&StandInState),
     adjust: fn(&mut Config),
 }
@@ -53,6 +54,7 @@ impl Harness {
             instances: 1,
             redis_args: Vec::new(),
             wechat_unreachable: false,
+            wechat_keeps_connections: false,
             knobs: |_| {},
             adjust: |_| {},
         }
@@ -111,6 +113,13 @@ impl Setup {
         self
     }
 
+    /// A stand-in that keeps connections open, as WeChat does
+    /// ([`WechatStandIn::start_keeping_connections`]).
+    pub fn wechat_keeps_connections(mut self) -> Setup {
+        self.wechat_keeps_connections = true;
+        self
+    }
+
     /// Turns the stand-in's knobs before any instance starts, so that nothing an
     /// instance does at start-up sees them unset.
     pub fn wechat_knobs(mut self, knobs: fn(&StandInState)) -> Setup {
@@ -129,7 +138,11 @@ impl Setup {
     pub fn start(self) -> Harness {
         let args: Vec<&str> = self.redis_args.iter().map(String::as_str).collect();
         let redis = RedisServer::start_with(&args);
-        let wechat = WechatStandIn::start();
+        let wechat = if self.wechat_keeps_connections {
+            WechatStandIn::start_keeping_connections()
+        } else {
+            WechatStandIn::start()
+        };
         (self.knobs)(&wechat.state);
         let wechat_base = if self.wechat_unreachable {
             format!("http://127.0.0.1:{}", free_port())

@@ -5,7 +5,7 @@
 use std::{
     net::TcpListener,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
     thread,
@@ -56,6 +56,8 @@ pub struct StandInState {
     pub token_expires_in: AtomicU64,
     /// Delay before answering `stable_token`, in ms.
     pub token_delay_ms: AtomicU64,
+    /// `stable_token` answers this errcode instead of a token (0: a token).
+    pub token_errcode: AtomicI64,
 }
 
 /// A WeChat stand-in: a real HTTP/1.1 server on loopback.
@@ -79,7 +81,8 @@ pub struct StandInState {
 /// A `~suffix` gives another code with the same meaning (`ok:alice~2`): WeChat
 /// codes are single-use, so repeated logins of one user need distinct codes.
 ///
-/// `stable_token` hands out `TOKEN-1`, `TOKEN-2`, …; `getuserphonenumber` answers
+/// `stable_token` hands out `TOKEN-1`, `TOKEN-2`, … (or the errcode
+/// `token_errcode` says); `getuserphonenumber` answers
 /// by the phone `code` (`num`/`str`: countryCode as a number/string, `other-app`,
 /// `err:<n>`, `slow`, `garbage`) and `checksession` answers 87009 for openid
 /// `stale`; both refuse tokens as the [`StandInState`] knobs say.
@@ -90,7 +93,21 @@ pub struct WechatStandIn {
 }
 
 impl WechatStandIn {
+    /// A stand-in that closes each connection after one call: otherwise
+    /// wxsession could reuse a pooled connection just as the stand-in closes it
+    /// for idling, and a test would see a 502 that WeChat never caused.
     pub fn start() -> WechatStandIn {
+        WechatStandIn::start_with(KeepAlive::Disabled)
+    }
+
+    /// A stand-in that keeps connections open for reuse, as WeChat does, for
+    /// tests of what happens to a pooled connection. It never closes one for
+    /// idling within a test's life, so the race above cannot happen.
+    pub fn start_keeping_connections() -> WechatStandIn {
+        WechatStandIn::start_with(KeepAlive::Timeout(Duration::from_secs(300)))
+    }
+
+    fn start_with(keep_alive: KeepAlive) -> WechatStandIn {
         // Bound here, before the thread starts: a request sent right after
         // `start` returns waits in the backlog instead of being refused.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -107,10 +124,7 @@ impl WechatStandIn {
                 })
                 .workers(1)
                 .disable_signals()
-                // One connection per call: otherwise wxsession could reuse a
-                // pooled connection just as the stand-in closes it for idling,
-                // and a test would see a 502 that WeChat never caused.
-                .keep_alive(KeepAlive::Disabled)
+                .keep_alive(keep_alive)
                 .shutdown_timeout(0)
                 .listen(listener)
                 .unwrap()
@@ -202,6 +216,10 @@ async fn token_answer(state: &StandInState) -> HttpResponse {
         state.token_delay_ms.load(Ordering::SeqCst),
     ))
     .await;
+    match state.token_errcode.load(Ordering::SeqCst) {
+        0 => {}
+        n => return errcode(n),
+    }
     let n = state.tokens_issued.fetch_add(1, Ordering::SeqCst) + 1;
     let expires_in = match state.token_expires_in.load(Ordering::SeqCst) {
         0 => 7200,
