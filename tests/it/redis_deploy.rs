@@ -1,13 +1,15 @@
 //! Redis as it is deployed (contract §10), against real processes on loopback:
-//! TLS (one node, the local cache's tracking connection, Cluster) and TLS files
-//! that cannot work.
+//! TLS in every mode (one node, the local cache's tracking connection, Cluster,
+//! Sentinel), TLS files that cannot work, and a Sentinel failover followed
+//! without a restart.
 
 use std::{
     collections::BTreeSet,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::{local_cache::warm, support::*};
+use crate::{local_cache::warm, redis_faults::wait_ready, support::*};
 
 /// `redis.timeout_ms` where a test depends on it.
 const TIMEOUT_MS: u64 = 300;
@@ -18,6 +20,21 @@ async fn sleep_ms(ms: u64) {
 
 fn session_key(id: &str) -> String {
     format!("wxsess:s:{id}")
+}
+
+/// The session id of a login answer.
+fn session_id(body: &serde_json::Value) -> String {
+    body["sessionid"].as_str().unwrap().to_string()
+}
+
+/// 200, or 503 `store_unavailable`: the only answers allowed while Redis is
+/// away or being replaced. Answers whether it was 200.
+fn ok_or_unavailable(what: &str, (status, body): &(u16, serde_json::Value)) -> bool {
+    if *status != 200 {
+        assert_eq!(*status, 503, "{what}: {body}");
+        assert_error(body, "store_unavailable");
+    }
+    *status == 200
 }
 
 // ---------------------------------------------------------------- TLS
@@ -201,6 +218,100 @@ fn tls_files_that_cannot_work_stop_the_start() {
     }
 }
 
+// ---------------------------------------------------------------- Sentinel
+
+/// Sessions written before a forced failover (and replicated) are served after
+/// it by the same running server, from the new master; new logins land there.
+async fn sessions_survive_a_sentinel_failover(tls: Option<&Arc<Certs>>) {
+    let set = SentinelSet::start(tls);
+    let wechat = WechatStandIn::start();
+    let url = set.url();
+    let mut env = vec![
+        ("redis.url", url.as_str()),
+        ("redis.sentinel_master", SENTINEL_MASTER),
+        ("redis.timeout_ms", "1000"),
+        ("server.workers", "2"),
+    ];
+    if let Some(certs) = tls {
+        env.extend(certs.client_keys());
+    }
+    let server = ServerProcess::start(set.master(), &wechat.base, &env);
+    // Asking the sentinels may take a moment after the start.
+    wait_ready(&server, Duration::from_secs(5)).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let id = server.login(&format!("ok:sent{i}")).await;
+        assert_eq!(server.get_session(&id).await.0, 200);
+        ids.push(id);
+    }
+    let old = set.master();
+    assert_eq!(old.cli(&["EXISTS", &session_key(&ids[0])]), "1");
+    assert_eq!(
+        old.cli(&["WAIT", "1", "1000"]),
+        "1",
+        "the replica has every session"
+    );
+
+    let started = Instant::now();
+    let infra = set.failover();
+    let done = Instant::now();
+    let new = set.master();
+    assert_ne!(new.client_port(), old.client_port());
+    // The old master goes on taking writes until the sentinels convert it,
+    // about 10 s later, and then drops them in its resync from the new master:
+    // a login stored there is a session lost. Only the new master counts.
+    let (mut n, mut lost) = (0, 0);
+    let landed = loop {
+        n += 1;
+        let answer = server.try_login(&format!("ok:after{n}")).await;
+        if ok_or_unavailable("login after the failover", &answer) {
+            let key = session_key(&session_id(&answer.1));
+            if new.cli(&["EXISTS", &key]) == "1" {
+                break started.elapsed();
+            }
+            lost += 1;
+        }
+        assert!(
+            done.elapsed() < Duration::from_secs(5),
+            "no login stored on the new master within 5 s of the sentinels agreeing \
+             ({lost} logins answered 200 were stored elsewhere)"
+        );
+        sleep_ms(50).await;
+    };
+    println!(
+        "sentinel (tls: {}): SENTINEL FAILOVER → every sentinel names the replica and it \
+         says role:master: {infra:?}; → first login stored on the new master: {landed:?} \
+         ({lost} stored on the old master before that)",
+        tls.is_some()
+    );
+    // From then on, every login lands on the new master.
+    for i in 0..5 {
+        let id = server.login(&format!("ok:settled{i}")).await;
+        assert_eq!(new.cli(&["EXISTS", &session_key(&id)]), "1", "login {i}");
+    }
+
+    for id in &ids {
+        // Cut its idle lifetime on the new master only: a guarded request that
+        // reaches the new master (a sliding GETEX) puts it back.
+        let _: i64 = new.cmd(&["EXPIRE", &session_key(id), "100"]);
+        let (status, me) = server.get_session(id).await;
+        assert_eq!(status, 200, "a session from before the failover: {me}");
+        let ttl: i64 = new.cmd(&["TTL", &session_key(id)]);
+        assert!(ttl > 100, "served from the new master (ttl there {ttl})");
+    }
+    assert_eq!(send(client().get(server.url("/readyz"))).await.0, 200);
+}
+
+#[actix_web::test]
+async fn sentinel_failover_keeps_sessions() {
+    sessions_survive_a_sentinel_failover(None).await;
+}
+
+#[actix_web::test]
+async fn sentinel_failover_keeps_sessions_over_tls() {
+    sessions_survive_a_sentinel_failover(Some(&Certs::get())).await;
+}
+
 // ---------------------------------------------------------------- the infrastructure itself
 //
 // These pass whatever the server does: they show that what the tests above
@@ -247,4 +358,24 @@ fn infra_tls_servers_take_only_verified_clients() {
     assert_eq!(listed(false), 0, "no plain port to a TLS client");
     assert_eq!(cluster.nodes[0].cli(&["-c", "SET", "{a}", "1"]), "OK");
     assert_eq!(cluster.nodes[0].cli(&["-c", "SET", "{b}", "1"]), "OK");
+}
+
+#[test]
+fn infra_sentinel_failover_over_tls() {
+    let certs = Certs::get();
+    let started = Instant::now();
+    let set = SentinelSet::start(Some(&certs));
+    let up = started.elapsed();
+    let old = set.master();
+    let addr = set.sentinels[1].cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER]);
+    assert_eq!(addr, format!("127.0.0.1\n{}", old.client_port()));
+    assert_eq!(old.cli(&["SET", "before", "1"]), "OK");
+    assert_eq!(old.cli(&["WAIT", "1", "1000"]), "1");
+
+    let took = set.failover();
+    let new = set.master();
+    assert_ne!(new.client_port(), old.client_port());
+    assert_eq!(new.cli(&["GET", "before"]), "1");
+    assert_eq!(new.cli(&["SET", "after", "1"]), "OK");
+    println!("sentinel over TLS: set up in {up:?}; SENTINEL FAILOVER done in {took:?}");
 }

@@ -50,6 +50,18 @@ impl RedisServer {
         RedisServer::launched(free_port(), Some((tls_port, certs.clone())), false, extra)
     }
 
+    /// `redis-server --sentinel` with an empty config file of its own (Sentinel
+    /// insists on a writable one) and `extra` as its configuration, e.g.
+    /// `["--sentinel", "monitor", "name", "127.0.0.1", "6379", "2"]`.
+    pub fn start_sentinel(tls: Option<&Arc<Certs>>, extra: &[&str]) -> RedisServer {
+        RedisServer::launched(
+            free_port(),
+            tls.map(|c| (free_port(), c.clone())),
+            true,
+            extra,
+        )
+    }
+
     fn launched(
         port: u16,
         tls: Option<(u16, Arc<Certs>)>,
