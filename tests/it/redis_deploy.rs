@@ -1,18 +1,24 @@
 //! Redis as it is deployed (contract §10), against real processes on loopback:
 //! TLS in every mode (one node, the local cache's tracking connection, Cluster,
-//! Sentinel), TLS files that cannot work, and a Sentinel failover followed
-//! without a restart.
+//! Sentinel), files that cannot work, a Sentinel failover followed without a
+//! restart, half-open connections replaced in bounded time, and a Redis restart
+//! under load that costs no request once `/readyz` says ready.
 
 use std::{
-    collections::BTreeSet,
+    cell::{Cell, RefCell},
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use futures_util::future::join_all;
 
 use crate::{local_cache::warm, redis_faults::wait_ready, support::*};
 
 /// `redis.timeout_ms` where a test depends on it.
 const TIMEOUT_MS: u64 = 300;
+/// Actix workers of the binary, each with Redis connections of its own.
+const WORKERS: usize = 4;
 
 async fn sleep_ms(ms: u64) {
     actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
@@ -35,6 +41,247 @@ fn ok_or_unavailable(what: &str, (status, body): &(u16, serde_json::Value)) -> b
         assert_error(body, "store_unavailable");
     }
     *status == 200
+}
+
+// ---------------------------------------------------------------- dead connections
+
+/// One round of requests on new HTTP connections, which actix hands to its
+/// workers in turn, so every worker answers some: guarded GETs and `/readyz`.
+async fn round(server: &impl Instance, id: &str) -> Vec<(u16, serde_json::Value)> {
+    let gets = (0..2 * WORKERS).map(|_| server.get_session(id));
+    let mut answers = join_all(gets).await;
+    answers.push(send(client().get(server.url("/readyz"))).await);
+    answers
+}
+
+#[actix_web::test]
+async fn half_open_connection_is_replaced_within_bound() {
+    let h = Harness::bare();
+    let proxy = Proxy::start(h.redis.port);
+    let server = h.start_process(&[
+        ("redis.url", &proxy.url()),
+        ("redis.timeout_ms", &TIMEOUT_MS.to_string()),
+        ("server.workers", &WORKERS.to_string()),
+    ]);
+    let id = server.login("ok:halfopen").await;
+    for _ in 0..3 {
+        assert!(round(&server, &id).await.iter().all(|(s, _)| *s == 200));
+    }
+    // Each worker opens its connection on first use: all of them are in use now.
+    let before = proxy.connections();
+    assert!(
+        before >= WORKERS,
+        "{before} connections through the proxy for {WORKERS} workers"
+    );
+
+    proxy.stall();
+    let stalled = Instant::now();
+    let bound = Duration::from_millis(3 * TIMEOUT_MS + 1000);
+    let mut first_200 = None;
+    let recovered = loop {
+        let answers = round(&server, &id).await;
+        let ok = answers
+            .iter()
+            .filter(|a| ok_or_unavailable("after the stall", a))
+            .count();
+        if ok > 0 && first_200.is_none() {
+            first_200 = Some(stalled.elapsed());
+        }
+        if ok == answers.len() {
+            break stalled.elapsed();
+        }
+        assert!(
+            stalled.elapsed() < bound + Duration::from_secs(4),
+            "no full recovery {:?} after the connections went half-open \
+             ({ok}/{} answers 200 in the last round, {} connections through the proxy, \
+             {before} before the stall)",
+            stalled.elapsed(),
+            answers.len(),
+            proxy.connections(),
+        );
+    };
+    println!(
+        "half-open: first 200 after {first_200:?}, every worker 200 again after \
+         {recovered:?} (bound {bound:?}); {} connections through the proxy, {before} before",
+        proxy.connections()
+    );
+    assert!(
+        recovered <= bound,
+        "recovered after {recovered:?} > {bound:?}"
+    );
+    assert!(
+        proxy.connections() > before,
+        "recovered without a new connection?"
+    );
+    // And it stays recovered, on every worker.
+    let steady = Instant::now();
+    while steady.elapsed() < Duration::from_secs(1) {
+        for answer in round(&server, &id).await {
+            assert_eq!(answer.0, 200, "after recovery: {}", answer.1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- restart under load
+
+/// `redis-server` arguments that keep every session across a restart, so any
+/// answer but 200 after one is the server's doing.
+const DURABLE: [&str; 4] = ["--appendonly", "yes", "--appendfsync", "always"];
+
+#[actix_web::test]
+async fn a_request_on_a_connection_broken_by_a_restart_is_retried() {
+    let mut h = Harness::setup().redis_args(&DURABLE).instances(0).start();
+    let server = h.start_process(&[
+        ("redis.timeout_ms", &TIMEOUT_MS.to_string()),
+        ("server.workers", &WORKERS.to_string()),
+    ]);
+    let id = server.login("ok:quiet").await;
+    for _ in 0..3 {
+        assert!(round(&server, &id).await.iter().all(|(s, _)| *s == 200));
+    }
+    // Killed and back (answering PING) before any request: every worker's
+    // connection is broken, and a fresh one would work.
+    h.redis.restart();
+    let restarted = Instant::now();
+    for _ in 0..3 {
+        for (status, body) in round(&server, &id).await {
+            assert_eq!(
+                status,
+                200,
+                "{:?} after Redis restarted, a request on a broken connection: {body}",
+                restarted.elapsed()
+            );
+        }
+    }
+}
+
+/// One request of the load: when it started and ended, what it was, its
+/// status, its error code.
+struct Sample {
+    started: Instant,
+    finished: Instant,
+    login: bool,
+    status: u16,
+    error: String,
+}
+
+#[actix_web::test]
+async fn redis_restart_under_load_loses_no_request_after_ready() {
+    let redis = RedisServer::start_with(&DURABLE);
+    let wechat = WechatStandIn::start();
+    let server = ServerProcess::start(
+        &redis,
+        &wechat.base,
+        &[
+            ("redis.timeout_ms", &TIMEOUT_MS.to_string()),
+            ("server.workers", &WORKERS.to_string()),
+        ],
+    );
+    let ids = join_all((0..16).map(|i| {
+        let server = &server;
+        async move { server.login(&format!("ok:load{i}")).await }
+    }))
+    .await;
+
+    let stop = Cell::new(false);
+    let samples = RefCell::new(Vec::new());
+    let clients = (0..16).map(|c| {
+        let (server, ids, stop, samples) = (&server, &ids, &stop, &samples);
+        async move {
+            let mut n = 0;
+            while !stop.get() {
+                n += 1;
+                // Every tenth request of a quarter of the clients logs in.
+                let login = c % 4 == 0 && n % 10 == 0;
+                let started = Instant::now();
+                let (status, body) = if login {
+                    server.try_login(&format!("ok:load{c}-{n}")).await
+                } else {
+                    server.get_session(&ids[(c + n) % ids.len()]).await
+                };
+                let error = body["error"].as_str().unwrap_or_default().to_string();
+                samples.borrow_mut().push(Sample {
+                    started,
+                    finished: Instant::now(),
+                    login,
+                    status,
+                    error,
+                });
+            }
+        }
+    });
+    let outage = async {
+        sleep_ms(1000).await;
+        let mut redis = redis;
+        let killed = Instant::now();
+        redis.kill();
+        sleep_ms(1000).await;
+        // Off the test's thread, so the load goes on while Redis starts.
+        let (redis, restarted) = actix_web::rt::task::spawn_blocking(move || {
+            redis.restart();
+            (redis, Instant::now())
+        })
+        .await
+        .unwrap();
+        let to_ready = wait_ready(&server, Duration::from_secs(10)).await;
+        let ready = Instant::now();
+        sleep_ms(3000).await;
+        stop.set(true);
+        (redis, killed, restarted, to_ready, ready)
+    };
+    let (_, (_redis, killed, restarted, to_ready, ready)) =
+        futures_util::future::join(join_all(clients), outage).await;
+
+    let samples = samples.into_inner();
+    // Requests are counted by when they started, except that those still in
+    // flight at the kill count as during the outage.
+    let tally = |from: Instant, to: Instant| {
+        let mut by_answer = BTreeMap::new();
+        for s in samples.iter().filter(|s| {
+            let at = if s.finished >= killed && s.started < killed {
+                killed
+            } else {
+                s.started
+            };
+            at >= from && at < to
+        }) {
+            let kind = if s.login { "login" } else { "GET" };
+            *by_answer
+                .entry(format!("{kind} {} {}", s.status, s.error))
+                .or_insert(0) += 1;
+        }
+        by_answer
+    };
+    let first = samples.iter().map(|s| s.started).min().unwrap();
+    let before = tally(first, killed);
+    let during = tally(killed, ready);
+    let after = tally(ready, Instant::now());
+    println!(
+        "restart under load: /readyz 200 {to_ready:?} after redis-server was up again \
+         ({:?} after the kill)\n  before the kill: {before:?}\n  kill → ready: {during:?}\n  \
+         after ready: {after:?}",
+        restarted - killed
+    );
+    assert!(
+        before.keys().all(|k| k.ends_with(" 200 ")),
+        "before the kill: {before:?}"
+    );
+    let unavailable: usize = samples
+        .iter()
+        .filter(|s| s.started >= ready && s.error == "store_unavailable")
+        .count();
+    assert_eq!(
+        unavailable, 0,
+        "503 store_unavailable after /readyz said 200: {after:?}"
+    );
+    assert!(
+        after.keys().all(|k| k.ends_with(" 200 ")),
+        "after ready: {after:?}"
+    );
+    assert!(
+        after.values().sum::<usize>() > 100,
+        "load after ready: {after:?}"
+    );
 }
 
 // ---------------------------------------------------------------- TLS
@@ -316,6 +563,39 @@ async fn sentinel_failover_keeps_sessions_over_tls() {
 //
 // These pass whatever the server does: they show that what the tests above
 // stand on behaves as they assume, checked with redis-rs and redis-cli.
+
+#[test]
+fn infra_proxy_stall_leaves_connections_half_open() {
+    let redis = RedisServer::start_with(&[]);
+    let proxy = Proxy::start(redis.port);
+    let open = || {
+        let conn = redis::Client::open(proxy.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        conn
+    };
+    let ping = |conn: &mut redis::Connection| redis::cmd("PING").query::<String>(conn);
+    let mut old = open();
+    assert_eq!(ping(&mut old).unwrap(), "PONG");
+    assert_eq!(proxy.connections(), 1);
+
+    proxy.stall();
+    // No answer and no close: the client can only time out.
+    let err = ping(&mut old).unwrap_err();
+    assert!(err.is_timeout(), "stalled, not closed: {err}");
+    let mut new = open();
+    assert_eq!(
+        ping(&mut new).unwrap(),
+        "PONG",
+        "new connections still work"
+    );
+    assert_eq!(proxy.connections(), 2);
+    let err = ping(&mut old).unwrap_err();
+    assert!(err.is_timeout(), "still stalled: {err}");
+}
 
 #[test]
 fn infra_tls_servers_take_only_verified_clients() {
