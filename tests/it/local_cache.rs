@@ -20,7 +20,7 @@ async fn status(server: &impl Instance, id: &str) -> u16 {
 }
 
 /// Waits until the instance's tracking connection is confirmed (served from memory).
-async fn warm(server: &impl Instance, id: &str) {
+pub(crate) async fn warm(server: &impl Instance, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         for _ in 0..3 {

@@ -9,7 +9,8 @@ async fn sleep_ms(ms: u64) {
     actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
 }
 
-async fn wait_ready(server: &impl Instance, within: Duration) -> Duration {
+/// Polls `/readyz` until 200; answers how long that took.
+pub(crate) async fn wait_ready(server: &impl Instance, within: Duration) -> Duration {
     let started = Instant::now();
     while started.elapsed() < within {
         if send(client().get(server.url("/readyz"))).await.0 == 200 {

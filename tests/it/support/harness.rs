@@ -1,10 +1,12 @@
 //! What most tests start: a Redis of their own, the WeChat stand-in, and
 //! wxsession instances on both; the steps they take go through [`Instance`].
 
+use std::sync::Arc;
+
 use wxsession::config::Config;
 
 use super::{
-    config, free_port, Instance, RedisServer, ServerProcess, StandInState, TestServer,
+    config, free_port, Certs, Instance, RedisServer, ServerProcess, StandInState, TestServer,
     WechatStandIn,
 };
 
@@ -25,6 +27,7 @@ pub struct Setup {
     extra: Vec<(String, String)>,
     instances: usize,
     redis_args: Vec<String>,
+    tls: Option<Arc<Certs>>,
     wechat_unreachable: bool,
     wechat_keeps_connections: bool,
     knobs: fn(&StandInState),
@@ -53,6 +56,7 @@ impl Harness {
             extra: Vec::new(),
             instances: 1,
             redis_args: Vec::new(),
+            tls: None,
             wechat_unreachable: false,
             wechat_keeps_connections: false,
             knobs: |_| {},
@@ -107,6 +111,14 @@ impl Setup {
         self
     }
 
+    /// Redis over TLS only (`rediss://`, see [`RedisServer::start_tls`]), and the
+    /// instances configured to trust its CA and present the client certificate.
+    pub fn tls(mut self, certs: &Arc<Certs>) -> Setup {
+        self = self.set(&certs.client_keys());
+        self.tls = Some(certs.clone());
+        self
+    }
+
     /// Points the instances at a loopback port nobody listens on, instead of the stand-in.
     pub fn wechat_unreachable(mut self) -> Setup {
         self.wechat_unreachable = true;
@@ -137,7 +149,10 @@ impl Setup {
     /// caller's actix runtime: call this inside `#[actix_web::test]`.
     pub fn start(self) -> Harness {
         let args: Vec<&str> = self.redis_args.iter().map(String::as_str).collect();
-        let redis = RedisServer::start_with(&args);
+        let redis = match &self.tls {
+            Some(certs) => RedisServer::start_tls(certs, &args),
+            None => RedisServer::start_with(&args),
+        };
         let wechat = if self.wechat_keeps_connections {
             WechatStandIn::start_keeping_connections()
         } else {

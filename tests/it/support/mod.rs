@@ -1,9 +1,13 @@
 //! Real components for the integration tests: a `redis-server` of each test's own
 //! on a free loopback port, a WeChat stand-in speaking real HTTP on loopback, and
-//! wxsession itself, in-process or as the binary, on a free port.
+//! wxsession itself, in-process or as the binary, on a free port. Redis also
+//! over TLS, as a Cluster, behind Sentinel, or behind a proxy that can stall.
 
 mod harness;
+mod proxy;
 mod redis_server;
+mod sentinel;
+mod tls;
 mod wechat;
 mod wxsession;
 
@@ -15,7 +19,9 @@ use std::{
     time::Duration,
 };
 
-pub use self::{harness::*, redis_server::*, wechat::*, wxsession::*};
+pub use self::{
+    harness::*, proxy::*, redis_server::*, sentinel::*, tls::*, wechat::*, wxsession::*,
+};
 
 /// An admin token long enough for the server to accept (32 characters at least).
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdef";

@@ -1,22 +1,33 @@
-//! Real `redis-server`s on loopback: one of a test's own, or a six-node Cluster.
+//! Real `redis-server`s on loopback: one of a test's own, or a six-node Cluster,
+//! in plain TCP or over TLS.
 
 use std::{
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::atomic::Ordering,
+    sync::{atomic::Ordering, Arc},
     thread,
     time::{Duration, Instant},
 };
 
-use super::{free_port, unique_dir};
+use super::{free_port, unique_dir, Certs};
 
 /// A real `redis-server` on 127.0.0.1, stopped when dropped.
+///
+/// With TLS it listens on two ports: the TLS port, the only one the server
+/// under test is told about ([`RedisServer::url`], and what Cluster and
+/// Sentinel answer a TLS client), and the plain `port`, a side door through
+/// which the tests' own checks (`conn`, `cmd`, `keys`, start-up, cluster
+/// state) keep using redis-rs, which is built here without TLS.
+/// [`RedisServer::cli`] checks over TLS with `redis-cli`.
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
     extra_args: Vec<String>,
+    tls: Option<(u16, Arc<Certs>)>,
+    /// Arguments before all others: a sentinel's config file and `--sentinel`.
+    leading_args: Vec<String>,
 }
 
 impl RedisServer {
@@ -26,18 +37,59 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        RedisServer::launched(port, None, false, extra)
+    }
+
+    /// A server whose clients must use TLS on a port of its own, with `certs`.
+    pub fn start_tls(certs: &Arc<Certs>, extra: &[&str]) -> RedisServer {
+        RedisServer::start_tls_on(free_port(), certs, extra)
+    }
+
+    /// Over TLS on `tls_port` (a cluster node's bus is this port + 10000).
+    pub fn start_tls_on(tls_port: u16, certs: &Arc<Certs>, extra: &[&str]) -> RedisServer {
+        RedisServer::launched(free_port(), Some((tls_port, certs.clone())), false, extra)
+    }
+
+    /// `redis-server --sentinel` with an empty config file of its own (Sentinel
+    /// insists on a writable one) and `extra` as its configuration, e.g.
+    /// `["--sentinel", "monitor", "name", "127.0.0.1", "6379", "2"]`.
+    pub fn start_sentinel(tls: Option<&Arc<Certs>>, extra: &[&str]) -> RedisServer {
+        RedisServer::launched(
+            free_port(),
+            tls.map(|c| (free_port(), c.clone())),
+            true,
+            extra,
+        )
+    }
+
+    fn launched(
+        port: u16,
+        tls: Option<(u16, Arc<Certs>)>,
+        sentinel: bool,
+        extra: &[&str],
+    ) -> RedisServer {
+        let dir = unique_dir("redis");
+        let mut leading_args = Vec::new();
+        if sentinel {
+            let conf = dir.join("sentinel.conf");
+            std::fs::write(&conf, "").unwrap();
+            leading_args = vec![conf.display().to_string(), "--sentinel".into()];
+        }
         let mut server = RedisServer {
             child: None,
             port,
-            dir: unique_dir("redis"),
+            dir,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
+            leading_args,
         };
         server.launch();
         server
     }
 
     fn launch(&mut self) {
-        let mut args = vec![
+        let mut args = self.leading_args.clone();
+        args.extend([
             "--port".to_string(),
             self.port.to_string(),
             "--bind".into(),
@@ -46,7 +98,10 @@ impl RedisServer {
             "".into(),
             "--dir".into(),
             self.dir.display().to_string(),
-        ];
+        ]);
+        if let Some((tls_port, certs)) = &self.tls {
+            args.extend(certs.server_args(*tls_port));
+        }
         if !self.extra_args.iter().any(|a| a == "--appendonly") {
             args.extend(["--appendonly".into(), "no".into()]);
         }
@@ -70,12 +125,49 @@ impl RedisServer {
         panic!("redis-server on port {} did not start", self.port);
     }
 
+    /// `redis.url` for the server under test: `rediss://` on the TLS port for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("{}/0", self.node_url())
     }
 
+    /// `redis://127.0.0.1:PORT` or `rediss://127.0.0.1:TLS_PORT`, no database:
+    /// one entry of a Cluster's or Sentinel's address list.
+    pub fn node_url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port())
+    }
+
+    /// The port clients under test use: the TLS port for a TLS server.
+    pub fn client_port(&self) -> u16 {
+        self.tls.as_ref().map_or(self.port, |(port, _)| *port)
+    }
+
+    /// `redis-cli` on [`RedisServer::client_port`], over verified TLS with the
+    /// client certificate for a TLS server: what it printed, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cli = Command::new("redis-cli");
+        cli.args(["-p", &self.client_port().to_string()]);
+        if let Some((_, certs)) = &self.tls {
+            cli.args(certs.cli_args());
+        }
+        let out = cli.args(args).output().expect("redis-cli");
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Through the plain port, also for a TLS server (see [`RedisServer`]).
     fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(1))
+        redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port))?
+            .get_connection_with_timeout(Duration::from_secs(1))
     }
 
     /// A plain synchronous client, for looking at what the server wrote.
@@ -157,24 +249,45 @@ pub fn free_cluster_port() -> u16 {
 }
 
 /// A real Redis Cluster on loopback: 3 masters, 3 replicas, node timeout 1.5 s.
+///
+/// Over TLS, a node answers a plain client (the tests' checks) with the nodes'
+/// plain ports and a TLS client (the server under test) with their TLS ports,
+/// so [`RedisCluster::master_of`] works the same on both.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
+        RedisCluster::launched(None)
+    }
+
+    /// The same over TLS: clients, replication and the cluster bus.
+    pub fn start_tls(certs: &Arc<Certs>) -> RedisCluster {
+        RedisCluster::launched(Some(certs))
+    }
+
+    fn launched(tls: Option<&Arc<Certs>>) -> RedisCluster {
+        let args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "1500"];
+        let tls_args = [
+            &args[..],
+            &["--tls-cluster", "yes", "--tls-replication", "yes"],
+        ]
+        .concat();
         let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| {
-                RedisServer::start_on(
-                    free_cluster_port(),
-                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "1500"],
-                )
+            .map(|_| match tls {
+                None => RedisServer::start_on(free_cluster_port(), &args),
+                // The bus listens 10000 above the TLS port when the bus is TLS.
+                Some(certs) => RedisServer::start_tls_on(free_cluster_port(), certs, &tls_args),
             })
             .collect();
         let mut create = Command::new("redis-cli");
+        if let Some(certs) = tls {
+            create.args(certs.cli_args());
+        }
         create.arg("--cluster").arg("create");
         for n in &nodes {
-            create.arg(format!("127.0.0.1:{}", n.port));
+            create.arg(format!("127.0.0.1:{}", n.client_port()));
         }
         let out = create
             .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -194,7 +307,7 @@ impl RedisCluster {
     pub fn url(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .map(RedisServer::node_url)
             .collect::<Vec<_>>()
             .join(",")
     }

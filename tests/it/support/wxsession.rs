@@ -5,6 +5,10 @@ use std::{
     net::{TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -41,12 +45,20 @@ pub fn config(redis: &RedisServer, wechat_base: &str, extra: &[(&str, &str)]) ->
         ("WXSESSION_REDIS_TIMEOUT_MS".to_string(), "300".to_string()),
     ];
     for (key, value) in extra {
-        let (section, k) = key.split_once('.').unwrap();
-        let name = format!("WXSESSION_{}_{}", section.to_uppercase(), k.to_uppercase());
+        let name = env_name(key);
         env.retain(|(n, _)| *n != name);
         env.push((name, value.to_string()));
     }
     Config::from_sources("", env).expect("test configuration is valid")
+}
+
+/// The variable for a `section.key` (`redis.tls_ca_file` →
+/// `WXSESSION_REDIS_TLS_CA_FILE`); a `WXSESSION_*` name stays as it is.
+fn env_name(key: &str) -> String {
+    match key.split_once('.') {
+        Some((section, k)) => format!("WXSESSION_{}_{}", section, k).to_uppercase(),
+        None => key.to_string(),
+    }
 }
 
 /// The AppSecret every test configuration uses; it must never show up anywhere.
@@ -184,8 +196,8 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the binary with the test configuration plus `env`, and waits until
-    /// `/healthz` answers.
+    /// Starts the binary with the test configuration plus `env` (variables, or
+    /// keys as `section.key`), and waits until it listens.
     pub fn start(redis: &RedisServer, wechat_base: &str, env: &[(&str, &str)]) -> ServerProcess {
         let port = free_port();
         let dir = unique_dir("server");
@@ -202,7 +214,7 @@ impl ServerProcess {
             .env("WXSESSION_SERVER_BIND", format!("127.0.0.1:{port}"))
             .env("WXSESSION_SERVER_WORKERS", "1");
         for (k, v) in env {
-            cmd.env(k, v);
+            cmd.env(env_name(k), v);
         }
         let child = cmd
             .args(["--config", dir.join("empty.toml").to_str().unwrap()])
@@ -210,16 +222,17 @@ impl ServerProcess {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let server = ServerProcess {
+        let mut server = ServerProcess {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = server.child.as_mut().unwrap().try_wait().unwrap();
             assert!(
-                Instant::now() < deadline,
-                "server did not start: {}",
+                exited.is_none() && Instant::now() < deadline,
+                "server did not start ({exited:?}): {}",
                 server.log()
             );
             thread::sleep(Duration::from_millis(20));
@@ -269,17 +282,41 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Runs the binary to its exit with only `env` (and PATH); answers (code, stdout, stderr).
+/// Runs the binary to its exit with only `env` (variables, or keys as
+/// `section.key`) and PATH; answers (code, stdout, stderr).
+/// One still running after 20 s (a server that started when it should not have)
+/// is killed, and its code is -1.
 pub fn run_binary(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxsession"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .current_dir(std::env::temp_dir())
-        .args(args);
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
-        cmd.env(k, v);
+        cmd.env(env_name(k), v);
     }
-    let out = cmd.output().unwrap();
+    let child = cmd.spawn().unwrap();
+    let (pid, exited) = (child.id(), Arc::new(AtomicBool::new(false)));
+    let watchdog = {
+        let exited = exited.clone();
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !exited.load(Ordering::SeqCst) {
+                if Instant::now() >= deadline {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    exited.store(true, Ordering::SeqCst);
+    watchdog.join().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
