@@ -115,36 +115,55 @@ impl Link {
         Op: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        // A failed attempt may have begun before Redis came back (its caller
-        // gave up and left it to the next one): one more, nothing was sent.
-        let live = match self.live().await {
-            Ok(live) => live,
-            Err(_) => self.live().await?,
+        let Live { conn, health, .. } = match self.open() {
+            Some(live) => live,
+            None => self.reconnect().await?,
         };
-        match self.watched(&live, op(live.conn.clone())).await {
-            Err(e) if self.lost(&live, &e) && (not_executed(&e) || safe_to_repeat()) => {
-                let live = self.live().await?;
-                self.watched(&live, op(live.conn.clone())).await
+        match self.watched(&health, op(conn)).await {
+            Err(e) if self.lost(&health, &e) && (not_executed(&e) || safe_to_repeat()) => {
+                let Live { conn, health, .. } = self.reconnect().await?;
+                self.watched(&health, op(conn)).await
             }
             result => result,
         }
     }
 
-    /// The connection to use now: the open one, or a new one (one attempt per
+    /// The open connection, if it is still good to use.
+    fn open(&self) -> Option<Live> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.usable(&state).cloned()
+    }
+
+    fn usable<'s>(&self, state: &'s State) -> Option<&'s Live> {
+        state.live.as_ref().filter(|live| {
+            !live.health.closed.load(Ordering::Relaxed)
+                && live.generation == self.endpoint.master_generation()
+        })
+    }
+
+    /// A new connection (boxed: the common path stays a small future). A
+    /// failed attempt may have begun before Redis came back (its caller gave
+    /// up and left it to the next one): one more, nothing was sent.
+    fn reconnect(&self) -> BoxFuture<'_, Result<Live, RedisError>> {
+        async move {
+            match self.connected().await {
+                Ok(live) => Ok(live),
+                Err(_) => self.connected().await,
+            }
+        }
+        .boxed()
+    }
+
+    /// The connection attempt in progress, or a new one (one attempt per
     /// thread at a time, whoever asks first starts it).
-    async fn live(&self) -> Result<Live, RedisError> {
+    async fn connected(&self) -> Result<Live, RedisError> {
         let connecting = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            match &state.live {
-                Some(live)
-                    if !live.health.closed.load(Ordering::Relaxed)
-                        && live.generation == self.endpoint.master_generation() =>
-                {
-                    return Ok(live.clone())
-                }
-                Some(_) => state.live = None,
-                None => {}
+            // Another command on this thread may have made one meanwhile.
+            if let Some(live) = self.usable(&state) {
+                return Ok(live.clone());
             }
+            state.live = None;
             state
                 .connecting
                 .get_or_insert_with(|| self.connect())
@@ -190,22 +209,22 @@ impl Link {
         .shared()
     }
 
-    /// Whether `e` means `live` is unusable; if so it is not used again.
-    fn lost(&self, live: &Live, e: &RedisError) -> bool {
+    /// Whether `e` means the connection is unusable; if so it is not used again.
+    fn lost(&self, health: &Arc<Health>, e: &RedisError) -> bool {
         let lost = e.is_io_error() || e.is_unrecoverable_error() || not_executed(e);
         if lost {
-            self.discard(live);
+            self.discard(health);
         }
         lost
     }
 
-    fn discard(&self, live: &Live) {
-        live.health.closed.store(true, Ordering::Relaxed);
+    fn discard(&self, health: &Arc<Health>) {
+        health.closed.store(true, Ordering::Relaxed);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state
             .live
             .as_ref()
-            .is_some_and(|current| Arc::ptr_eq(&current.health, &live.health))
+            .is_some_and(|current| Arc::ptr_eq(&current.health, health))
         {
             state.live = None;
         }
@@ -215,19 +234,19 @@ impl Link {
     /// (its operation timed out) after waiting long enough.
     async fn watched<T>(
         &self,
-        live: &Live,
+        health: &Arc<Health>,
         exchange: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, RedisError> {
         let mut watch = StallWatch {
             link: self,
-            live,
+            health,
             started: Instant::now(),
             answered: false,
         };
         let result = exchange.await;
         watch.answered = true;
-        if live.health.stalls.load(Ordering::Relaxed) != 0 {
-            live.health.stalls.store(0, Ordering::Relaxed);
+        if health.stalls.load(Ordering::Relaxed) != 0 {
+            health.stalls.store(0, Ordering::Relaxed);
         }
         result
     }
@@ -235,7 +254,7 @@ impl Link {
 
 struct StallWatch<'a> {
     link: &'a Link,
-    live: &'a Live,
+    health: &'a Arc<Health>,
     started: Instant,
     answered: bool,
 }
@@ -245,13 +264,13 @@ impl Drop for StallWatch<'_> {
         if self.answered || self.started.elapsed() < self.link.stall_after {
             return;
         }
-        let stalls = self.live.health.stalls.fetch_add(1, Ordering::Relaxed) + 1;
+        let stalls = self.health.stalls.fetch_add(1, Ordering::Relaxed) + 1;
         if stalls == STALLS_BEFORE_REPLACING {
             log::warn!(
                 "redis: connection stopped answering ({stalls} commands timed out in a row); \
                  opening a new one"
             );
-            self.link.discard(self.live);
+            self.link.discard(self.health);
         }
     }
 }
