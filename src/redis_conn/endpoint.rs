@@ -275,3 +275,17 @@ pub async fn follow_switches(endpoint: Weak<Endpoint>) {
         tokio::time::sleep(LISTEN_RETRY).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_peer_is_given_up_after_twice_the_bound_and_never_under_a_second() {
+        let settings = tcp_settings(Duration::from_millis(1500));
+        assert_eq!(settings.user_timeout(), Some(Duration::from_secs(3)));
+        assert!(settings.keepalive().is_some());
+        let short = tcp_settings(Duration::from_millis(100));
+        assert_eq!(short.user_timeout(), Some(Duration::from_secs(1)));
+    }
+}

@@ -155,6 +155,37 @@ async fn a_request_on_a_connection_broken_by_a_restart_is_retried() {
     }
 }
 
+#[actix_web::test]
+async fn every_redis_connection_keeps_alive() {
+    let h = Harness::setup().instances(0).start();
+    let server = h.start_process(&[("server.workers", &WORKERS.to_string())]);
+    let id = server.login("ok:alive").await;
+    round(&server, &id).await;
+    // The kernel shows a keepalive timer on an idle socket that has one; a
+    // socket without it shows none (or "on" only while data is unacknowledged).
+    let listing = std::process::Command::new("ss")
+        .args(["-tnopH", "state", "established"])
+        .arg(format!("( dport = :{} )", h.redis.port))
+        .output()
+        .expect("ss (iproute2) must be installed");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    // Only the server's: the test's own checks connect to Redis too.
+    let connections: Vec<&str> = listing
+        .lines()
+        .filter(|line| line.contains("\"wxsession\""))
+        .collect();
+    assert!(
+        !connections.is_empty(),
+        "no connection of wxsession to Redis: {listing}"
+    );
+    for connection in connections {
+        assert!(
+            connection.contains("timer:(keepalive"),
+            "a Redis connection without TCP keepalive: {connection}"
+        );
+    }
+}
+
 /// One request of the load: when it started and ended, what it was, its
 /// status, its error code.
 struct Sample {
