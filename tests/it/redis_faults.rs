@@ -98,3 +98,48 @@ async fn with_aof_sessions_survive_a_redis_restart() {
     assert_eq!(status, 200);
     assert_eq!(me["openid"], "fay");
 }
+
+#[actix_web::test]
+async fn a_wrong_password_or_a_missing_permission_is_logged_as_redis_says_it() {
+    let h = Harness::setup().instances(0).start();
+    // An ACL user that may do everything but the guard's GETEX.
+    h.redis.cmd::<String>(&[
+        "ACL",
+        "SETUSER",
+        "limited",
+        "on",
+        ">right-pass",
+        "~*",
+        "+@all",
+        "-getex",
+    ]);
+    let url = |password: &str| format!("redis://limited:{password}@127.0.0.1:{}/0", h.redis.port);
+
+    let wrong = h.start_process(&[("redis.url", &url("hunter2-wrong"))]);
+    let (status, body) = send(client().get(wrong.url("/readyz"))).await;
+    assert_eq!(status, 503);
+    assert_error(&body, "store_unavailable");
+    let log = wrong.log();
+    assert!(log.contains("WRONGPASS"), "the log should say why: {log}");
+    assert!(
+        !log.contains("hunter2-wrong"),
+        "a password in the log: {log}"
+    );
+
+    let denied = h.start_process(&[("redis.url", &url("right-pass"))]);
+    let id = denied.login("ok:limited").await;
+    let (status, body) = send(
+        client()
+            .get(denied.url("/session"))
+            .header("sessionid", &id),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_error(&body, "store_unavailable");
+    let log = denied.log();
+    assert!(
+        log.contains("no permissions to run the 'getex' command"),
+        "the log should say why: {log}"
+    );
+    assert!(!log.contains("right-pass"), "a password in the log: {log}");
+}
