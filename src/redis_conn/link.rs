@@ -230,8 +230,9 @@ impl Link {
         }
     }
 
-    /// Runs one exchange on `live`, counting it as a stall if it is abandoned
-    /// (its operation timed out) after waiting long enough.
+    /// Runs one exchange on the connection whose `health` is given, counting it
+    /// as a stall if it is abandoned (its operation timed out) after waiting
+    /// long enough.
     async fn watched<T>(
         &self,
         health: &Arc<Health>,
@@ -275,8 +276,8 @@ impl Drop for StallWatch<'_> {
     }
 }
 
-/// The server refused the command without running it: a replica (`READONLY`,
-/// the master was demoted by a failover) or a server still loading its data.
+/// The server refused the command without running it: it is a replica now
+/// (`READONLY`: the master was demoted by a failover).
 fn not_executed(e: &RedisError) -> bool {
     matches!(
         e.kind(),
