@@ -21,6 +21,16 @@ impl RedisConfig {
             .collect()
     }
 
+    /// The first address in `url`, parsed: the node, the Cluster seed or the
+    /// Sentinel whose user, password and db the connections use.
+    pub fn first_address(&self) -> Result<redis::ConnectionInfo, redis::RedisError> {
+        self.addresses()
+            .first()
+            .copied()
+            .unwrap_or_default()
+            .into_connection_info()
+    }
+
     /// Whether `url` asks for TLS (`rediss://`).
     pub fn uses_tls(&self) -> bool {
         self.addresses().iter().any(|a| a.starts_with("rediss://"))

@@ -142,11 +142,7 @@ pub struct Sentinels {
 impl Endpoint {
     pub fn new(config: &Config, dialer: &Dialer) -> Result<Endpoint, redis::RedisError> {
         let addresses = config.redis.addresses();
-        let first = addresses
-            .first()
-            .copied()
-            .unwrap_or_default()
-            .into_connection_info()?;
+        let first = config.redis.first_address()?;
         let Some(master) = &config.redis.sentinel_master else {
             return Ok(Endpoint::Fixed(dialer.client(resp3(first))?));
         };

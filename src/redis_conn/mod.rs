@@ -37,7 +37,7 @@ use redis::{
     aio::{ConnectionLike, MultiplexedConnection},
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
-    AsyncConnectionConfig, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value,
+    AsyncConnectionConfig, Cmd, ConnectionInfo, Pipeline, RedisFuture, Value,
 };
 
 use crate::config::Config;
@@ -105,11 +105,7 @@ impl RedisConn {
         let dialer = Dialer::new(config)?;
         if config.redis.cluster {
             let nodes = config.redis.addresses();
-            let template = nodes
-                .first()
-                .copied()
-                .unwrap_or_default()
-                .into_connection_info()?;
+            let template = config.redis.first_address()?;
             let mut client = ClusterClient::builder(nodes)
                 .retries(2)
                 .tcp_settings(dialer.tcp().clone());

@@ -305,11 +305,7 @@ impl RedisCluster {
 
     /// `redis.url` for the server: every node, comma-separated.
     pub fn url(&self) -> String {
-        self.nodes
-            .iter()
-            .map(RedisServer::node_url)
-            .collect::<Vec<_>>()
-            .join(",")
+        node_urls(&self.nodes)
     }
 
     /// Waits until every live node says `cluster_state:ok`.
@@ -374,4 +370,13 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `redis.url` listing `servers`, comma-separated.
+pub fn node_urls(servers: &[RedisServer]) -> String {
+    servers
+        .iter()
+        .map(RedisServer::node_url)
+        .collect::<Vec<_>>()
+        .join(",")
 }

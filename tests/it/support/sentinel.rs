@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Certs, RedisServer};
+use super::{node_urls, Certs, RedisServer};
 
 /// The name the sentinels know the master by (`redis.sentinel_master`).
 pub const SENTINEL_MASTER: &str = "wxmaster";
@@ -81,11 +81,7 @@ impl SentinelSet {
 
     /// `redis.url` for the server: every sentinel, comma-separated.
     pub fn url(&self) -> String {
-        self.sentinels
-            .iter()
-            .map(RedisServer::node_url)
-            .collect::<Vec<_>>()
-            .join(",")
+        node_urls(&self.sentinels)
     }
 
     /// The node the first sentinel names as master now.
