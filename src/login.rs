@@ -4,13 +4,13 @@
 //! It joins [`wechat`](crate::wechat) and [`session`](crate::session), which know
 //! nothing of each other; the HTTP layer only translates.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use tokio::sync::Semaphore;
 
 use crate::{
     config::Config,
-    session::{CodeClaim, LoginCodes, NewSession, Session, SessionStore, StoreError},
+    session::{CodeClaim, LoginCodes, LoginRate, NewSession, Session, SessionStore, StoreError},
     wechat::{Client, LoginCode, WechatError},
 };
 
@@ -19,6 +19,8 @@ use crate::{
 pub enum LoginError {
     Wechat(WechatError),
     Store(StoreError),
+    /// Over `login.rate_per_minute` for this client address.
+    RateLimited,
 }
 
 impl From<WechatError> for LoginError {
@@ -41,6 +43,8 @@ pub struct Login {
     wechat: Client,
     store: SessionStore,
     codes: LoginCodes,
+    /// `login.rate_per_minute`, when set.
+    rate: Option<LoginRate>,
     /// How long a claim on a code lasts, and so how long a repeat may wait
     /// for the first attempt: its WeChat call, the Redis work on either side
     /// of it (creating the session, settling the record) and a margin. A claim
@@ -57,6 +61,10 @@ impl Login {
         let cap = config.wechat.max_in_flight;
         Login {
             codes: store.login_codes(),
+            rate: match config.login.rate_per_minute {
+                0 => None,
+                per_minute => Some(store.login_rate(per_minute)),
+            },
             wechat,
             store,
             wait: config.wechat_timeout() + 2 * config.redis_timeout() + Duration::from_secs(1),
@@ -65,7 +73,18 @@ impl Login {
         }
     }
 
-    pub async fn login(&self, code: &LoginCode) -> Result<Session, LoginError> {
+    /// Logs in with `code` on behalf of `client` (the address the rate limit
+    /// counts; `None` counts nothing).
+    pub async fn login(
+        &self,
+        code: &LoginCode,
+        client: Option<IpAddr>,
+    ) -> Result<Session, LoginError> {
+        if let (Some(rate), Some(client)) = (&self.rate, client) {
+            if !rate.admit(client).await? {
+                return Err(LoginError::RateLimited);
+            }
+        }
         // Taken before the code is claimed: a login turned away here has not
         // spent its code, and may be retried with it.
         let _permit = match &self.in_flight {

@@ -7,6 +7,7 @@
 //! (see `read`), so a key means the same thing wherever it comes from and an
 //! unknown key is an error in both.
 
+mod ip_range;
 mod read;
 mod redis_section;
 #[cfg(test)]
@@ -17,6 +18,7 @@ use std::{fmt, path::Path, time::Duration};
 use serde::Deserialize;
 
 use crate::secret::Secret;
+pub use ip_range::IpRange;
 use read::{overlay_env, Node};
 
 /// The shortest `admin.token` accepted: the admin routes face whoever reaches them.
@@ -45,6 +47,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// On SIGTERM/SIGINT: stop accepting, then give in-flight requests this long.
     pub shutdown_timeout_secs: u64,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers, nginx); from
+    /// any other peer the header is ignored.
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +58,7 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".into(),
             workers: 0,
             shutdown_timeout_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -175,7 +181,8 @@ impl SessionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoginConfig {
-    /// Logins one client address may attempt per minute on one instance (0 = no limit).
+    /// Logins one client address may attempt per minute, counted across the
+    /// fleet in Redis (0 = no limit).
     pub rate_per_minute: u64,
     /// How long after a login a repeat of its code still gets its session;
     /// later the repeat is `invalid_code`, so a code seen in passing is no key.

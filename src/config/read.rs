@@ -199,8 +199,25 @@ impl<'de> de::Deserializer<'de> for Node {
         visitor.visit_enum(variant)
     }
 
+    /// A list: a TOML array, or (as the environment writes one) comma-separated
+    /// text; blank items are skipped, so an empty value is an empty list.
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            toml::Value::String(s) => {
+                let items: Vec<Node> = s
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| Node(toml::Value::String(item.to_string())))
+                    .collect();
+                visitor.visit_seq(de::value::SeqDeserializer::new(items.into_iter()))
+            }
+            other => Node(other).deserialize_any(visitor),
+        }
+    }
+
     forward_to_deserialize_any! {
-        char bytes byte_buf unit unit_struct newtype_struct seq tuple tuple_struct map struct
+        char bytes byte_buf unit unit_struct newtype_struct tuple tuple_struct map struct
         identifier ignored_any
     }
 }

@@ -375,3 +375,32 @@ fn redis_urls_and_tls_files_that_cannot_work_are_refused_naming_the_key() {
     assert_eq!(sentinels.redis.addresses().len(), 2);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn trusted_proxies_are_a_list_in_the_file_and_comma_separated_in_the_environment() {
+    let from_file = Config::from_sources(
+        &format!("{MINIMAL}[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n"),
+        env(&[]),
+    )
+    .unwrap();
+    let from_env = Config::from_sources(
+        MINIMAL,
+        env(&[("WXSESSION_SERVER_TRUSTED_PROXIES", " 10.0.0.0/8, ::1 ,")]),
+    )
+    .unwrap();
+    let expected: Vec<IpRange> = vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
+    assert_eq!(from_file.server.trusted_proxies, expected);
+    assert_eq!(from_env.server.trusted_proxies, expected);
+    let empty = Config::from_sources(MINIMAL, env(&[("WXSESSION_SERVER_TRUSTED_PROXIES", "")]));
+    assert!(empty.unwrap().server.trusted_proxies.is_empty());
+    let e = Config::from_sources(
+        MINIMAL,
+        env(&[("WXSESSION_SERVER_TRUSTED_PROXIES", "10.0.0.0/8,nginx")]),
+    )
+    .unwrap_err();
+    assert!(
+        e.key.starts_with("server.trusted_proxies")
+            && e.message.contains("\"nginx\" is not an IP address"),
+        "{e}"
+    );
+}

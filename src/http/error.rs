@@ -228,6 +228,7 @@ impl From<LoginError> for ApiError {
         match e {
             LoginError::Wechat(e) => e.into(),
             LoginError::Store(e) => e.into(),
+            LoginError::RateLimited => ApiError::LoginRateLimited,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! → [`SessionStore::touch`](crate::session::SessionStore::touch) (one command)
 //! → the handler gets its [`Session`]. Only the configured header is read.
 
-use std::{future::Future, net::IpAddr, pin::Pin};
+use std::{future::Future, pin::Pin};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 
@@ -28,18 +28,17 @@ impl FromRequest for Session {
                 log::error!("Session extractor used without web::Data<AppState>");
                 return Err(ApiError::StoreUnavailable);
             };
-            let peer = req.peer_addr().map(|a| a.ip());
-            let id = parse_header(&req, state, peer)?;
+            let id = parse_header(&req, state)?;
             match state.store.touch(&id).await {
                 Ok(Some(session)) => {
                     state.metrics.record_guard(GuardOutcome::Ok);
                     Ok(session)
                 }
                 Ok(None) => Err(reject(
+                    &req,
                     state,
                     GuardOutcome::Unknown,
                     Some(id.as_str().as_bytes()),
-                    peer,
                 )),
                 Err(e) => {
                     state.metrics.record_guard(GuardOutcome::StoreUnavailable);
@@ -51,40 +50,38 @@ impl FromRequest for Session {
 }
 
 /// The session id from the one configured header: exactly one value, 32 lower-case hex.
-fn parse_header(
-    req: &HttpRequest,
-    state: &AppState,
-    peer: Option<IpAddr>,
-) -> Result<SessionId, ApiError> {
+fn parse_header(req: &HttpRequest, state: &AppState) -> Result<SessionId, ApiError> {
     let mut values = req.headers().get_all(&state.session_header);
     let Some(value) = values.next() else {
-        return Err(reject(state, GuardOutcome::Missing, None, peer));
+        return Err(reject(req, state, GuardOutcome::Missing, None));
     };
     if values.next().is_some() {
         return Err(reject(
+            req,
             state,
             GuardOutcome::Malformed,
             Some(value.as_bytes()),
-            peer,
         ));
     }
     SessionId::parse(value.as_bytes())
-        .map_err(|_| reject(state, GuardOutcome::Malformed, Some(value.as_bytes()), peer))
+        .map_err(|_| reject(req, state, GuardOutcome::Malformed, Some(value.as_bytes())))
 }
 
 /// Counts and logs a rejected check; the log names the id only by a short hash.
 /// A client address sending many rejected ids in a minute gets one warning line
 /// (a guessing attempt, or a client stuck on a dead id).
 fn reject(
+    req: &HttpRequest,
     state: &AppState,
     outcome: GuardOutcome,
     raw_id: Option<&[u8]>,
-    peer: Option<IpAddr>,
 ) -> ApiError {
     state.metrics.record_guard(outcome);
-    if let (Some(_), Some(peer), threshold @ 1..) = (raw_id, peer, state.reject_warn_per_minute) {
-        if u64::from(state.rejects_by_address.hit(peer)) == threshold {
-            log::warn!("client {peer} sent {threshold} rejected session ids within a minute");
+    if let (Some(_), threshold @ 1..) = (raw_id, state.reject_warn_per_minute) {
+        if let Some(client) = state.proxies.client_of(req) {
+            if u64::from(state.rejects_by_address.hit(client)) == threshold {
+                log::warn!("client {client} sent {threshold} rejected session ids within a minute");
+            }
         }
     }
     match raw_id {

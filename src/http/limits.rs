@@ -1,8 +1,9 @@
 //! Per-client-address counting over one-minute windows, in process memory: the
-//! brute-force signal on rejected session ids and the optional `/login` rate limit.
+//! brute-force signal on rejected session ids (a log line, so per instance is
+//! enough and the guard sends Redis nothing for it; the login rate limit is
+//! fleet-wide, in `session::LoginRate`).
 //!
-//! Counted per instance and per TCP peer address (behind a proxy that is the
-//! proxy: put the limit there too). The map is bounded: it starts afresh each
+//! The map is bounded: it starts afresh each
 //! minute and stops admitting new addresses at [`MAX_ADDRESSES`].
 
 use std::{

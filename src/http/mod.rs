@@ -2,10 +2,12 @@
 //! [`configure`], handlers in `routes` and `admin`), the guard (`Session`
 //! extractor, in `guard`), request bodies ([`JsonBody`], in `body`), the one
 //! table of errors and their JSON ([`ErrorCode`], [`ApiError`], in `error`),
-//! per-address limits (`limits`) and the server loop ([`serve`]).
+//! who the client is behind trusted proxies (`client_addr`), per-address limits
+//! (`limits`) and the server loop ([`serve`]).
 
 mod admin;
 mod body;
+mod client_addr;
 mod error;
 mod guard;
 mod limits;
@@ -22,6 +24,7 @@ use actix_web::{
 use serde::Serialize;
 
 pub use body::{BodyShape, JsonBody, MAX_BODY_BYTES};
+use client_addr::TrustedProxies;
 pub use error::{ApiError, ErrorCode};
 use limits::PerAddressWindow;
 
@@ -39,10 +42,9 @@ pub struct AppState {
     admin_token: Option<Secret>,
     /// The admin routes listen apart from the public ones.
     admin_apart: bool,
+    proxies: TrustedProxies,
     reject_warn_per_minute: u64,
     rejects_by_address: PerAddressWindow,
-    login_rate_per_minute: u64,
-    logins_by_address: PerAddressWindow,
 }
 
 impl AppState {
@@ -68,10 +70,9 @@ impl AppState {
             session_header,
             admin_token: config.admin.token.clone(),
             admin_apart: config.admin.bind.is_some(),
+            proxies: TrustedProxies::new(&config.server.trusted_proxies),
             reject_warn_per_minute: config.session.reject_warn_per_minute,
             rejects_by_address: PerAddressWindow::default(),
-            login_rate_per_minute: config.login.rate_per_minute,
-            logins_by_address: PerAddressWindow::default(),
         })
     }
 }

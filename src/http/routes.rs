@@ -148,14 +148,10 @@ async fn login_flow(
     req: &HttpRequest,
     body: Result<JsonBody<LoginBody>, ApiError>,
 ) -> Result<Session, ApiError> {
-    if let (Some(peer), limit @ 1..) = (req.peer_addr(), state.login_rate_per_minute) {
-        if u64::from(state.logins_by_address.hit(peer.ip())) > limit {
-            return Err(ApiError::LoginRateLimited);
-        }
-    }
     let JsonBody(body) = body?;
     let code = LoginCode::parse(body.code).map_err(ApiError::InvalidRequest)?;
-    Ok(state.login.login(&code).await?)
+    let client = state.proxies.client_of(req);
+    Ok(state.login.login(&code, client).await?)
 }
 
 pub async fn me(session: Session) -> HttpResponse {

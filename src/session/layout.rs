@@ -8,6 +8,7 @@
 //! | `{p}user:{<openid>}:sessions` | sorted set | stored ids scored by creation time (ms) | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:profile` | string (JSON) | the decrypted profile (nickName, avatarUrl, …) | `max_lifetime_secs` from when it was stored |
 //! | `{p}code:<sha256 of code>` | string | a login code's outcome (see `codes`) | 300 s |
+//! | `{p}login_rate:<address>` | string | logins from one client address in its window (see `login_rate`) | 60 s from its first login |
 //!
 //! A session's *stored id* names it in Redis and in the admin tools: the id
 //! itself, or with `session.hash_ids` the hex SHA-256 of the id, so that a Redis
@@ -77,6 +78,9 @@ impl Keys {
     }
     pub(super) fn login_code(&self, code_hash: &str) -> String {
         [&self.prefix, "code:", code_hash].concat()
+    }
+    pub(super) fn login_rate(&self, client: &str) -> String {
+        [&self.prefix, "login_rate:", client].concat()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Sessions: the id ([`SessionId`]), what a live session says ([`Session`]),
 //! the lifetime rules ([`SessionPolicy`]), their home in Redis ([`SessionStore`]),
-//! the record of login codes already used ([`LoginCodes`]), and the optional
+//! the record of login codes already used ([`LoginCodes`]), logins per client
+//! address ([`LoginRate`]), and the optional
 //! per-instance cache behind `SessionStore::touch` (handlers never know whether
 //! it is on).
 //!
@@ -13,6 +14,7 @@
 //!   local cache (`store` dispatches between them).
 //! - `cache` and `tracking`: the local cache and its `CLIENT TRACKING` connection.
 //! - `codes`: [`LoginCodes`], login codes already sent to WeChat.
+//! - `login_rate`: [`LoginRate`], logins per client address across the fleet.
 //!
 //! This module knows neither HTTP nor WeChat: the HTTP layer hands it a verified
 //! identity ([`NewSession`]) and asks it about ids.
@@ -23,6 +25,7 @@ mod cached;
 mod codes;
 mod id;
 mod layout;
+mod login_rate;
 mod reader;
 mod store;
 mod tracking;
@@ -34,6 +37,7 @@ pub use codes::{CodeClaim, LoginCodes};
 pub use id::{log_tag, MalformedId, SessionId};
 pub use layout::SessionRecord;
 use layout::StoredSession;
+pub use login_rate::LoginRate;
 pub use store::{SessionStore, StoreStats};
 
 use crate::secret::Secret;

@@ -20,7 +20,7 @@ use super::{
     cached::CachedReader,
     layout::{Keys, SessionRecord, StoredSession},
     reader::RedisReader,
-    LoginCodes, NewSession, Session, SessionId, SessionPolicy, StoreError,
+    LoginCodes, LoginRate, NewSession, Session, SessionId, SessionPolicy, StoreError,
 };
 use crate::{clock, config::Config, redis_conn::RedisConn, telemetry::Metrics};
 
@@ -305,6 +305,11 @@ impl SessionStore {
     /// state in the same Redis (the WeChat access_token).
     pub fn connection(&self) -> RedisConn {
         self.backend.shared()
+    }
+
+    /// Logins per client address across the fleet, on the same connection.
+    pub fn login_rate(&self, per_minute: u64) -> LoginRate {
+        LoginRate::new(self.backend.clone(), per_minute)
     }
 
     /// The record of login codes, on the same connection.

@@ -238,3 +238,84 @@ async fn logins_beyond_max_in_flight_are_wechat_busy_at_once_and_keep_their_code
     // Turned away before it was claimed: the same code still logs in.
     h.login("ok:dave").await;
 }
+
+/// `POST /login` with `code`, as forwarded for `client` (`X-Forwarded-For`).
+async fn login_for(server: &impl Instance, code: &str, client: &str) -> u16 {
+    send(
+        crate::support::client()
+            .post(server.url("/login"))
+            .header("x-forwarded-for", client)
+            .json(&json!({ "code": code })),
+    )
+    .await
+    .0
+}
+
+#[actix_web::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_login_budget() {
+    let h = Harness::with(&[
+        ("login.rate_per_minute", "2"),
+        ("server.trusted_proxies", "10.0.0.0/8, 127.0.0.1"),
+    ]);
+    // What the client wrote itself (left of what the proxy appended) proves nothing.
+    for (i, forwarded) in ["203.0.113.9, 198.51.100.1", "198.51.100.1"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(login_for(&h, &format!("ok:tp~{i}"), forwarded).await, 200);
+    }
+    assert_eq!(
+        login_for(&h, "ok:tp~2", "10.1.1.1, 198.51.100.1").await,
+        429
+    );
+    assert_eq!(login_for(&h, "ok:tp~3", "198.51.100.2").await, 200);
+    let mut counted = h.redis.keys("wxsess:login_rate:*");
+    counted.sort();
+    assert_eq!(
+        counted,
+        [
+            "wxsess:login_rate:198.51.100.1",
+            "wxsess:login_rate:198.51.100.2"
+        ]
+    );
+}
+
+#[actix_web::test]
+async fn from_an_untrusted_peer_x_forwarded_for_is_ignored() {
+    let h = Harness::with(&[
+        ("login.rate_per_minute", "2"),
+        ("server.trusted_proxies", "10.0.0.0/8"),
+    ]);
+    for i in 0..2 {
+        let forwarded = format!("198.51.100.{i}");
+        assert_eq!(login_for(&h, &format!("ok:up~{i}"), &forwarded).await, 200);
+    }
+    assert_eq!(login_for(&h, "ok:up~2", "198.51.100.7").await, 429);
+    assert_eq!(
+        h.redis.keys("wxsess:login_rate:*"),
+        ["wxsess:login_rate:127.0.0.1"]
+    );
+}
+
+#[actix_web::test]
+async fn the_login_rate_is_one_budget_across_the_fleet() {
+    let h = Harness::setup()
+        .set(&[("login.rate_per_minute", "3")])
+        .instances(2)
+        .start();
+    let [a, b] = [&h.servers[0], &h.servers[1]];
+    for (i, server) in [a, b, a].iter().enumerate() {
+        server.login(&format!("ok:fleet~{i}")).await;
+    }
+    let (status, body) = b.try_login("ok:fleet~3").await;
+    assert_eq!(status, 429);
+    assert_error(&body, "rate_limited");
+    assert_eq!(
+        h.wechat.calls(),
+        3,
+        "the limited login never reached WeChat"
+    );
+    // The count ends with its window: nothing stays in Redis for good.
+    let ttl: i64 = h.redis.cmd(&["PTTL", "wxsess:login_rate:127.0.0.1"]);
+    assert!((1..=60_000).contains(&ttl), "{ttl}");
+}
