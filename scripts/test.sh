@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-ensure_packages redis-server redis-sentinel redis-tools openssl iproute2 nginx
+ensure_packages redis-server redis-sentinel redis-tools openssl iproute2 nginx faketime
 
 echo ">> cargo fmt --check"
 cargo fmt --all -- --check

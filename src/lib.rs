@@ -8,7 +8,9 @@
 //!
 //! - [`cli`]: the command line: flags and the operator's `sessions …` and
 //!   `wechat …` subcommands.
-//! - [`clock`]: the wall clock (Unix seconds and milliseconds), read in one place.
+//! - [`clock`]: the fleet's clock (Unix seconds and milliseconds), read in one
+//!   place: the host clock plus its offset from Redis's `TIME`, measured by a
+//!   task every store keeps running.
 //! - [`config`]: every configuration key, its type, default and validation; the
 //!   file and the `WXSESSION_*` variables read through one deserializer that names
 //!   the key in every error (`config/read.rs`); what the `[redis]` keys mean

@@ -308,6 +308,16 @@ impl Metrics {
             self.cache_entries.load(Relaxed)
         );
         out.push_str(
+            "# HELP wxsession_clock_offset_seconds Redis's clock minus this host's; \
+             session times follow Redis's.\n",
+        );
+        out.push_str("# TYPE wxsession_clock_offset_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "wxsession_clock_offset_seconds {}",
+            crate::clock::offset_ms() as f64 / 1000.0
+        );
+        out.push_str(
             "# HELP wxsession_http_request_duration_seconds Time to answer an HTTP request.\n",
         );
         out.push_str("# TYPE wxsession_http_request_duration_seconds histogram\n");

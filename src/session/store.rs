@@ -66,6 +66,8 @@ pub struct SessionStore {
     pub(super) backend: Backend,
     reader: Reader,
     pub(super) policy: SessionPolicy,
+    /// Every time the store writes or compares is by Redis's clock (see `clock`).
+    _clock: Arc<clock::Following>,
 }
 
 impl SessionStore {
@@ -92,6 +94,7 @@ impl SessionStore {
             Reader::Redis(redis_reader)
         };
         Ok(SessionStore {
+            _clock: Arc::new(clock::follow(backend.shared(), backend.timeout())),
             backend,
             reader,
             policy,

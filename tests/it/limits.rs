@@ -319,3 +319,92 @@ async fn the_login_rate_is_one_budget_across_the_fleet() {
     let ttl: i64 = h.redis.cmd(&["PTTL", "wxsess:login_rate:127.0.0.1"]);
     assert!((1..=60_000).contains(&ttl), "{ttl}");
 }
+
+/// libfaketime, which sets a process's wall clock apart from the host's.
+fn libfaketime() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+        .find(|lib| lib.exists())
+        .expect("libfaketime (Debian package faketime; scripts/test.sh installs it)");
+    found.to_str().unwrap().to_string()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[actix_web::test]
+async fn an_instance_whose_clock_is_5_s_ahead_ends_nothing_early() {
+    let lifetime = [
+        ("session.max_lifetime_secs", "8"),
+        ("session.ttl_secs", "60"),
+    ];
+    let h = Harness::with(&lifetime);
+    let lib = libfaketime();
+    let mut env = vec![
+        ("LD_PRELOAD", lib.as_str()),
+        ("FAKETIME", "+5"),
+        // Timers and timeouts keep the true monotonic clock.
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    env.extend(lifetime);
+    let ahead = h.start_process(&env);
+    // The instance reports its offset once it has measured it against Redis.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = ahead.metrics().await;
+        let offset = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("wxsession_clock_offset_seconds "))
+            .map(|v| v.parse::<f64>().unwrap());
+        match offset {
+            Some(o) if (-5.5..=-4.5).contains(&o) => break,
+            _ if Instant::now() > deadline => panic!("offset never measured: {offset:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(
+        ahead
+            .log()
+            .contains("this host's clock is 5.0 s ahead of Redis's"),
+        "{}",
+        ahead.log()
+    );
+
+    // A session made on a true clock keeps its whole lifetime on the one ahead.
+    let id = h.login("ok:skew").await;
+    let (status, me) = ahead.get_session(&id).await;
+    assert_eq!(status, 200);
+    assert!(me["expires_in"].as_u64().unwrap() >= 7, "{me}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, me) = ahead.get_session(&id).await;
+    assert_eq!(status, 200, "ended 4 s into an 8 s lifetime: {me}");
+    let ttl: i64 = h.redis.cmd(&["TTL", &format!("wxsess:s:{id}")]);
+    assert!(ttl >= 2, "EXPIREAT cut it short: {ttl}");
+
+    // What the instance ahead writes is on the fleet's clock too.
+    let id = ahead.login("ok:skew-2").await;
+    let (_, me) = h.get_session(&id).await;
+    let created_at = me["created_at"].as_u64().unwrap();
+    assert!(
+        created_at.abs_diff(unix_now()) <= 1,
+        "created_at {created_at}"
+    );
+    let (status, _) = ahead
+        .post_as(&id, "/session/phone", &json!({"code": "num"}))
+        .await;
+    assert_eq!(status, 200);
+    let expires_at: u64 = h
+        .redis
+        .cmd(&["HGET", "wxsess:wechat:access_token", "expires_at"]);
+    let expected = unix_now() + 7200;
+    assert!(
+        expires_at.abs_diff(expected) <= 2,
+        "token expires_at {expires_at}"
+    );
+}
