@@ -65,6 +65,7 @@ nginx on $base, round-robin over wxsession on ports ${ports[*]} (one Redis on $r
   curl -si -XDELETE $base/session -H "sessionid: \$SID"        # logout: dead on all three at once
   for p in ${ports[*]}; do curl -s -o /dev/null -w "\$p %{http_code}\\n" 127.0.0.1:\$p/session -H "sessionid: \$SID"; done   # 401 x3
   curl -si $base/protected/orders -H "sessionid: \$SID" | head -1   # 401 after logout
+  curl -si $base/metrics | head -1                           # 403: /admin and /metrics stay off the edge
 
 Logs: $work/instance{1,2,3}.log, $work/error.log (nginx).
 

@@ -14,6 +14,7 @@ echo ">> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo ">> hostile input (schemathesis against the OpenAPI document)"
 EXAMPLES="${FUZZ_EXAMPLES:-30}" bash scripts/fuzz-api.sh
+EXAMPLES="${FUZZ_EXAMPLES:-30}" LOCAL_CACHE=1 bash scripts/fuzz-api.sh
 echo ">> Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast
@@ -23,4 +24,4 @@ fi
 echo ">> mini-program client tests (node --test, against the binary the tests built)"
 command -v node >/dev/null 2>&1 || ensure_packages nodejs
 cargo build --quiet --bin wxsession
-WXSESSION_BIN=target/debug/wxsession node --test client/test/
+WXSESSION_BIN="${CARGO_TARGET_DIR:-target}/debug/wxsession" node --test client/test/

@@ -148,13 +148,22 @@ impl SessionStore {
     }
 
     /// Revokes every session of an openid at once; answers how many were live.
+    ///
+    /// Takes out of the index only the members it read and deleted, never the
+    /// index as a whole: a login landing meanwhile (its key written, then its
+    /// `ZADD`) is either among them, and revoked, or stays indexed, so no live
+    /// session is ever lost from the index. Each step is one single-key command
+    /// (or one per session key), as a Redis Cluster requires.
     pub async fn revoke_user(&self, openid: &str) -> Result<u64, StoreError> {
         let index = self.backend.keys.user_sessions(openid);
         self.backend
             .bounded(async {
                 let members: Vec<String> = self.backend.conn().zrange(&index, 0, -1).await?;
+                if members.is_empty() {
+                    return Ok(0);
+                }
                 let revoked = self.delete(&members).await?;
-                let _: i64 = self.backend.conn().del(&index).await?;
+                let _: i64 = self.backend.conn().zrem(&index, &members).await?;
                 Ok(revoked)
             })
             .await

@@ -226,3 +226,73 @@ async fn the_sessions_cli_lists_shows_revokes_and_counts() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("redis"), "{err}");
 }
+
+/// A login landing while `revoke-user` runs for the same openid either stays in
+/// the user's index or is revoked: never a live session the index has lost
+/// (which no later `list` or `revoke-user` could find).
+#[actix_web::test]
+async fn revoke_user_racing_logins_never_loses_a_live_session_from_the_index() {
+    let h = Harness::setup()
+        .set(&[("admin.token", TOKEN)])
+        .instances(2)
+        .start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let logins = (0..8).map(|task| {
+        let base = h.servers[0].base.clone();
+        async move {
+            let mut n = 0u32;
+            while std::time::Instant::now() < deadline {
+                let (status, body) = send(
+                    client()
+                        .post(format!("{base}/login"))
+                        .json(&serde_json::json!({ "code": format!("ok:racer~{task}-{n}") })),
+                )
+                .await;
+                assert_eq!(status, 200, "{body}");
+                n += 1;
+            }
+            n
+        }
+    });
+    let revokes = async {
+        let url = h.servers[1].base.clone() + "/admin/users/racer/sessions";
+        let (mut rounds, mut revoked) = (0u32, 0u64);
+        while std::time::Instant::now() < deadline {
+            let (status, body) = send(admin(client().delete(&url))).await;
+            assert_eq!(status, 200, "{body}");
+            revoked += body["revoked"].as_u64().unwrap();
+            rounds += 1;
+        }
+        (rounds, revoked)
+    };
+    let (logins, (rounds, revoked)) =
+        futures_util::future::join(futures_util::future::join_all(logins), revokes).await;
+    let logins: u32 = logins.iter().sum();
+    assert!(
+        logins > 50 && rounds > 10 && revoked > 0,
+        "{logins} logins, {rounds} revokes, {revoked} revoked"
+    );
+
+    let index: Vec<String> = h
+        .redis
+        .cmd(&["ZRANGE", "wxsess:user:{racer}:sessions", "0", "-1"]);
+    let mut live = 0;
+    for key in h.redis.keys("wxsess:s:*") {
+        let Some(raw) = h.redis.cmd::<Option<String>>(&["GET", &key]) else {
+            continue;
+        };
+        let value: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(value["openid"], "racer");
+        let stored_id = key.trim_start_matches("wxsess:s:");
+        assert!(
+            index.iter().any(|m| m == stored_id),
+            "live session {stored_id} missing from the index ({logins} logins, {rounds} revokes)"
+        );
+        live += 1;
+    }
+    // What survived is still revocable in one call.
+    let url = h.url("/admin/users/racer/sessions");
+    let (_, body) = send(admin(client().delete(&url))).await;
+    assert_eq!(body["revoked"], live);
+    assert!(h.redis.keys("wxsess:s:*").is_empty());
+}

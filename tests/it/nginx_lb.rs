@@ -1,5 +1,6 @@
 //! Behind nginx: three instances round-robin over one Redis, a logout through
-//! one honoured by all at once, and a backend protected with `auth_request /auth`.
+//! one honoured by all at once, a backend protected with `auth_request /auth`, and
+//! the operators' routes (`/admin…`, `/metrics`) refused at the edge.
 //! Uses the same nginx configuration as `scripts/lb-demo.sh`.
 
 use std::{
@@ -237,4 +238,71 @@ async fn three_instances_behind_nginx_share_sessions_and_guard_a_backend() {
         "redis + 3 instances + nginx ready in {ready:?}; whole test {:?}",
         started.elapsed()
     );
+}
+
+/// The sample configuration keeps operators' routes off the public edge: the
+/// admin routes (whatever the token) and `/metrics` are refused through nginx,
+/// while the instances themselves still serve them and the API goes through.
+#[actix_web::test]
+async fn nginx_refuses_admin_routes_and_metrics_from_outside() {
+    let h = Harness::bare();
+    let instances: Vec<ServerProcess> = (0..3)
+        .map(|_| h.start_process(&[("admin.token", ADMIN_TOKEN)]))
+        .collect();
+    let ports: Vec<u16> = instances
+        .iter()
+        .map(|i| i.base.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    let nginx = Nginx::start([ports[0], ports[1], ports[2]]);
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+
+    // The API works through nginx.
+    let id = nginx.login("ok:olga").await;
+    let (status, me) = nginx.get_session(&id).await;
+    assert_eq!((status, &me["openid"]), (200, &serde_json::json!("olga")));
+
+    // Operators' routes do not, however they are spelt.
+    let refused = [
+        ("GET", "/admin/users/olga/sessions"),
+        ("DELETE", "/admin/users/olga/sessions"),
+        ("GET", "/admin/wechat/access-token"),
+        ("GET", "//admin/users/olga/sessions"),
+        ("GET", "/%61dmin/users/olga/sessions"),
+        ("GET", "/session/../admin/users/olga/sessions"),
+        ("GET", "/admin"),
+        ("GET", "/metrics"),
+        ("GET", "/metrics?format=text"),
+        ("GET", "//metrics"),
+    ];
+    for (method, path) in refused {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: lb\r\nAuthorization: {bearer}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let answer = raw_exchange(&nginx.base, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 403"),
+            "{method} {path} through nginx: {answer}"
+        );
+        assert!(
+            !answer.contains("olga") && !answer.contains("wxsession_"),
+            "{method} {path}: {answer}"
+        );
+    }
+
+    // The instances themselves still serve them (the refusal is nginx's).
+    let direct = &instances[0];
+    let (status, body) = send(
+        client()
+            .get(direct.url("/admin/users/olga/sessions"))
+            .header("authorization", &bearer),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sessions"][0]["sessionid"], id.as_str());
+    assert!(direct.metrics().await.contains("wxsession_"));
+
+    // And the session is untouched by the refused DELETE.
+    let (status, _) = nginx.get_session(&id).await;
+    assert_eq!(status, 200);
 }
