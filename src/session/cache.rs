@@ -3,9 +3,10 @@
 //! client-side caching. The guard reads through it with `CachedReader`.
 //!
 //! - A dedicated RESP3 connection runs `CLIENT TRACKING ON` (kept up by
-//!   `tracking`); every session read for the cache goes through it (`GET` +
-//!   `PTTL`: read-only, so Redis tracks them — it does not track keys read by
-//!   `GETEX`).
+//!   `tracking`); every session read for the cache goes through it, as a
+//!   script that has Redis track the key only if it exists (`GETEX`, which
+//!   Redis does not track, then `PTTL`, which it does): an unknown id never
+//!   enters Redis's tracking table.
 //! - Redis then pushes `invalidate` for any change to those keys by anyone
 //!   (logout, admin or CLI revoke, `redis-cli DEL`, expiry, another instance's
 //!   lazy TTL push — ours go through the tracking connection itself, with

@@ -1,5 +1,6 @@
-//! `session.local_cache = true` (contract §8): guarded requests from memory,
-//! revocation still seen by every instance within 10 ms, failing closed.
+//! `session.local_cache = true` (contract §8 and §13): guarded requests from
+//! memory, revocation still seen by every instance within 10 ms, failing
+//! closed, and no unknown id in Redis's tracking table.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,29 @@ pub(crate) async fn warm(server: &impl Instance, id: &str) {
     }
 }
 
+/// Commands Redis served since the last `CONFIG RESETSTAT`, without the
+/// heartbeat `PING`s (4 a second), which are not guard work.
+fn commands_but_pings(redis: &RedisServer) -> u64 {
+    let info: String = redis.cmd(&["INFO", "commandstats"]);
+    let pings: u64 = info
+        .lines()
+        .find(|l| l.starts_with("cmdstat_ping:"))
+        .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    redis.commands_served() - pings
+}
+
+/// `tracking_total_keys` from `INFO stats`: keys in Redis's tracking table.
+fn tracked_keys(redis: &RedisServer) -> u64 {
+    let info: String = redis.cmd(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("tracking_total_keys:"))
+        .expect("INFO stats has tracking_total_keys")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Polls B until it answers 401; answers how long that took.
 async fn time_to_401(server: &impl Instance, id: &str) -> Duration {
     let started = Instant::now();
@@ -70,15 +94,7 @@ async fn warm_cache_serves_without_redis_commands() {
     for n in 0..requests {
         assert_eq!(status(&h, &ids[n % ids.len()]).await, 200);
     }
-    let commands = h.redis.commands_served();
-    // Heartbeat PINGs (4 a second) are not guard work; count them out.
-    let info: String = h.redis.cmd(&["INFO", "commandstats"]);
-    let pings: u64 = info
-        .lines()
-        .find(|l| l.starts_with("cmdstat_ping:"))
-        .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
-        .unwrap_or(0);
-    let per_request = (commands - pings) as f64 / requests as f64;
+    let per_request = commands_but_pings(&h.redis) as f64 / requests as f64;
     println!("Redis commands per guarded request, warm cache: {per_request:.4}");
     assert!(per_request <= 0.02, "{per_request}");
 }
@@ -260,4 +276,30 @@ async fn lifetimes_hold_with_the_cache_on() {
     assert_eq!(status(&h, &idle).await, 200);
     actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
     assert_eq!(status(&h, &idle).await, 401);
+}
+
+#[actix_web::test]
+async fn an_unknown_id_never_enters_the_tracking_table() {
+    let h = cached(&[]).start();
+    let id = h.login("ok:known").await;
+    warm(&h, &id).await;
+    let before = tracked_keys(&h.redis);
+    for _ in 0..200 {
+        let unknown = wxsession::session::SessionId::generate();
+        assert_eq!(status(&h, unknown.as_str()).await, 401);
+    }
+    assert_eq!(
+        tracked_keys(&h.redis),
+        before,
+        "200 unknown ids left keys in Redis's tracking table"
+    );
+    // A real session is still cached, and still hears of a change by anyone.
+    let real = h.login("ok:real").await;
+    assert_eq!(status(&h, &real).await, 200);
+    assert_eq!(tracked_keys(&h.redis), before + 1);
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    assert_eq!(status(&h, &real).await, 200);
+    assert_eq!(commands_but_pings(&h.redis), 0, "served from memory");
+    h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{real}")]);
+    assert!(time_to_401(&h, &real).await <= Duration::from_millis(10));
 }
