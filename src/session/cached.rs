@@ -127,7 +127,10 @@ impl CachedReader {
         now: u64,
     ) -> Result<Option<Session>, StoreError> {
         let Some((mut tracking, ticket)) = self.cache.begin_read(key) else {
-            return Ok(None);
+            // The tracking connection went down after `touch` found it alive:
+            // read from Redis as while it is down. `None` here would be a 401
+            // for a live session, and the client would drop a good id.
+            return self.redis.touch(id).await;
         };
         let entry = match self.read_entry(&mut tracking, stored_id, now).await {
             Ok(entry) => entry,

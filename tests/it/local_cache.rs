@@ -1,6 +1,7 @@
 //! `session.local_cache = true` (contract §8 and §13): guarded requests from
-//! memory, revocation still seen by every instance within 10 ms, failing
-//! closed, and no unknown id in Redis's tracking table.
+//! memory, revocation still seen by every instance within 10 ms, failing closed
+//! (503, never a 401 for a live session), and no unknown id in Redis's
+//! tracking table.
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,20 @@ fn tracked_keys(redis: &RedisServer) -> u64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// The id of the instance's tracking connection (`t` among its `CLIENT LIST`
+/// flags), once it is up.
+fn tracking_client(redis: &RedisServer) -> Option<String> {
+    let clients: String = redis.cmd(&["CLIENT", "LIST"]);
+    clients
+        .lines()
+        .find(|l| {
+            l.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
+        })
+        .and_then(|l| l.split(' ').next()?.strip_prefix("id="))
+        .map(str::to_string)
 }
 
 /// Polls B until it answers 401; answers how long that took.
@@ -302,4 +317,71 @@ async fn an_unknown_id_never_enters_the_tracking_table() {
     assert_eq!(commands_but_pings(&h.redis), 0, "served from memory");
     h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{real}")]);
     assert!(time_to_401(&h, &real).await <= Duration::from_millis(10));
+}
+
+#[actix_web::test]
+async fn a_tracking_connection_dropped_mid_read_is_503_never_401() {
+    // Redis's answers arrive 20 ms late: reads are on their way when their
+    // connection drops.
+    let h = Harness::bare();
+    let proxy = Proxy::start(h.redis.port);
+    proxy.delay(Duration::ZERO, Duration::from_millis(20));
+    let server = h.start_server(&[
+        ("redis.url", &proxy.url()),
+        ("redis.timeout_ms", "1000"),
+        ("session.local_cache", "true"),
+    ]);
+    let ids: Vec<String> = futures_util::future::join_all((0..50).map(|i| {
+        let server = &server;
+        async move { server.login(&format!("ok:drop{i}")).await }
+    }))
+    .await;
+    warm(&server, &ids[0]).await;
+    let stop = std::cell::Cell::new(false);
+    let readers = (0..16).map(|r| {
+        let (server, ids, stop) = (&server, &ids, &stop);
+        async move {
+            let (mut n, mut unavailable) = (r, 0);
+            while !stop.get() {
+                let (code, body) = server.get_session(&ids[n % ids.len()]).await;
+                match code {
+                    200 => {}
+                    503 => {
+                        assert_error(&body, "store_unavailable");
+                        unavailable += 1;
+                    }
+                    _ => panic!("a live session answered {code}: {body}"),
+                }
+                n += 7;
+            }
+            unavailable
+        }
+    });
+    let killer = async {
+        let started = Instant::now();
+        let mut kills = 0;
+        while started.elapsed() < Duration::from_secs(4) {
+            match tracking_client(&h.redis) {
+                Some(client) => {
+                    // Just after a reconnection every session is cold, read
+                    // through the new tracking connection: drop it under them.
+                    let after = rand::random_range(20..45);
+                    actix_web::rt::time::sleep(Duration::from_millis(after)).await;
+                    kills += h.redis.cmd::<i64>(&["CLIENT", "KILL", "ID", &client]);
+                }
+                None => actix_web::rt::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        stop.set(true);
+        kills
+    };
+    let (unavailable, kills) =
+        futures_util::future::join(futures_util::future::join_all(readers), killer).await;
+    let unavailable: u64 = unavailable.iter().sum();
+    println!("{kills} tracking connections killed; {unavailable} reads answered 503");
+    assert!(kills >= 5, "{kills}");
+    assert!(
+        unavailable > 0,
+        "no read was on its way when its connection dropped"
+    );
 }
