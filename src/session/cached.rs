@@ -50,7 +50,7 @@ impl CachedReader {
     }
 
     pub(super) fn forget(&self, stored_id: &str) {
-        self.cache.remove(cache_key(stored_id));
+        self.cache.forget(cache_key(stored_id));
     }
 
     pub(super) async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {

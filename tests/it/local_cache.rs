@@ -385,3 +385,57 @@ async fn a_tracking_connection_dropped_mid_read_is_503_never_401() {
         "no read was on its way when its connection dropped"
     );
 }
+
+#[actix_web::test]
+async fn a_read_racing_its_own_logout_is_never_served_after_it() {
+    // The tracking connection gets Redis's answers and invalidations 150 ms
+    // late; the worker's connection reaches Redis 60 ms late.
+    const TRACKING_LATE: Duration = Duration::from_millis(150);
+    const WORKER_LATE: Duration = Duration::from_millis(60);
+    let h = Harness::bare();
+    let proxy = Proxy::start(h.redis.port);
+    proxy.delay(Duration::ZERO, TRACKING_LATE);
+    let server = h.start_server(&[
+        ("redis.url", &proxy.url()),
+        ("redis.timeout_ms", "2000"),
+        ("session.local_cache", "true"),
+    ]);
+    // The tracking connection opens at start, the worker's on first use.
+    let started = Instant::now();
+    while proxy.connections() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no tracking connection"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.delay(WORKER_LATE, Duration::ZERO);
+    let warmup = server.login("ok:warm").await;
+    assert_eq!(
+        proxy.connections(),
+        2,
+        "one tracking, one worker connection"
+    );
+    warm(&server, &warmup).await;
+    for round in 0..5 {
+        let id = server.login(&format!("ok:own{round}")).await;
+        assert_eq!(status(&server, &id).await, 200);
+        assert_eq!(status(&server, &id).await, 200, "cached");
+        // The logout forgets the session at once, and its GETDEL runs in Redis
+        // 60 ms later. A read 20 ms in misses, reaches Redis before that GETDEL,
+        // and gets its answer 170 ms in, after the logout has answered and 40 ms
+        // before Redis's invalidation for the GETDEL.
+        let logout = server.logout(&id);
+        let read = async {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            status(&server, &id).await
+        };
+        let (logout, read) = futures_util::future::join(logout, read).await;
+        assert_eq!((logout.0, read), (204, 200), "round {round}");
+        assert_eq!(
+            status(&server, &id).await,
+            401,
+            "round {round}: served from memory after its own logout"
+        );
+    }
+}
