@@ -3,9 +3,10 @@
 //! client-side caching. The guard reads through it with `CachedReader`.
 //!
 //! - A dedicated RESP3 connection runs `CLIENT TRACKING ON` (kept up by
-//!   `tracking`); every session read for the cache goes through it (`GET` +
-//!   `PTTL`: read-only, so Redis tracks them — it does not track keys read by
-//!   `GETEX`).
+//!   `tracking`); every session read for the cache goes through it, as a
+//!   script that has Redis track the key only if it exists (`GETEX`, which
+//!   Redis does not track, then `PTTL`, which it does): an unknown id never
+//!   enters Redis's tracking table.
 //! - Redis then pushes `invalidate` for any change to those keys by anyone
 //!   (logout, admin or CLI revoke, `redis-cli DEL`, expiry, another instance's
 //!   lazy TTL push — ours go through the tracking connection itself, with
@@ -14,10 +15,12 @@
 //! - The read/invalidate race: a key is marked pending (with a ticket) before
 //!   its read, an invalidation clears the mark, and the answer is inserted only
 //!   if the mark is still ours and no full flush happened meanwhile — all under
-//!   one lock with the invalidation handler. redis-rs's own `cache-aio` is not
-//!   used because (reading its 1.6 source) it inserts an answer after the driver
-//!   may already have handled that key's invalidation, a race lettuce also had
-//!   to fix.
+//!   one lock with the invalidation handler. A logout on this instance clears
+//!   the entry and its mark itself, before and after its `GETDEL`, so a read
+//!   racing it cannot put the session back while Redis's invalidation is on
+//!   its way. redis-rs's own `cache-aio` is not used because (reading its 1.6
+//!   source) it inserts an answer after the driver may already have handled
+//!   that key's invalidation, a race lettuce also had to fix.
 //! - Fail closed: if the tracking connection has not shown it is alive lately,
 //!   or has dropped, nothing is served from memory (requests go to Redis, which
 //!   answers or fails as without the cache).
@@ -155,10 +158,16 @@ impl LocalCache {
         }
     }
 
-    fn invalidate(&self, key: u128) {
+    /// Drops a session this instance is ending, and any read of it in flight:
+    /// whatever such a read answers is not inserted.
+    pub(super) fn forget(&self, key: u128) {
         let mut pending = self.pending.lock().expect("pending lock");
         pending.remove(&key);
         self.entries.invalidate(&key);
+    }
+
+    fn invalidate(&self, key: u128) {
+        self.forget(key);
         self.metrics.cache_invalidations.inc("key");
     }
 

@@ -50,7 +50,7 @@ impl CachedReader {
     }
 
     pub(super) fn forget(&self, stored_id: &str) {
-        self.cache.remove(cache_key(stored_id));
+        self.cache.forget(cache_key(stored_id));
     }
 
     pub(super) async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -109,10 +109,12 @@ impl CachedReader {
             return Ok(true);
         };
         let key = self.redis.backend.keys.session(stored_id);
-        self.redis
+        let found = self
+            .redis
             .backend
-            .bounded(push_idle_deadline(&mut tracking, &key, deadline_ms))
-            .await
+            .bounded(read_tracked(&mut tracking, &key, Some(deadline_ms)))
+            .await?;
+        Ok(found.is_some())
     }
 
     /// A miss: one read through the tracking connection, inserted under a
@@ -124,71 +126,112 @@ impl CachedReader {
         key: u128,
         now: u64,
     ) -> Result<Option<Session>, StoreError> {
+        let Some((mut tracking, ticket)) = self.cache.begin_read(key) else {
+            // The tracking connection went down after `touch` found it alive:
+            // read from Redis as while it is down. `None` here would be a 401
+            // for a live session, and the client would drop a good id.
+            return self.redis.touch(id).await;
+        };
+        let entry = match self.read_entry(&mut tracking, stored_id, now).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                // Leaves no pending mark behind.
+                self.cache.finish_read(ticket, None);
+                return Err(e);
+            }
+        };
+        let session = entry.as_ref().map(|entry| {
+            let idle = entry.idle_deadline_ms.load(Relaxed);
+            session_of(id, &entry.stored, (idle - now) / 1000)
+        });
+        self.cache.finish_read(ticket, entry);
+        Ok(session)
+    }
+
+    /// A session as Redis holds it, read through the tracking connection
+    /// (with sliding on, its idle lifetime restarted in the same round trip).
+    /// Only in the last idle window before the absolute lifetime does a second
+    /// round trip cap the TTL, as `RedisReader` does. `None`: unknown, expired
+    /// or logged out.
+    async fn read_entry(
+        &self,
+        tracking: &mut MultiplexedConnection,
+        stored_id: &str,
+        now: u64,
+    ) -> Result<Option<Arc<CachedSession>>, StoreError> {
         let backend = &self.redis.backend;
         let policy = &self.redis.policy;
         let redis_key = backend.keys.session(stored_id);
-        let Some((mut tracking, ticket)) = self.cache.begin_read(key) else {
-            return Ok(None);
-        };
-        let (raw, pttl): (Option<String>, i64) = backend
-            .bounded(async {
-                Ok(redis::pipe()
-                    .get(&redis_key)
-                    .pttl(&redis_key)
-                    .query_async(&mut tracking)
-                    .await?)
-            })
+        let pushed = policy.sliding.then(|| now + policy.ttl_secs * 1000);
+        let found = backend
+            .bounded(read_tracked(tracking, &redis_key, pushed))
             .await?;
-        let Some(stored) = raw.and_then(|raw| StoredSession::parse(&raw, stored_id)) else {
-            self.cache.finish_read(ticket, None);
+        let Some((raw, pttl)) = found else {
             return Ok(None);
         };
-        let absolute = stored.absolute_deadline(policy.max_lifetime_secs) * 1000;
-        if absolute <= now || pttl < 0 {
-            self.cache.finish_read(ticket, None);
+        let Some(stored) = StoredSession::parse(&raw, stored_id) else {
+            return Ok(None);
+        };
+        if pttl < 0 {
             return Ok(None);
         }
-        let idle = if policy.sliding {
-            let deadline = (now + policy.ttl_secs * 1000).min(absolute);
-            let pushed = push_idle_deadline(&mut tracking, &redis_key, deadline);
-            if !backend.bounded(pushed).await? {
-                self.cache.finish_read(ticket, None);
+        let absolute = stored.absolute_deadline(policy.max_lifetime_secs) * 1000;
+        let mut idle = pushed.unwrap_or(now + pttl as u64);
+        if idle > absolute {
+            idle = absolute;
+            // A deadline already past deletes the key.
+            if pushed.is_some()
+                && backend
+                    .bounded(read_tracked(tracking, &redis_key, Some(absolute)))
+                    .await?
+                    .is_none()
+            {
                 return Ok(None);
             }
-            deadline
-        } else {
-            now + pttl as u64
-        };
-        let stored = Arc::new(stored);
-        let session = session_of(id, &stored, (idle - now) / 1000);
-        self.cache.finish_read(
-            ticket,
-            Some(Arc::new(CachedSession {
-                stored,
-                idle_deadline_ms: idle.into(),
-                absolute_deadline_ms: absolute,
-                pushed_at_ms: now.into(),
-            })),
-        );
-        Ok(Some(session))
+        }
+        if idle <= now {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(CachedSession {
+            stored: Arc::new(stored),
+            idle_deadline_ms: idle.into(),
+            absolute_deadline_ms: absolute,
+            pushed_at_ms: now.into(),
+        })))
     }
 }
 
-/// Pushes a cached session's idle deadline to Redis through the tracking
-/// connection, and reads the key again in the same round trip: with `NOLOOP`
-/// our own write drops the key from Redis's tracking table without telling us,
-/// and only a read puts it back. `false`: the key is gone.
-async fn push_idle_deadline(
+/// Reads a session key and its remaining lifetime (ms), and has Redis track
+/// the key, only if it exists: `GETEX` without options changes nothing and,
+/// being a write command, is not tracked; `PTTL`, a read, is, and runs only
+/// on a hit. A `GET` of an unknown id would put it in Redis's tracking table,
+/// where made-up ids would pile up and, past `tracking-table-max-keys`, push
+/// out (and invalidate) the sessions the cache holds. Sent as `EVAL`: the
+/// script is short, and redis-rs is built without its `Script` helper.
+const READ_IF_LIVE: &str = "local value = redis.call('GETEX', KEYS[1]) \
+    if not value then return false end \
+    return {value, redis.call('PTTL', KEYS[1])}";
+
+/// Reads a session for the cache through the tracking connection with
+/// [`READ_IF_LIVE`], in one round trip; with `push_ms`, first pushes its idle
+/// deadline to Redis. The push comes before the read because with `NOLOOP`
+/// our own write drops the key from Redis's tracking table without telling
+/// us, and only a read puts it back. It is a command of its own rather than
+/// part of the script so that `NOLOOP` covers it on every Redis we support
+/// (Redis 6 checks `NOLOOP` against a script's own client, not its caller).
+/// `None`: the key is gone.
+async fn read_tracked(
     tracking: &mut MultiplexedConnection,
     key: &str,
-    deadline_ms: u64,
-) -> Result<bool, StoreError> {
-    let (_, exists): (bool, bool) = redis::pipe()
-        .pexpire_at(key, deadline_ms as i64)
-        .exists(key)
-        .query_async(tracking)
-        .await?;
-    Ok(exists)
+    push_ms: Option<u64>,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let mut pipe = redis::pipe();
+    if let Some(deadline_ms) = push_ms {
+        pipe.pexpire_at(key, deadline_ms as i64).ignore();
+    }
+    pipe.cmd("EVAL").arg(READ_IF_LIVE).arg(1).arg(key);
+    let (found,): (Option<(String, i64)>,) = pipe.query_async(tracking).await?;
+    Ok(found)
 }
 
 fn session_of(id: &SessionId, stored: &Arc<StoredSession>, expires_in: u64) -> Session {

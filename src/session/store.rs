@@ -40,7 +40,8 @@ impl Reader {
         }
     }
 
-    /// Drops what this instance remembers of a session it is about to end.
+    /// Drops what this instance remembers of a session it is ending, reads of
+    /// it in flight included.
     fn forget(&self, stored_id: &str) {
         if let Reader::Cached(reader) = self {
             reader.forget(stored_id);
@@ -184,7 +185,8 @@ impl SessionStore {
     /// Revokes one session by stored id (admin tools, logout).
     pub async fn revoke_stored_id(&self, stored_id: &str) -> Result<bool, StoreError> {
         self.reader.forget(stored_id);
-        self.backend
+        let revoked = self
+            .backend
             .bounded(async {
                 let raw: Option<String> = redis::cmd("GETDEL")
                     .arg(self.backend.keys.session(stored_id))
@@ -196,7 +198,13 @@ impl SessionStore {
                 }
                 Ok(true)
             })
-            .await
+            .await;
+        // A read of this session that reached Redis before the GETDEL can answer
+        // after the first forget, and before Redis's invalidation reaches this
+        // instance: forgetting again (its pending read included) keeps it out of
+        // this instance's cache once the caller hears the session is gone.
+        self.reader.forget(stored_id);
+        revoked
     }
 
     /// One session by stored id, without renewing it.

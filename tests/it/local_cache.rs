@@ -1,5 +1,7 @@
-//! `session.local_cache = true` (contract §8): guarded requests from memory,
-//! revocation still seen by every instance within 10 ms, failing closed.
+//! `session.local_cache = true` (contract §8 and §13): guarded requests from
+//! memory, revocation still seen by every instance within 10 ms, failing closed
+//! (503, never a 401 for a live session), and no unknown id in Redis's
+//! tracking table.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +43,43 @@ pub(crate) async fn warm(server: &impl Instance, id: &str) {
     }
 }
 
+/// Commands Redis served since the last `CONFIG RESETSTAT`, without the
+/// heartbeat `PING`s (4 a second), which are not guard work.
+fn commands_but_pings(redis: &RedisServer) -> u64 {
+    let info: String = redis.cmd(&["INFO", "commandstats"]);
+    let pings: u64 = info
+        .lines()
+        .find(|l| l.starts_with("cmdstat_ping:"))
+        .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    redis.commands_served() - pings
+}
+
+/// `tracking_total_keys` from `INFO stats`: keys in Redis's tracking table.
+fn tracked_keys(redis: &RedisServer) -> u64 {
+    let info: String = redis.cmd(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("tracking_total_keys:"))
+        .expect("INFO stats has tracking_total_keys")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The id of the instance's tracking connection (`t` among its `CLIENT LIST`
+/// flags), once it is up.
+fn tracking_client(redis: &RedisServer) -> Option<String> {
+    let clients: String = redis.cmd(&["CLIENT", "LIST"]);
+    clients
+        .lines()
+        .find(|l| {
+            l.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
+        })
+        .and_then(|l| l.split(' ').next()?.strip_prefix("id="))
+        .map(str::to_string)
+}
+
 /// Polls B until it answers 401; answers how long that took.
 async fn time_to_401(server: &impl Instance, id: &str) -> Duration {
     let started = Instant::now();
@@ -70,15 +109,7 @@ async fn warm_cache_serves_without_redis_commands() {
     for n in 0..requests {
         assert_eq!(status(&h, &ids[n % ids.len()]).await, 200);
     }
-    let commands = h.redis.commands_served();
-    // Heartbeat PINGs (4 a second) are not guard work; count them out.
-    let info: String = h.redis.cmd(&["INFO", "commandstats"]);
-    let pings: u64 = info
-        .lines()
-        .find(|l| l.starts_with("cmdstat_ping:"))
-        .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
-        .unwrap_or(0);
-    let per_request = (commands - pings) as f64 / requests as f64;
+    let per_request = commands_but_pings(&h.redis) as f64 / requests as f64;
     println!("Redis commands per guarded request, warm cache: {per_request:.4}");
     assert!(per_request <= 0.02, "{per_request}");
 }
@@ -260,4 +291,151 @@ async fn lifetimes_hold_with_the_cache_on() {
     assert_eq!(status(&h, &idle).await, 200);
     actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
     assert_eq!(status(&h, &idle).await, 401);
+}
+
+#[actix_web::test]
+async fn an_unknown_id_never_enters_the_tracking_table() {
+    let h = cached(&[]).start();
+    let id = h.login("ok:known").await;
+    warm(&h, &id).await;
+    let before = tracked_keys(&h.redis);
+    for _ in 0..200 {
+        let unknown = wxsession::session::SessionId::generate();
+        assert_eq!(status(&h, unknown.as_str()).await, 401);
+    }
+    assert_eq!(
+        tracked_keys(&h.redis),
+        before,
+        "200 unknown ids left keys in Redis's tracking table"
+    );
+    // A real session is still cached, and still hears of a change by anyone.
+    let real = h.login("ok:real").await;
+    assert_eq!(status(&h, &real).await, 200);
+    assert_eq!(tracked_keys(&h.redis), before + 1);
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    assert_eq!(status(&h, &real).await, 200);
+    assert_eq!(commands_but_pings(&h.redis), 0, "served from memory");
+    h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{real}")]);
+    assert!(time_to_401(&h, &real).await <= Duration::from_millis(10));
+}
+
+#[actix_web::test]
+async fn a_tracking_connection_dropped_mid_read_is_503_never_401() {
+    // Redis's answers arrive 20 ms late: reads are on their way when their
+    // connection drops.
+    let h = Harness::bare();
+    let proxy = Proxy::start(h.redis.port);
+    proxy.delay(Duration::ZERO, Duration::from_millis(20));
+    let server = h.start_server(&[
+        ("redis.url", &proxy.url()),
+        ("redis.timeout_ms", "1000"),
+        ("session.local_cache", "true"),
+    ]);
+    let ids: Vec<String> = futures_util::future::join_all((0..50).map(|i| {
+        let server = &server;
+        async move { server.login(&format!("ok:drop{i}")).await }
+    }))
+    .await;
+    warm(&server, &ids[0]).await;
+    let stop = std::cell::Cell::new(false);
+    let readers = (0..16).map(|r| {
+        let (server, ids, stop) = (&server, &ids, &stop);
+        async move {
+            let (mut n, mut unavailable) = (r, 0);
+            while !stop.get() {
+                let (code, body) = server.get_session(&ids[n % ids.len()]).await;
+                match code {
+                    200 => {}
+                    503 => {
+                        assert_error(&body, "store_unavailable");
+                        unavailable += 1;
+                    }
+                    _ => panic!("a live session answered {code}: {body}"),
+                }
+                n += 7;
+            }
+            unavailable
+        }
+    });
+    let killer = async {
+        let started = Instant::now();
+        let mut kills = 0;
+        while started.elapsed() < Duration::from_secs(4) {
+            match tracking_client(&h.redis) {
+                Some(client) => {
+                    // Just after a reconnection every session is cold, read
+                    // through the new tracking connection: drop it under them.
+                    let after = rand::random_range(20..45);
+                    actix_web::rt::time::sleep(Duration::from_millis(after)).await;
+                    kills += h.redis.cmd::<i64>(&["CLIENT", "KILL", "ID", &client]);
+                }
+                None => actix_web::rt::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        stop.set(true);
+        kills
+    };
+    let (unavailable, kills) =
+        futures_util::future::join(futures_util::future::join_all(readers), killer).await;
+    let unavailable: u64 = unavailable.iter().sum();
+    println!("{kills} tracking connections killed; {unavailable} reads answered 503");
+    assert!(kills >= 5, "{kills}");
+    assert!(
+        unavailable > 0,
+        "no read was on its way when its connection dropped"
+    );
+}
+
+#[actix_web::test]
+async fn a_read_racing_its_own_logout_is_never_served_after_it() {
+    // The tracking connection gets Redis's answers and invalidations 150 ms
+    // late; the worker's connection reaches Redis 60 ms late.
+    const TRACKING_LATE: Duration = Duration::from_millis(150);
+    const WORKER_LATE: Duration = Duration::from_millis(60);
+    let h = Harness::bare();
+    let proxy = Proxy::start(h.redis.port);
+    proxy.delay(Duration::ZERO, TRACKING_LATE);
+    let server = h.start_server(&[
+        ("redis.url", &proxy.url()),
+        ("redis.timeout_ms", "2000"),
+        ("session.local_cache", "true"),
+    ]);
+    // The tracking connection opens at start, the worker's on first use.
+    let started = Instant::now();
+    while proxy.connections() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no tracking connection"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.delay(WORKER_LATE, Duration::ZERO);
+    let warmup = server.login("ok:warm").await;
+    assert_eq!(
+        proxy.connections(),
+        2,
+        "one tracking, one worker connection"
+    );
+    warm(&server, &warmup).await;
+    for round in 0..5 {
+        let id = server.login(&format!("ok:own{round}")).await;
+        assert_eq!(status(&server, &id).await, 200);
+        assert_eq!(status(&server, &id).await, 200, "cached");
+        // The logout forgets the session at once, and its GETDEL runs in Redis
+        // 60 ms later. A read 20 ms in misses, reaches Redis before that GETDEL,
+        // and gets its answer 170 ms in, after the logout has answered and 40 ms
+        // before Redis's invalidation for the GETDEL.
+        let logout = server.logout(&id);
+        let read = async {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            status(&server, &id).await
+        };
+        let (logout, read) = futures_util::future::join(logout, read).await;
+        assert_eq!((logout.0, read), (204, 200), "round {round}");
+        assert_eq!(
+            status(&server, &id).await,
+            401,
+            "round {round}: served from memory after its own logout"
+        );
+    }
 }
