@@ -35,13 +35,13 @@ use std::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use redis::{aio::MultiplexedConnection, PushInfo, PushKind, Value};
 
 use super::layout::StoredSession;
-use crate::{clock, telemetry::Metrics};
+use crate::telemetry::Metrics;
 
 /// How long after its last sign of life the tracking connection still counts
 /// as alive.
@@ -79,7 +79,11 @@ pub(super) struct LocalCache {
     /// Bumped by every full flush.
     epoch: AtomicU64,
     tracking: Mutex<Option<MultiplexedConnection>>,
-    last_ok_ms: AtomicU64,
+    /// Until when (milliseconds since `started`, a monotonic clock: the fleet's
+    /// clock may be corrected by seconds) the last heartbeat vouches for the
+    /// tracking connection; 0 while it is down.
+    alive_until_ms: AtomicU64,
+    started: Instant,
     session_prefix: String,
     pub(super) touch_interval_ms: u64,
     metrics: Arc<Metrics>,
@@ -99,7 +103,8 @@ impl LocalCache {
             next_ticket: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             tracking: Mutex::new(None),
-            last_ok_ms: AtomicU64::new(0),
+            alive_until_ms: AtomicU64::new(0),
+            started: Instant::now(),
             session_prefix,
             touch_interval_ms: touch_interval.as_millis() as u64,
             metrics,
@@ -108,9 +113,13 @@ impl LocalCache {
 
     /// Whether the tracking connection has shown it is alive: only then may
     /// anything be served from memory.
-    /// Lock-free: `tracking` zeroes `last_ok_ms` whenever the connection goes.
+    /// Lock-free: `tracking` zeroes `alive_until_ms` whenever the connection goes.
     pub(super) fn alive(&self) -> bool {
-        clock::unix_millis().saturating_sub(self.last_ok_ms.load(Relaxed)) < ALIVE_WINDOW_MS
+        self.elapsed_ms() < self.alive_until_ms.load(Relaxed)
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     pub(super) fn get(&self, key: u128) -> Option<Arc<CachedSession>> {
@@ -188,13 +197,14 @@ impl LocalCache {
 
     /// The tracking connection answered a heartbeat.
     pub(super) fn confirm_alive(&self) {
-        self.last_ok_ms.store(clock::unix_millis(), Relaxed);
+        self.alive_until_ms
+            .store(self.elapsed_ms() + ALIVE_WINDOW_MS, Relaxed);
     }
 
     /// The tracking connection is gone: serve nothing from memory until a new
     /// one is up, and forget everything (invalidations may have been missed).
     pub(super) fn tracking_lost(&self) {
-        self.last_ok_ms.store(0, Relaxed);
+        self.alive_until_ms.store(0, Relaxed);
         *self.tracking.lock().expect("tracking lock") = None;
         self.flush("tracking connection lost");
     }
@@ -218,7 +228,7 @@ impl LocalCache {
                 _ => self.flush("FLUSHDB/FLUSHALL"),
             },
             PushKind::Disconnection => {
-                self.last_ok_ms.store(0, Relaxed);
+                self.alive_until_ms.store(0, Relaxed);
                 self.flush("tracking connection lost");
             }
             _ => {}
