@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Before/after for the guarded GET /session: two or more builds of the server
 # binary, and the one-GETEX reference, on one Redis, interleaved (every binary
-# once per round, ROUNDS rounds of SECS seconds, wrk -t2 -c64), medians of
-# req/s and of the server's and Redis's CPU per request (µs, user + system).
+# once per round, ROUNDS rounds of SECS seconds, wrk -t2 -c64, requests
+# formatted once in the Lua init()), medians of req/s, each binary's ratio to
+# the reference per round as median (min–max), and the server's and Redis's CPU
+# per request (µs, user + system). A ratio is a figure from 3 rounds up.
 #   cp target/release/wxsession /tmp/before    # then change, build, and:
 #   scripts/ab.sh /tmp/before target/release/wxsession
 #   ROUNDS=5 SECS=10 scripts/ab.sh A B C       # defaults: 3 rounds of 8 s
@@ -56,9 +58,12 @@ hz = int(sys.argv[2])
 for line in open(sys.argv[1]):
     name, rps, srv, red, n = line.split()
     runs.setdefault(name, []).append((float(rps), int(srv) * 1e6 / hz / int(n), int(red) * 1e6 / hz / int(n)))
-ref = statistics.median(r[0] for r in runs["reference"])
-print(f"\nmedians of {len(runs['reference'])} rounds: req/s, /reference, server and Redis CPU per request (us)")
+refs = [r[0] for r in runs["reference"]]
+print(f"\nmedians of {len(refs)} rounds: req/s, /reference per round as median (min–max), "
+      "server and Redis CPU per request (us)")
 for name, rows in runs.items():
     rps = statistics.median(r[0] for r in rows)
-    print(f"  {name:24s} {rps:10,.0f}  {rps / ref:5.2f}  {statistics.median(r[1] for r in rows):6.2f}  {statistics.median(r[2] for r in rows):6.2f}")
+    ratios = sorted(r[0] / ref for r, ref in zip(rows, refs))
+    spread = f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}–{ratios[-1]:.2f})"
+    print(f"  {name:24s} {rps:10,.0f}  {spread:18s}  {statistics.median(r[1] for r in rows):6.2f}  {statistics.median(r[2] for r in rows):6.2f}")
 PY
