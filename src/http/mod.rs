@@ -88,18 +88,23 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 trait JsonAnswer {
     fn json_body(&mut self, body: impl Serialize) -> HttpResponse;
+    /// An answer already written as JSON.
+    fn json_bytes(&mut self, json: Vec<u8>) -> HttpResponse;
 }
 
 impl JsonAnswer for HttpResponseBuilder {
     fn json_body(&mut self, body: impl Serialize) -> HttpResponse {
         let mut bytes = Vec::with_capacity(256);
         match serde_json::to_writer(&mut bytes, &body) {
-            Ok(()) => self
-                .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-                .insert_header((CACHE_CONTROL, NO_STORE))
-                .body(bytes),
+            Ok(()) => self.json_bytes(bytes),
             Err(e) => HttpResponse::from_error(actix_web::error::JsonPayloadError::Serialize(e)),
         }
+    }
+
+    fn json_bytes(&mut self, json: Vec<u8>) -> HttpResponse {
+        self.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+            .insert_header((CACHE_CONTROL, NO_STORE))
+            .body(json)
     }
 }
 

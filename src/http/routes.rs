@@ -38,16 +38,6 @@ struct LoginAnswer<'a> {
     expires_in: u64,
 }
 
-#[derive(Serialize)]
-struct SessionAnswer<'a> {
-    openid: &'a str,
-    unionid: Option<&'a str>,
-    created_at: u64,
-    expires_in: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    profile: Option<&'a serde_json::Value>,
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UserInfoBody {
@@ -155,13 +145,7 @@ async fn login_flow(
 }
 
 pub async fn me(session: Session) -> HttpResponse {
-    HttpResponse::Ok().json_body(SessionAnswer {
-        openid: session.openid(),
-        unionid: session.unionid(),
-        created_at: session.created_at(),
-        expires_in: session.expires_in(),
-        profile: session.profile(),
-    })
+    HttpResponse::Ok().json_bytes(session.to_json())
 }
 
 /// Verifies and decrypts what `wx.getUserProfile` returned, stores the profile

@@ -40,7 +40,7 @@ use std::{
 
 use redis::{aio::MultiplexedConnection, PushInfo, PushKind, Value};
 
-use super::layout::StoredSession;
+use super::layout::SessionData;
 use crate::telemetry::Metrics;
 
 /// How long after its last sign of life the tracking connection still counts
@@ -59,7 +59,7 @@ pub(super) fn cache_key(stored_id: &str) -> u128 {
 
 /// One cached session and its deadlines (unix milliseconds).
 pub(super) struct CachedSession {
-    pub(super) stored: Arc<StoredSession>,
+    pub(super) stored: Arc<SessionData>,
     pub(super) idle_deadline_ms: AtomicU64,
     pub(super) absolute_deadline_ms: u64,
     pub(super) pushed_at_ms: AtomicU64,

@@ -11,7 +11,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::{
     cache::{cache_key, CachedSession, LocalCache},
-    layout::StoredSession,
+    layout::SessionData,
     reader::RedisReader,
     tracking, Session, SessionId, StoreError,
 };
@@ -169,7 +169,7 @@ impl CachedReader {
         let Some((raw, pttl)) = found else {
             return Ok(None);
         };
-        let Some(stored) = StoredSession::parse(&raw, stored_id) else {
+        let Some(stored) = SessionData::parse(raw, stored_id) else {
             return Ok(None);
         };
         if pttl < 0 {
@@ -234,7 +234,7 @@ async fn read_tracked(
     Ok(found)
 }
 
-fn session_of(id: &SessionId, stored: &Arc<StoredSession>, expires_in: u64) -> Session {
+fn session_of(id: &SessionId, stored: &Arc<SessionData>, expires_in: u64) -> Session {
     Session {
         id: id.clone(),
         data: stored.clone(),

@@ -45,7 +45,9 @@ impl SessionId {
     /// a branch per byte (a third of the instructions of a range test per byte).
     pub fn parse(text: &[u8]) -> Result<SessionId, MalformedId> {
         let hex: [u8; ID_HEX_LEN] = text.try_into().map_err(|_| MalformedId)?;
-        let valid = hex.iter().fold(true, |ok, &b| ok & LOWER_HEX[usize::from(b)]);
+        let valid = hex
+            .iter()
+            .fold(true, |ok, &b| ok & LOWER_HEX[usize::from(b)]);
         if !valid {
             return Err(MalformedId);
         }

@@ -17,7 +17,7 @@
 //! The user keys share a `{<openid>}` hash tag so a Redis Cluster keeps them in
 //! one slot; a session key lives in a slot of its own.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, ops::Range, sync::OnceLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -112,10 +112,123 @@ impl StoredSession {
     pub(super) fn to_json(&self) -> String {
         serde_json::to_string(self).expect("plain struct serializes")
     }
+}
+
+/// A session value as the guard read it: the JSON exactly as Redis holds it, and
+/// where its fields are in it. Parsed without copying a field (only an openid
+/// written with JSON escapes, which WeChat never sends, gets a copy), and kept
+/// whole so that `GET /session` can answer it as it is, with `expires_in`
+/// spliced in: a session value holds nothing a client may not see. The
+/// profile, which no guard check needs, is parsed on first use.
+pub(super) struct SessionData {
+    json: String,
+    openid: Text,
+    unionid: Option<Text>,
+    pub(super) created_at: u64,
+    profile: OnceLock<Option<serde_json::Value>>,
+}
+
+/// A string field: where it is in the JSON, or (written with escapes) its text.
+enum Text {
+    At(Range<u32>),
+    Unescaped(Box<str>),
+}
+
+/// The fields the guard reads, borrowed from the JSON where they can be.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    openid: Cow<'a, str>,
+    #[serde(borrow, default)]
+    unionid: Option<Cow<'a, str>>,
+    created_at: u64,
+}
+
+#[derive(Deserialize)]
+struct ProfileOnly {
+    #[serde(default)]
+    profile: Option<serde_json::Value>,
+}
+
+impl SessionData {
+    /// A session value, or `None` (with a warning) if someone wrote something
+    /// else there.
+    pub(super) fn parse(json: String, stored_id: &str) -> Option<SessionData> {
+        let text = |field: Cow<'_, str>| match field {
+            Cow::Borrowed(s) => {
+                let start = s.as_ptr() as usize - json.as_ptr() as usize;
+                Text::At(start as u32..(start + s.len()) as u32)
+            }
+            Cow::Owned(s) => Text::Unescaped(s.into()),
+        };
+        let parsed = serde_json::from_str::<Fields>(&json)
+            .ok()
+            .filter(|_| json.trim_end().ends_with('}'))
+            .map(|f| (text(f.openid), f.unionid.map(text), f.created_at));
+        let Some((openid, unionid, created_at)) = parsed else {
+            log::warn!(
+                "session #{} holds a value that is not a session; treated as invalid",
+                log_tag(stored_id.as_bytes())
+            );
+            return None;
+        };
+        Some(SessionData {
+            json,
+            openid,
+            unionid,
+            created_at,
+            profile: OnceLock::new(),
+        })
+    }
+
+    /// What a new session holds, as it was just written.
+    pub(super) fn of(stored: &StoredSession) -> SessionData {
+        SessionData::parse(stored.to_json(), "").expect("a stored session parses")
+    }
+
+    fn text<'a>(&'a self, field: &'a Text) -> &'a str {
+        match field {
+            Text::At(range) => &self.json[range.start as usize..range.end as usize],
+            Text::Unescaped(s) => s,
+        }
+    }
+
+    pub(super) fn openid(&self) -> &str {
+        self.text(&self.openid)
+    }
+
+    pub(super) fn unionid(&self) -> Option<&str> {
+        self.unionid.as_ref().map(|u| self.text(u))
+    }
+
+    pub(super) fn profile(&self) -> Option<&serde_json::Value> {
+        self.profile
+            .get_or_init(|| {
+                serde_json::from_str::<ProfileOnly>(&self.json)
+                    .ok()
+                    .and_then(|p| p.profile)
+            })
+            .as_ref()
+    }
 
     /// Unix seconds at which no renewal keeps it alive any longer.
     pub(super) fn absolute_deadline(&self, max_lifetime_secs: u64) -> u64 {
         self.created_at.saturating_add(max_lifetime_secs)
+    }
+
+    /// The stored JSON object with `"expires_in":<expires_in>` added.
+    pub(super) fn json_with_expires_in(&self, expires_in: u64) -> Vec<u8> {
+        let object = self.json.trim_end();
+        let body = object[..object.len() - 1].trim_end();
+        let mut out = Vec::with_capacity(body.len() + 40);
+        out.extend_from_slice(body.as_bytes());
+        if !body.ends_with('{') {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"expires_in\":");
+        out.extend_from_slice(itoa::Buffer::new().format(expires_in).as_bytes());
+        out.push(b'}');
+        out
     }
 }
 
@@ -132,4 +245,71 @@ pub struct SessionRecord {
     pub created_at: u64,
     /// Seconds of idle lifetime left.
     pub expires_in: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(json: &str, expires_in: u64) -> serde_json::Value {
+        let data = SessionData::parse(json.to_string(), "").unwrap();
+        serde_json::from_slice(&data.json_with_expires_in(expires_in)).unwrap()
+    }
+
+    #[test]
+    fn the_answer_is_the_stored_value_with_expires_in() {
+        let stored = StoredSession {
+            openid: "o_x-1".into(),
+            unionid: None,
+            created_at: 1_700_000_000,
+            profile: Some(serde_json::json!({"nickName": "A \"b\" 中"})),
+        };
+        let expected = serde_json::json!({
+            "openid": "o_x-1", "unionid": null, "created_at": 1_700_000_000u64,
+            "profile": {"nickName": "A \"b\" 中"}, "expires_in": 7200,
+        });
+        assert_eq!(answer(&stored.to_json(), 7200), expected);
+        // However it was written: spaces, another order, no unionid key.
+        assert_eq!(
+            answer(" {\"created_at\": 5 , \"openid\": \"o\" }\n", 0),
+            serde_json::json!({"openid": "o", "created_at": 5, "expires_in": 0})
+        );
+    }
+
+    #[test]
+    fn fields_are_read_in_place_or_unescaped() {
+        let data = SessionData::parse(
+            r#"{"openid":"o\u0041b","unionid":"u1","created_at":7,"profile":{"a":1}}"#.into(),
+            "",
+        )
+        .unwrap();
+        assert_eq!(data.openid(), "oAb");
+        assert_eq!(data.unionid(), Some("u1"));
+        assert_eq!(data.created_at, 7);
+        assert_eq!(data.profile(), Some(&serde_json::json!({"a": 1})));
+        let plain = SessionData::of(&StoredSession {
+            openid: "o2".into(),
+            unionid: None,
+            created_at: 1,
+            profile: None,
+        });
+        assert_eq!(
+            (plain.openid(), plain.unionid(), plain.profile()),
+            ("o2", None, None)
+        );
+    }
+
+    #[test]
+    fn what_is_no_session_is_refused() {
+        for bad in [
+            "",
+            "[]",
+            "{}",
+            r#"{"openid":"o"}"#,
+            r#"{"openid":1,"created_at":1}"#,
+            "null",
+        ] {
+            assert!(SessionData::parse(bad.into(), "").is_none(), "{bad}");
+        }
+    }
 }

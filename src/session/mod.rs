@@ -35,8 +35,8 @@ use std::sync::Arc;
 
 pub use codes::{CodeClaim, LoginCodes};
 pub use id::{log_tag, MalformedId, SessionId};
+use layout::SessionData;
 pub use layout::SessionRecord;
-use layout::StoredSession;
 pub use login_rate::LoginRate;
 pub use store::{SessionStore, StoreStats};
 
@@ -80,7 +80,7 @@ pub struct NewSession<'a> {
 pub struct Session {
     id: SessionId,
     /// What Redis holds for it; shared with the local cache, never copied per request.
-    data: Arc<StoredSession>,
+    data: Arc<SessionData>,
     expires_in: u64,
 }
 
@@ -88,7 +88,7 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("id", &self.id)
-            .field("openid", &self.data.openid)
+            .field("openid", &self.data.openid())
             .field("created_at", &self.data.created_at)
             .finish_non_exhaustive()
     }
@@ -99,10 +99,10 @@ impl Session {
         &self.id
     }
     pub fn openid(&self) -> &str {
-        &self.data.openid
+        self.data.openid()
     }
     pub fn unionid(&self) -> Option<&str> {
-        self.data.unionid.as_deref()
+        self.data.unionid()
     }
     /// Unix seconds.
     pub fn created_at(&self) -> u64 {
@@ -114,7 +114,15 @@ impl Session {
     }
     /// The profile the user shared through `/session/userinfo`, if any.
     pub fn profile(&self) -> Option<&serde_json::Value> {
-        self.data.profile.as_ref()
+        self.data.profile()
+    }
+
+    /// The session as `GET /session` shows it: `openid`, `unionid`,
+    /// `created_at`, `profile` (when shared) and `expires_in`, as a JSON object.
+    /// Written from the stored value as it is, not parsed and serialized again:
+    /// the guard's answer is the hottest path of the server.
+    pub fn to_json(&self) -> Vec<u8> {
+        self.data.json_with_expires_in(self.expires_in)
     }
 }
 

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use redis::AsyncCommands;
 
-use super::{
-    backend::Backend, layout::StoredSession, Session, SessionId, SessionPolicy, StoreError,
-};
+use super::{backend::Backend, layout::SessionData, Session, SessionId, SessionPolicy, StoreError};
 use crate::clock;
 
 /// One round trip to Redis per guarded request.
@@ -48,8 +46,7 @@ impl RedisReader {
                         .query_async(&mut conn)
                         .await?
                 };
-                let Some(stored) = raw.and_then(|raw| StoredSession::parse(&raw, &stored_id))
-                else {
+                let Some(stored) = raw.and_then(|raw| SessionData::parse(raw, &stored_id)) else {
                     return Ok(None);
                 };
                 let deadline = stored.absolute_deadline(self.policy.max_lifetime_secs);

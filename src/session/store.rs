@@ -18,7 +18,7 @@ use redis::AsyncCommands;
 use super::{
     backend::Backend,
     cached::CachedReader,
-    layout::{Keys, SessionRecord, StoredSession},
+    layout::{Keys, SessionData, SessionRecord, StoredSession},
     reader::RedisReader,
     LoginCodes, LoginRate, NewSession, Session, SessionId, SessionPolicy, StoreError,
 };
@@ -137,7 +137,7 @@ impl SessionStore {
                 self.enforce_max_per_user(new.openid, user.live).await?;
                 Ok(Session {
                     id,
-                    data: Arc::new(stored),
+                    data: Arc::new(SessionData::of(&stored)),
                     expires_in: ttl,
                 })
             })
