@@ -241,7 +241,7 @@ impl SessionData {
 fn as_written(json: &str) -> Option<(Text, Option<Text>, u64)> {
     let bytes = json.as_bytes();
     let mut at = 0;
-    let mut expect = |literal: &str, at: &mut usize| -> Option<()> {
+    let expect = |literal: &str, at: &mut usize| -> Option<()> {
         bytes[*at..]
             .starts_with(literal.as_bytes())
             .then(|| *at += literal.len())
