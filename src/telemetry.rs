@@ -13,7 +13,7 @@
 use std::{
     cell::Cell,
     fmt::Write as _,
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed},
     time::Duration,
 };
 
@@ -130,6 +130,40 @@ impl GuardOutcome {
     }
 }
 
+/// What the local cache's tracking connection is doing, for
+/// `wxsession_cache_tracking`: the one state whose series is 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheTracking {
+    /// `session.local_cache` is off.
+    Disabled,
+    /// `CLIENT TRACKING` is on: guarded requests are served from memory.
+    On,
+    /// No tracking connection (Redis out of reach, or not yet connected):
+    /// every guarded request goes to Redis.
+    Down,
+    /// Redis refused `CLIENT TRACKING` (a proxy, a managed Redis, an ACL, a
+    /// renamed command): every guarded request goes to Redis.
+    Refused,
+}
+
+impl CacheTracking {
+    const ALL: [CacheTracking; 4] = [
+        CacheTracking::Disabled,
+        CacheTracking::On,
+        CacheTracking::Down,
+        CacheTracking::Refused,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheTracking::Disabled => "disabled",
+            CacheTracking::On => "on",
+            CacheTracking::Down => "down",
+            CacheTracking::Refused => "refused",
+        }
+    }
+}
+
 /// A counter with one label whose values are fixed up front; the last value
 /// catches anything not listed.
 pub struct CounterVec {
@@ -198,6 +232,8 @@ pub struct Metrics {
     pub cache_invalidations: CounterVec,
     /// Sessions in the local cache (a gauge, refreshed by the cache's heartbeat).
     pub cache_entries: AtomicU64,
+    /// A [`CacheTracking`] as its `u8`.
+    cache_tracking: AtomicU8,
     /// The histogram's buckets (not cumulative), then its count and sum (µs).
     latency: Shards,
 }
@@ -263,6 +299,7 @@ impl Default for Metrics {
                 &["key", "flush"],
             ),
             cache_entries: AtomicU64::new(0),
+            cache_tracking: AtomicU8::new(CacheTracking::Disabled as u8),
             latency: Shards::new(LATENCY_BUCKETS.len() + 2),
         }
     }
@@ -271,6 +308,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn record_guard(&self, outcome: GuardOutcome) {
         self.guard_checks.inc(outcome.label());
+    }
+
+    pub fn set_cache_tracking(&self, state: CacheTracking) {
+        self.cache_tracking.store(state as u8, Relaxed);
     }
 
     pub fn record_latency(&self, elapsed: Duration) {
@@ -307,6 +348,22 @@ impl Metrics {
             "wxsession_cache_entries {}",
             self.cache_entries.load(Relaxed)
         );
+        out.push_str(
+            "# HELP wxsession_cache_tracking The local cache's tracking connection: \
+             on (served from memory), down (Redis out of reach), refused (Redis refused \
+             CLIENT TRACKING; retried), disabled (session.local_cache off). \
+             The current state is 1.\n",
+        );
+        out.push_str("# TYPE wxsession_cache_tracking gauge\n");
+        let current = self.cache_tracking.load(Relaxed);
+        for state in CacheTracking::ALL {
+            let _ = writeln!(
+                out,
+                "wxsession_cache_tracking{{state=\"{}\"}} {}",
+                state.label(),
+                u8::from(state as u8 == current)
+            );
+        }
         out.push_str(
             "# HELP wxsession_clock_offset_seconds Redis's clock minus this host's; \
              session times follow Redis's.\n",
@@ -397,6 +454,11 @@ mod tests {
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"0.005\"} 2"));
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("wxsession_http_request_duration_seconds_count 3"));
+        assert!(text.contains("wxsession_cache_tracking{state=\"disabled\"} 1"));
+        m.set_cache_tracking(CacheTracking::Refused);
+        let text = m.render();
+        assert!(text.contains("wxsession_cache_tracking{state=\"disabled\"} 0"));
+        assert!(text.contains("wxsession_cache_tracking{state=\"refused\"} 1"));
     }
 
     /// Dashboards and alerts select these series by label, and scrapes are

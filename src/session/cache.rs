@@ -41,7 +41,7 @@ use std::{
 use redis::{aio::MultiplexedConnection, PushInfo, PushKind, Value};
 
 use super::layout::SessionData;
-use crate::telemetry::Metrics;
+use crate::telemetry::{CacheTracking, Metrics};
 
 /// How long after its last sign of life the tracking connection still counts
 /// as alive.
@@ -97,6 +97,7 @@ impl LocalCache {
         touch_interval: Duration,
         metrics: Arc<Metrics>,
     ) -> LocalCache {
+        metrics.set_cache_tracking(CacheTracking::Down);
         LocalCache {
             entries: moka::sync::Cache::new(capacity),
             pending: Mutex::new(HashMap::new()),
@@ -193,6 +194,14 @@ impl LocalCache {
     pub(super) fn tracking_up(&self, conn: MultiplexedConnection) {
         *self.tracking.lock().expect("tracking lock") = Some(conn);
         self.confirm_alive();
+        self.metrics.set_cache_tracking(CacheTracking::On);
+    }
+
+    /// No tracking connection could be made (`Down`), or Redis refused
+    /// `CLIENT TRACKING` on one (`Refused`). Nothing is in memory to forget:
+    /// the last connection's loss flushed it, and no read began since.
+    pub(super) fn tracking_unavailable(&self, why: CacheTracking) {
+        self.metrics.set_cache_tracking(why);
     }
 
     /// The tracking connection answered a heartbeat.
@@ -207,6 +216,7 @@ impl LocalCache {
         self.alive_until_ms.store(0, Relaxed);
         *self.tracking.lock().expect("tracking lock") = None;
         self.flush("tracking connection lost");
+        self.metrics.set_cache_tracking(CacheTracking::Down);
     }
 
     /// Runs inside the tracking connection's driver, in arrival order.

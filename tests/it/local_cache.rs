@@ -440,3 +440,132 @@ async fn a_read_racing_its_own_logout_is_never_served_after_it() {
         );
     }
 }
+
+/// A Redis user for the server with the README's least ACL, but refused
+/// `CLIENT TRACKING`, as by a managed Redis or a cautious operator
+/// (`+@connection` grants `client|tracking`, so it is taken away by name).
+/// Answers the `redis.url` that logs in as it.
+fn user_refusing_tracking(redis: &RedisServer) -> String {
+    let acl = "on >tracking-pass ~wxsess:* resetchannels +@read +@write +@keyspace \
+               +@connection +@scripting -@dangerous -client|tracking";
+    let mut args = vec!["ACL", "SETUSER", "wxsession"];
+    args.extend(acl.split(' '));
+    redis.cmd::<String>(&args);
+    format!("redis://wxsession:tracking-pass@127.0.0.1:{}/0", redis.port)
+}
+
+/// `CLIENT TRACKING` commands Redis refused for lack of permission.
+fn refused_tracking(redis: &RedisServer) -> u64 {
+    let info: String = redis.cmd(&["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_client|tracking:"))
+        .and_then(|l| {
+            l.split("rejected_calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The value of one series on `/metrics`.
+async fn metric(server: &impl Instance, series: &str) -> u64 {
+    let metrics = server.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+const TRACKING_REFUSED: &str = "wxsession_cache_tracking{state=\"refused\"}";
+const TRACKING_ON: &str = "wxsession_cache_tracking{state=\"on\"}";
+const CACHE_HITS: &str = "wxsession_cache_lookups_total{result=\"hit\"}";
+
+fn warnings(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(" WARN ")).collect()
+}
+
+#[actix_web::test]
+async fn redis_refusing_tracking_serves_every_request_from_redis_and_warns_once() {
+    let h = Harness::bare();
+    let url = user_refusing_tracking(&h.redis);
+    let started = Instant::now();
+    let server = h.start_process(&[("redis.url", &url), ("session.local_cache", "true")]);
+    let id = server.login("ok:refused").await;
+    let other = server.login("ok:refused2").await;
+
+    // Not CONFIG RESETSTAT: the refusals are counted in the same statistics.
+    let before = commands_but_pings(&h.redis);
+    for _ in 0..20 {
+        assert_eq!(status(&server, &id).await, 200);
+    }
+    assert!(
+        commands_but_pings(&h.redis) - before >= 20,
+        "every guarded request reaches Redis"
+    );
+    assert_eq!(metric(&server, CACHE_HITS).await, 0, "nothing from memory");
+    assert_eq!(metric(&server, TRACKING_REFUSED).await, 1);
+    assert_eq!(metric(&server, TRACKING_ON).await, 0);
+
+    // Never stale: a logout here, a DEL by anyone else, at once.
+    assert_eq!(server.logout(&id).await.0, 204);
+    assert_eq!(status(&server, &id).await, 401);
+    assert_eq!(status(&server, &other).await, 200);
+    h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{other}")]);
+    assert_eq!(status(&server, &other).await, 401);
+
+    // Past the first retry (5 s after the refusal): asked again, not warned again.
+    actix_web::rt::time::sleep(Duration::from_millis(6500).saturating_sub(started.elapsed())).await;
+    let refusals = refused_tracking(&h.redis);
+    let log = server.log();
+    assert_eq!(refusals, 2, "at start and once 5 s later: {log}");
+    let warned = warnings(&log);
+    assert_eq!(warned.len(), 1, "one warning: {log}");
+    assert!(
+        warned[0].contains("no permissions to run the 'client|tracking' command")
+            && warned[0].contains("served from Redis"),
+        "what Redis answered, and what the server does: {}",
+        warned[0]
+    );
+    assert_eq!(metric(&server, TRACKING_REFUSED).await, 1);
+}
+
+#[actix_web::test]
+async fn the_cache_starts_once_redis_allows_tracking_without_a_restart() {
+    let h = Harness::bare();
+    let url = user_refusing_tracking(&h.redis);
+    let started = Instant::now();
+    let server = h.start_process(&[("redis.url", &url), ("session.local_cache", "true")]);
+    let id = server.login("ok:allowed").await;
+    assert_eq!(status(&server, &id).await, 200);
+    assert_eq!(metric(&server, TRACKING_REFUSED).await, 1);
+
+    h.redis
+        .cmd::<String>(&["ACL", "SETUSER", "wxsession", "+client|tracking"]);
+    // The first retry comes 5 s after the refusal at start.
+    while metric(&server, TRACKING_ON).await != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(7),
+            "tracking not asked for again: {}",
+            server.log()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&server, TRACKING_REFUSED).await, 0);
+    warm(&server, &id).await;
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    for _ in 0..100 {
+        assert_eq!(status(&server, &id).await, 200);
+    }
+    assert_eq!(commands_but_pings(&h.redis), 0, "served from memory");
+    // And coherent: a change by anyone reaches it.
+    h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{id}")]);
+    assert!(time_to_401(&server, &id).await <= Duration::from_millis(10));
+    let log = server.log();
+    assert_eq!(warnings(&log).len(), 1, "{log}");
+    assert!(log.contains("accepts CLIENT TRACKING now"), "{log}");
+}
