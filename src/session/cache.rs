@@ -28,12 +28,20 @@
 //!   served past them; the idle lifetime is pushed to Redis at most once per
 //!   `touch_interval_secs`, so an idle session lives between
 //!   `ttl − touch_interval` and `ttl` after its last request.
+//! - Memory: an entry is one slot of a hash table (its key, its deadlines and
+//!   the `Arc<SessionData>` handlers share), in one of 16 shards; a lookup
+//!   takes its shard's read lock and allocates nothing. moka, used before,
+//!   and the `Arc` per entry it needed cost about 250 bytes more per session,
+//!   in eight more allocations: 100,000 sessions took 66 MiB of RSS, now 37
+//!   (`scripts/cache-rss.sh`, README, Performance). When full, the shard an insert lands in makes room
+//!   CLOCK-style (see `Entries::insert`).
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
     sync::{
-        atomic::{AtomicU64, Ordering::Relaxed},
-        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+        Arc, Mutex, RwLock,
     },
     time::{Duration, Instant},
 };
@@ -41,7 +49,10 @@ use std::{
 use redis::{aio::MultiplexedConnection, PushInfo, PushKind, Value};
 
 use super::layout::SessionData;
-use crate::telemetry::{CacheTracking, Metrics};
+use crate::{
+    clock,
+    telemetry::{CacheTracking, Metrics},
+};
 
 /// How long after its last sign of life the tracking connection still counts
 /// as alive.
@@ -63,6 +74,159 @@ pub(super) struct CachedSession {
     pub(super) idle_deadline_ms: AtomicU64,
     pub(super) absolute_deadline_ms: u64,
     pub(super) pushed_at_ms: AtomicU64,
+    /// Found by a lookup since its shard's last sweep (see [`Entries::insert`]).
+    used: AtomicBool,
+}
+
+impl CachedSession {
+    pub(super) fn new(
+        stored: Arc<SessionData>,
+        idle_deadline_ms: u64,
+        absolute_deadline_ms: u64,
+        pushed_at_ms: u64,
+    ) -> CachedSession {
+        CachedSession {
+            stored,
+            idle_deadline_ms: idle_deadline_ms.into(),
+            absolute_deadline_ms,
+            pushed_at_ms: pushed_at_ms.into(),
+            // Not found by a lookup yet: a session read once and never again
+            // is among the first to go when the cache is full.
+            used: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether it may still be served at `now`.
+    fn live_at(&self, now: u64) -> bool {
+        now < self.idle_deadline_ms.load(Relaxed) && now < self.absolute_deadline_ms
+    }
+}
+
+/// Hashes a cache key by taking its low 64 bits. Keys are the leading bits of
+/// random ids (or of their SHA-256) and only sessions Redis vouched for are
+/// inserted, so they are uniform already; SipHash would only cost time.
+#[derive(Default)]
+struct KeyBits(u64);
+
+impl Hasher for KeyBits {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Shard = HashMap<u128, CachedSession, BuildHasherDefault<KeyBits>>;
+
+/// One shard on cache lines of its own: the workers lock different shards
+/// without taking a line from each other.
+#[repr(align(128))]
+struct Padded(RwLock<Shard>);
+
+/// The sessions held: a hash table in shards chosen by the key's high bits.
+struct Entries {
+    shards: Box<[Padded]>,
+    capacity: usize,
+    /// Sessions in all shards; changed under the lock of the shard changed.
+    len: AtomicUsize,
+}
+
+/// Shards of a large cache: a lookup locks one for reading, an insert or an
+/// invalidation one for writing.
+const SHARDS: usize = 16;
+/// Below this capacity, one shard: the cache may be full while the shard an
+/// insert lands in has nothing to give up.
+const SHARDED_FROM: usize = 1024;
+
+impl Entries {
+    /// At most `capacity` sessions.
+    fn new(capacity: u64) -> Entries {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
+        let shards = if capacity >= SHARDED_FROM { SHARDS } else { 1 };
+        Entries {
+            shards: (0..shards)
+                .map(|_| Padded(RwLock::new(Shard::default())))
+                .collect(),
+            capacity,
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, key: u128) -> &RwLock<Shard> {
+        // The high bits: the table itself hashes by the low ones.
+        &self.shards[(key >> 64) as usize % self.shards.len()].0
+    }
+
+    /// Runs `f` on the entry under the shard's read lock, and marks it used.
+    fn read<R>(&self, key: u128, f: impl FnOnce(&CachedSession) -> R) -> Option<R> {
+        let shard = self.shard(key).read().expect("cache shard lock");
+        let entry = shard.get(&key)?;
+        if !entry.used.load(Relaxed) {
+            entry.used.store(true, Relaxed);
+        }
+        Some(f(entry))
+    }
+
+    /// Inserts or replaces. When the cache is full, the shard the key lands
+    /// in makes room first: it drops what can no longer be served and what no
+    /// lookup found since its last sweep (clearing the mark of the rest,
+    /// CLOCK's second chance), and if that freed less than an eighth of it,
+    /// entries in table order up to an eighth. So a sweep, which visits the
+    /// shard once, comes at most every eighth of a shard's inserts: a few
+    /// steps per insert, on the miss path only. A shard with nothing to give
+    /// up (the cache is full of other shards' sessions) caches nothing.
+    /// Callers insert one at a time (`LocalCache` holds `pending`), so the
+    /// capacity holds exactly.
+    fn insert(&self, key: u128, entry: CachedSession) {
+        let mut shard = self.shard(key).write().expect("cache shard lock");
+        if self.len.load(Relaxed) >= self.capacity && !shard.contains_key(&key) {
+            let before = shard.len();
+            let now = clock::unix_millis();
+            shard.retain(|_, e| e.live_at(now) && e.used.swap(false, Relaxed));
+            let mut excess = shard.len().saturating_sub(before - before.div_ceil(8));
+            if excess > 0 {
+                shard.retain(|_, _| {
+                    if excess == 0 {
+                        return true;
+                    }
+                    excess -= 1;
+                    false
+                });
+            }
+            self.len.fetch_sub(before - shard.len(), Relaxed);
+            if shard.is_empty() && self.len.load(Relaxed) >= self.capacity {
+                return;
+            }
+        }
+        if shard.insert(key, entry).is_none() {
+            self.len.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn remove(&self, key: u128) {
+        let mut shard = self.shard(key).write().expect("cache shard lock");
+        if shard.remove(&key).is_some() {
+            self.len.fetch_sub(1, Relaxed);
+        }
+    }
+
+    fn clear(&self) {
+        for shard in &self.shards {
+            let mut shard = shard.0.write().expect("cache shard lock");
+            self.len.fetch_sub(shard.len(), Relaxed);
+            shard.clear();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(Relaxed)
+    }
 }
 
 /// A read in flight for the cache: insert its answer only if still current.
@@ -73,7 +237,7 @@ pub(super) struct Ticket {
 }
 
 pub(super) struct LocalCache {
-    entries: moka::sync::Cache<u128, Arc<CachedSession>>,
+    entries: Entries,
     pending: Mutex<HashMap<u128, u64>>,
     next_ticket: AtomicU64,
     /// Bumped by every full flush.
@@ -99,7 +263,7 @@ impl LocalCache {
     ) -> LocalCache {
         metrics.set_cache_tracking(CacheTracking::Down);
         LocalCache {
-            entries: moka::sync::Cache::new(capacity),
+            entries: Entries::new(capacity),
             pending: Mutex::new(HashMap::new()),
             next_ticket: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
@@ -123,17 +287,19 @@ impl LocalCache {
         self.started.elapsed().as_millis() as u64
     }
 
-    pub(super) fn get(&self, key: u128) -> Option<Arc<CachedSession>> {
-        let entry = self.entries.get(&key);
+    /// Runs `f` on the session cached under `key`, if any, under its shard's
+    /// read lock (keep `f` short; it must not wait on anything).
+    pub(super) fn read<R>(&self, key: u128, f: impl FnOnce(&CachedSession) -> R) -> Option<R> {
+        let found = self.entries.read(key, f);
         self.metrics
             .cache_lookups
-            .inc(if entry.is_some() { "hit" } else { "miss" });
-        entry
+            .inc(if found.is_some() { "hit" } else { "miss" });
+        found
     }
 
     pub(super) fn remove(&self, key: u128) {
         let _pending = self.pending.lock().expect("pending lock");
-        self.entries.invalidate(&key);
+        self.entries.remove(key);
     }
 
     /// The connection to read and touch through (the tracking one); `None`
@@ -156,7 +322,7 @@ impl LocalCache {
 
     /// Inserts a read's answer unless an invalidation (of this key, or of
     /// everything) arrived since [`LocalCache::begin_read`].
-    pub(super) fn finish_read(&self, ticket: Ticket, entry: Option<Arc<CachedSession>>) {
+    pub(super) fn finish_read(&self, ticket: Ticket, entry: Option<CachedSession>) {
         let mut pending = self.pending.lock().expect("pending lock");
         let current = pending.get(&ticket.key) == Some(&ticket.ticket)
             && self.epoch.load(Relaxed) == ticket.epoch;
@@ -173,7 +339,7 @@ impl LocalCache {
     pub(super) fn forget(&self, key: u128) {
         let mut pending = self.pending.lock().expect("pending lock");
         pending.remove(&key);
-        self.entries.invalidate(&key);
+        self.entries.remove(key);
     }
 
     fn invalidate(&self, key: u128) {
@@ -185,7 +351,7 @@ impl LocalCache {
         let mut pending = self.pending.lock().expect("pending lock");
         pending.clear();
         self.epoch.fetch_add(1, Relaxed);
-        self.entries.invalidate_all();
+        self.entries.clear();
         self.metrics.cache_invalidations.inc("flush");
         log::debug!("local session cache flushed: {why}");
     }
@@ -247,9 +413,100 @@ impl LocalCache {
 
     /// Refreshes the entries gauge on `/metrics`.
     pub(super) fn report_size(&self) {
-        self.entries.run_pending_tasks();
         self.metrics
             .cache_entries
-            .store(self.entries.entry_count(), Relaxed);
+            .store(self.entries.len() as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::StoredSession;
+    use super::*;
+
+    fn session(idle_deadline_ms: u64) -> CachedSession {
+        let stored = SessionData::of(&StoredSession {
+            openid: "o".into(),
+            unionid: None,
+            created_at: 0,
+            profile: None,
+        });
+        CachedSession::new(Arc::new(stored), idle_deadline_ms, u64::MAX, 0)
+    }
+
+    /// Distinct keys spread over all 128 bits, as random ids are.
+    fn key(i: u64) -> u128 {
+        u128::from(i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+    }
+
+    /// A lookup, as the guard's: marks the entry found.
+    fn find(entries: &Entries, i: u64) -> bool {
+        entries.read(key(i), |_| ()).is_some()
+    }
+
+    /// Whether the entry is held, without marking it.
+    fn held(entries: &Entries, i: u64) -> bool {
+        let shard = entries.shard(key(i)).read().unwrap();
+        shard.contains_key(&key(i))
+    }
+
+    #[test]
+    fn never_holds_more_than_its_capacity() {
+        for capacity in [1, 7, 1000, 1024, 5000] {
+            let entries = Entries::new(capacity);
+            for i in 0..3 * capacity {
+                entries.insert(key(i), session(u64::MAX));
+                assert!(entries.len() as u64 <= capacity, "capacity {capacity}");
+            }
+            if capacity >= SHARDED_FROM as u64 {
+                // A sweep empties at most the one shard it runs in.
+                assert!(
+                    entries.len() as u64 >= capacity * 7 / 8,
+                    "capacity {capacity}"
+                );
+            }
+            assert!(held(&entries, 3 * capacity - 1), "the last insert is kept");
+        }
+    }
+
+    #[test]
+    fn a_full_cache_keeps_what_was_found_since_its_last_sweep() {
+        let entries = Entries::new(8);
+        for i in 0..8 {
+            entries.insert(key(i), session(u64::MAX));
+        }
+        for i in 0..4 {
+            assert!(find(&entries, i));
+        }
+        entries.insert(key(8), session(u64::MAX));
+        assert!((0..4).all(|i| held(&entries, i)), "found since");
+        assert!((4..8).all(|i| !held(&entries, i)), "not found since");
+        assert!(held(&entries, 8));
+        // The sweep cleared the marks: only what is found again stays.
+        for i in [0, 1, 8] {
+            assert!(find(&entries, i));
+        }
+        for i in 9..12 {
+            entries.insert(key(i), session(u64::MAX));
+        }
+        assert_eq!(entries.len(), 8);
+        entries.insert(key(12), session(u64::MAX));
+        assert!([0, 1, 8, 12].iter().all(|&i| held(&entries, i)));
+        assert!([2, 3, 9, 10, 11].iter().all(|&i| !held(&entries, i)));
+    }
+
+    #[test]
+    fn a_full_cache_drops_what_can_no_longer_be_served_first() {
+        let entries = Entries::new(4);
+        entries.insert(key(0), session(0));
+        for i in 1..4 {
+            entries.insert(key(i), session(u64::MAX));
+        }
+        for i in 0..4 {
+            assert!(find(&entries, i));
+        }
+        entries.insert(key(4), session(u64::MAX));
+        assert!(!held(&entries, 0), "past its idle deadline, found or not");
+        assert!((1..5).all(|i| held(&entries, i)));
     }
 }

@@ -65,46 +65,49 @@ impl CachedReader {
         let key = cache_key(&stored_id);
         let now = clock::unix_millis();
         let ttl_ms = policy.ttl_secs * 1000;
-        if let Some(entry) = self.cache.get(key) {
+        let served = self.cache.read(key, |entry| {
             let idle = entry.idle_deadline_ms.load(Relaxed);
-            if now < idle && now < entry.absolute_deadline_ms {
-                let mut expires_at = idle;
-                if policy.sliding {
-                    expires_at = (now + ttl_ms).min(entry.absolute_deadline_ms);
-                    entry.idle_deadline_ms.fetch_max(expires_at, Relaxed);
-                    if !self
-                        .push_if_due(&entry, &stored_id, now, expires_at)
-                        .await?
-                    {
-                        self.cache.remove(key);
-                        return Ok(None);
-                    }
+            if now >= idle || now >= entry.absolute_deadline_ms {
+                return None;
+            }
+            let mut hit = Hit {
+                stored: entry.stored.clone(),
+                expires_at: idle,
+                push_due: false,
+            };
+            if policy.sliding {
+                hit.expires_at = (now + ttl_ms).min(entry.absolute_deadline_ms);
+                entry.idle_deadline_ms.fetch_max(hit.expires_at, Relaxed);
+                let pushed = entry.pushed_at_ms.load(Relaxed);
+                hit.push_due = now.saturating_sub(pushed) >= self.cache.touch_interval_ms;
+                if hit.push_due {
+                    entry.pushed_at_ms.store(now, Relaxed);
+                }
+            }
+            Some(hit)
+        });
+        match served {
+            Some(Some(hit)) => {
+                if hit.push_due && !self.push(&stored_id, hit.expires_at).await? {
+                    self.cache.remove(key);
+                    return Ok(None);
                 }
                 return Ok(Some(session_of(
                     id,
-                    &entry.stored,
-                    (expires_at - now) / 1000,
+                    hit.stored,
+                    (hit.expires_at - now) / 1000,
                 )));
             }
-            self.cache.remove(key);
+            // Past a deadline: never served, and no longer kept.
+            Some(None) => self.cache.remove(key),
+            None => {}
         }
         self.read_through(id, &stored_id, key, now).await
     }
 
-    /// Pushes a cached entry's idle deadline to Redis if the last push is older
-    /// than the touch interval. `false`: the key is gone from Redis.
-    async fn push_if_due(
-        &self,
-        entry: &CachedSession,
-        stored_id: &str,
-        now: u64,
-        deadline_ms: u64,
-    ) -> Result<bool, StoreError> {
-        let pushed = entry.pushed_at_ms.load(Relaxed);
-        if now.saturating_sub(pushed) < self.cache.touch_interval_ms {
-            return Ok(true);
-        }
-        entry.pushed_at_ms.store(now, Relaxed);
+    /// Pushes a cached session's idle deadline to Redis (due once per touch
+    /// interval). `false`: the key is gone from Redis.
+    async fn push(&self, stored_id: &str, deadline_ms: u64) -> Result<bool, StoreError> {
         let Some(mut tracking) = self.cache.tracking_connection() else {
             return Ok(true);
         };
@@ -142,7 +145,7 @@ impl CachedReader {
         };
         let session = entry.as_ref().map(|entry| {
             let idle = entry.idle_deadline_ms.load(Relaxed);
-            session_of(id, &entry.stored, (idle - now) / 1000)
+            session_of(id, entry.stored.clone(), (idle - now) / 1000)
         });
         self.cache.finish_read(ticket, entry);
         Ok(session)
@@ -158,7 +161,7 @@ impl CachedReader {
         tracking: &mut MultiplexedConnection,
         stored_id: &str,
         now: u64,
-    ) -> Result<Option<Arc<CachedSession>>, StoreError> {
+    ) -> Result<Option<CachedSession>, StoreError> {
         let backend = &self.redis.backend;
         let policy = &self.redis.policy;
         let redis_key = backend.keys.session(stored_id);
@@ -192,12 +195,12 @@ impl CachedReader {
         if idle <= now {
             return Ok(None);
         }
-        Ok(Some(Arc::new(CachedSession {
-            stored: Arc::new(stored),
-            idle_deadline_ms: idle.into(),
-            absolute_deadline_ms: absolute,
-            pushed_at_ms: now.into(),
-        })))
+        Ok(Some(CachedSession::new(
+            Arc::new(stored),
+            idle,
+            absolute,
+            now,
+        )))
     }
 }
 
@@ -234,10 +237,18 @@ async fn read_tracked(
     Ok(found)
 }
 
-fn session_of(id: &SessionId, stored: &Arc<SessionData>, expires_in: u64) -> Session {
+/// What a lookup found in the cache, taken out of its shard's lock.
+struct Hit {
+    stored: Arc<SessionData>,
+    expires_at: u64,
+    /// This request pushes the idle deadline to Redis.
+    push_due: bool,
+}
+
+fn session_of(id: &SessionId, stored: Arc<SessionData>, expires_in: u64) -> Session {
     Session {
         id: id.clone(),
-        data: stored.clone(),
+        data: stored,
         expires_in,
     }
 }

@@ -569,3 +569,40 @@ async fn the_cache_starts_once_redis_allows_tracking_without_a_restart() {
     assert_eq!(warnings(&log).len(), 1, "{log}");
     assert!(log.contains("accepts CLIENT TRACKING now"), "{log}");
 }
+
+#[actix_web::test]
+async fn a_full_cache_keeps_its_capacity_and_the_sessions_in_use() {
+    let h = cached(&[("session.local_cache_capacity", "100")]).start();
+    let ids: Vec<String> = futures_util::future::join_all((0..300).map(|i| {
+        let h = &h;
+        async move { h.login(&format!("ok:full{i}")).await }
+    }))
+    .await;
+    let (hot, cold) = ids.split_at(20);
+    warm(&h, &hot[0]).await;
+    // 280 sessions read once, through a cache of 100, while 20 are in use.
+    for (n, id) in cold.iter().enumerate() {
+        assert_eq!(status(&h, id).await, 200);
+        if n % 10 == 0 {
+            for id in hot {
+                assert_eq!(status(&h, id).await, 200);
+            }
+        }
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let entries = metric(&h, "wxsession_cache_entries").await;
+    assert!((20..=100).contains(&entries), "{entries} sessions cached");
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    for id in hot {
+        assert_eq!(status(&h, id).await, 200);
+    }
+    assert_eq!(commands_but_pings(&h.redis), 0, "the ones in use stayed");
+    // Whatever was dropped is read again; whatever is held hears of changes.
+    for id in ids.iter().step_by(7) {
+        h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{id}")]);
+        assert!(time_to_401(&h, id).await <= Duration::from_millis(10));
+    }
+    for id in ids.iter().skip(1).step_by(7) {
+        assert_eq!(status(&h, id).await, 200);
+    }
+}
