@@ -101,10 +101,7 @@ impl StoredSession {
     pub(super) fn parse(raw: &str, stored_id: &str) -> Option<StoredSession> {
         let parsed = serde_json::from_str(raw);
         if parsed.is_err() {
-            log::warn!(
-                "session #{} holds a value that is not a session; treated as invalid",
-                log_tag(stored_id.as_bytes())
-            );
+            warn_not_a_session(stored_id);
         }
         parsed.ok()
     }
@@ -112,6 +109,14 @@ impl StoredSession {
     pub(super) fn to_json(&self) -> String {
         serde_json::to_string(self).expect("plain struct serializes")
     }
+}
+
+/// Someone wrote something else than a session under a session key.
+fn warn_not_a_session(stored_id: &str) {
+    log::warn!(
+        "session #{} holds a value that is not a session; treated as invalid",
+        log_tag(stored_id.as_bytes())
+    );
 }
 
 /// A session value as the guard read it: the JSON exactly as Redis holds it, and
@@ -162,16 +167,14 @@ impl SessionData {
             Cow::Owned(s) => Text::Unescaped(s.into()),
         };
         let parsed = as_written(&json).or_else(|| {
+            // serde refuses anything after the object but blanks, so the JSON
+            // ends with its `}`, which `json_with_expires_in` splices before.
             serde_json::from_str::<Fields>(&json)
                 .ok()
-                .filter(|_| json.trim_end().ends_with('}'))
                 .map(|f| (text(f.openid), f.unionid.map(text), f.created_at))
         });
         let Some((openid, unionid, created_at)) = parsed else {
-            log::warn!(
-                "session #{} holds a value that is not a session; treated as invalid",
-                log_tag(stored_id.as_bytes())
-            );
+            warn_not_a_session(stored_id);
             return None;
         };
         Some(SessionData {
