@@ -15,6 +15,7 @@ mod logs;
 mod nginx_lb;
 mod openapi;
 mod process;
+mod readme_zh;
 mod redis_deploy;
 mod redis_faults;
 mod userdata;
