@@ -5,6 +5,8 @@
 //!
 //! - `endpoint`: where the node is and how every connection is made (TLS from
 //!   `rediss://` and `redis.tls_*_file`, TCP keepalive and `TCP_USER_TIMEOUT`).
+//! - `deadline`: [`bounded`], the time limit on one operation (a sweeper per
+//!   thread, not a timer per operation).
 //! - `link`: one thread's connection to a single node; replaced when it closes
 //!   or stalls, and the one place a command is retried.
 //!
@@ -23,12 +25,14 @@
 //! user of the handle wraps a whole operation (all its round trips, connecting
 //! included) in it, rather than timing each command.
 
+mod deadline;
 mod endpoint;
 mod link;
 
+pub use deadline::bounded;
+
 use std::{
     cell::RefCell,
-    future::Future,
     sync::{Arc, Weak},
     time::Duration,
 };
@@ -52,18 +56,6 @@ impl std::fmt::Display for TimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "no answer within {} ms", self.0.as_millis())
     }
-}
-
-/// Runs `op` (any number of Redis round trips) to its end or for `timeout`,
-/// whichever comes first; a late answer becomes the caller's error for
-/// [`TimedOut`].
-pub async fn bounded<T, E: From<TimedOut>>(
-    timeout: Duration,
-    op: impl Future<Output = Result<T, E>>,
-) -> Result<T, E> {
-    tokio::time::timeout(timeout, op)
-        .await
-        .unwrap_or_else(|_| Err(TimedOut(timeout).into()))
 }
 
 #[derive(Clone)]

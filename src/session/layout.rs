@@ -17,7 +17,9 @@
 //! The user keys share a `{<openid>}` hash tag so a Redis Cluster keeps them in
 //! one slot; a session key lives in a slot of its own.
 
-use std::{borrow::Cow, ops::Range, sync::OnceLock};
+use std::{borrow::Cow, io::Write, ops::Range, sync::OnceLock};
+
+use redis::{RedisWrite, ToRedisArgs, ToSingleRedisArg};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -61,6 +63,14 @@ impl Keys {
     pub(super) fn session(&self, stored_id: &str) -> String {
         [&self.prefix, "s:", stored_id].concat()
     }
+    /// [`Keys::session`] as a command argument, written straight into the
+    /// command: the guard's read builds no key of its own.
+    pub(super) fn session_arg<'a>(&'a self, stored_id: &'a str) -> SessionKey<'a> {
+        SessionKey {
+            prefix: &self.prefix,
+            stored_id,
+        }
+    }
     pub(super) fn session_pattern(&self) -> String {
         [&self.prefix, "s:*"].concat()
     }
@@ -83,6 +93,32 @@ impl Keys {
         [&self.prefix, "login_rate:", client].concat()
     }
 }
+
+/// A session's key name, in pieces (see [`Keys::session_arg`]).
+#[derive(Clone, Copy)]
+pub(super) struct SessionKey<'a> {
+    prefix: &'a str,
+    stored_id: &'a str,
+}
+
+impl SessionKey<'_> {
+    pub(super) fn len(&self) -> usize {
+        self.prefix.len() + 2 + self.stored_id.len()
+    }
+}
+
+impl ToRedisArgs for SessionKey<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        // Writing into the command's own buffer cannot fail.
+        let _ = arg
+            .write_all(self.prefix.as_bytes())
+            .and_then(|()| arg.write_all(b"s:"))
+            .and_then(|()| arg.write_all(self.stored_id.as_bytes()));
+    }
+}
+
+impl ToSingleRedisArg for SessionKey<'_> {}
 
 /// What a session key holds, as `redis-cli GET` shows it.
 #[derive(Clone, Serialize, Deserialize)]
@@ -249,14 +285,19 @@ fn as_written(json: &str) -> Option<(Text, Option<Text>, u64)> {
             .starts_with(literal.as_bytes())
             .then(|| *at += literal.len())
     };
+    // One pass per string: up to its closing quote, refusing escapes and
+    // control characters (serde's business).
     let string = |at: &mut usize| -> Option<Text> {
-        let len = bytes[*at..].iter().position(|&b| b == b'"')?;
-        let field = &bytes[*at..*at + len];
-        if field.iter().any(|&b| b == b'\\' || b < 0x20) {
-            return None;
+        let start = *at;
+        loop {
+            match *bytes.get(*at)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => *at += 1,
+            }
         }
-        let range = *at as u32..(*at + len) as u32;
-        *at += len + 1;
+        let range = start as u32..*at as u32;
+        *at += 1;
         Some(Text::At(range))
     };
     expect(r#"{"openid":""#, &mut at)?;
@@ -269,12 +310,15 @@ fn as_written(json: &str) -> Option<(Text, Option<Text>, u64)> {
         Some(string(&mut at)?)
     };
     expect(r#","created_at":"#, &mut at)?;
-    let digits = bytes[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    let created_at = json[at..at + digits].parse().ok()?;
-    (&json[at + digits..] == "}").then_some((openid, unionid, created_at))
+    let mut created_at: u64 = 0;
+    let digits_from = at;
+    while let Some(digit) = bytes.get(at).filter(|b| b.is_ascii_digit()) {
+        created_at = created_at
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+        at += 1;
+    }
+    (at > digits_from && &bytes[at..] == b"}").then_some((openid, unionid, created_at))
 }
 
 /// A session as the admin tools see it, by stored id, without touching it.
@@ -375,6 +419,19 @@ mod tests {
         ] {
             assert!(as_written(other).is_none(), "{other}");
         }
+    }
+
+    #[test]
+    fn a_session_key_argument_is_the_session_key() {
+        let keys = Keys::new("wxsess:".into(), false);
+        let key = keys.session_arg("ab12");
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key).arg("x");
+        let args: Vec<_> = cmd.args_iter().collect();
+        let expected = keys.session("ab12");
+        assert!(matches!(args[1], redis::Arg::Simple(a) if a == expected.as_bytes()));
+        assert!(matches!(args[2], redis::Arg::Simple(b"x")));
+        assert_eq!(key.len(), expected.len());
     }
 
     #[test]

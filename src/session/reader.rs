@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Cmd};
 
 use super::{backend::Backend, layout::SessionData, Session, SessionId, SessionPolicy, StoreError};
 use crate::clock;
@@ -28,21 +28,17 @@ impl RedisReader {
             .bounded(async {
                 let mut conn = self.backend.conn();
                 let stored_id = self.backend.keys.stored_id(id);
-                let key = self.backend.keys.session(&stored_id);
+                let key = self.backend.keys.session_arg(&stored_id);
                 let now = clock::unix_secs();
                 let ttl = self.policy.ttl_secs;
                 let (raw, remaining): (Option<String>, i64) = if self.policy.sliding {
-                    let raw = redis::cmd("GETEX")
-                        .arg(&key)
-                        .arg("EX")
-                        .arg(ttl)
-                        .query_async(&mut conn)
-                        .await?;
-                    (raw, ttl as i64)
+                    let mut getex = Cmd::with_capacity(4, key.len() + 32);
+                    getex.arg("GETEX").arg(key).arg("EX").arg(ttl);
+                    (getex.query_async(&mut conn).await?, ttl as i64)
                 } else {
                     redis::pipe()
-                        .get(&key)
-                        .ttl(&key)
+                        .get(key)
+                        .ttl(key)
                         .query_async(&mut conn)
                         .await?
                 };
@@ -51,7 +47,7 @@ impl RedisReader {
                 };
                 let deadline = stored.absolute_deadline(self.policy.max_lifetime_secs);
                 if deadline <= now {
-                    let _: i64 = conn.del(&key).await?;
+                    let _: i64 = conn.del(key).await?;
                     return Ok(None);
                 }
                 let mut expires_in = remaining.max(0) as u64;
@@ -59,7 +55,7 @@ impl RedisReader {
                 // to the second, so equality may still reach past the deadline.
                 if now + expires_in >= deadline {
                     expires_in = deadline - now;
-                    let _: bool = conn.expire_at(&key, deadline as i64).await?;
+                    let _: bool = conn.expire_at(key, deadline as i64).await?;
                 }
                 Ok(Some(Session {
                     id: id.clone(),
