@@ -1,8 +1,13 @@
 //! The `wxsession` command line: flags, and the operator's subcommands
-//! (`sessions list|show|revoke|revoke-user|stats`, `wechat token-status|refresh-token`),
-//! which use the server's own configuration, store and WeChat code.
+//! (`sessions list|show|revoke|revoke-user|stats`, `wechat token-status|refresh-token`,
+//! `check-config [--connect]`), which use the server's own configuration, store
+//! and WeChat code.
+
+mod check_config;
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+pub use check_config::run_check_config;
 
 use crate::{clock, config::Config, session::SessionStore, telemetry::Metrics, wechat};
 
@@ -30,13 +35,20 @@ COMMANDS:
     wechat refresh-token [--force] fetch a new shared access_token now; --force sends
                                    force_refresh: true, which kills the old token at
                                    WeChat at once (for a leaked token)
+    check-config [--connect]       load and validate the configuration as the server
+                                   would, then print a summary without any secret;
+                                   --connect also PINGs Redis (TLS, Sentinel, Cluster
+                                   as configured) and reaches wechat.api_base (any
+                                   HTTP answer counts; skipped with wechat.mock)
 
 With session.hash_ids = true, sessions are named by the SHA-256 of their id;
 show and revoke accept either the id or that hash.
 
 Every configuration key can be overridden by WXSESSION_<SECTION>_<KEY>,
 e.g. WXSESSION_REDIS_URL, WXSESSION_WECHAT_SECRET. Logging: RUST_LOG (default info).
-Exit codes: 0 done, 1 not found, 2 bad usage or configuration, 3 Redis unavailable.
+Exit codes: 0 done, 1 not found, 2 bad usage or configuration, 3 Redis unavailable,
+4 WeChat API base unreachable (check-config --connect; when Redis is unreachable
+too, 3 wins).
 ";
 
 /// What the command line asks for.
@@ -47,6 +59,11 @@ pub enum Command {
     Serve,
     Sessions(SessionsCommand),
     Wechat(WechatCommand),
+    /// Validate the configuration and print its summary; `connect`: also reach
+    /// Redis and the WeChat API base.
+    CheckConfig {
+        connect: bool,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -75,6 +92,7 @@ impl Args {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         let mut config = None;
         let mut force = false;
+        let mut connect = false;
         let mut words = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -95,6 +113,7 @@ impl Args {
                     config = Some(args.next().ok_or("--config needs a PATH")?.into());
                 }
                 "--force" => force = true,
+                "--connect" => connect = true,
                 flag if flag.starts_with('-') => return Err(format!("unknown flag {flag:?}")),
                 _ => words.push(arg),
             }
@@ -115,10 +134,14 @@ impl Args {
             ["sessions", "stats"] => Command::Sessions(SessionsCommand::Stats),
             ["wechat", "token-status"] => Command::Wechat(WechatCommand::TokenStatus),
             ["wechat", "refresh-token"] => Command::Wechat(WechatCommand::RefreshToken { force }),
+            ["check-config"] => Command::CheckConfig { connect },
             other => return Err(format!("unknown command {:?}", other.join(" "))),
         };
         if force && !matches!(command, Command::Wechat(WechatCommand::RefreshToken { .. })) {
             return Err("--force goes only with 'wechat refresh-token'".into());
+        }
+        if connect && !matches!(command, Command::CheckConfig { .. }) {
+            return Err("--connect goes only with 'check-config'".into());
         }
         Ok(Args { config, command })
     }
@@ -284,5 +307,14 @@ mod tests {
             Command::Wechat(WechatCommand::RefreshToken { force: true })
         );
         assert!(parse("sessions stats --force").is_err());
+        assert_eq!(
+            parse("check-config").unwrap().command,
+            Command::CheckConfig { connect: false }
+        );
+        let a = parse("--connect check-config -c /etc/wxsession/config.toml").unwrap();
+        assert_eq!(a.command, Command::CheckConfig { connect: true });
+        assert_eq!(a.config, Some(PathBuf::from("/etc/wxsession/config.toml")));
+        assert!(parse("serve --connect").is_err());
+        assert!(parse("check-config --force").is_err());
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line: flags and the operator's `sessions …` and
-//!   `wechat …` subcommands.
+//! - [`cli`]: the command line: flags and the operator's `sessions …`,
+//!   `wechat …` and `check-config` subcommands.
 //! - [`clock`]: the fleet's clock (Unix seconds and milliseconds), read in one
 //!   place: the host clock plus its offset from Redis's `TIME`, measured by a
 //!   task every store keeps running.

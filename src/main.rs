@@ -26,10 +26,15 @@ fn main() -> ExitCode {
             println!("wxsession {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::Serve | Command::Sessions(_) | Command::Wechat(_) => {}
+        Command::Serve
+        | Command::Sessions(_)
+        | Command::Wechat(_)
+        | Command::CheckConfig { .. } => {}
     }
     let required = args.config.is_some();
     let path = args.config.unwrap_or_else(|| PathBuf::from("config.toml"));
+    // check-config loads exactly as the server does: same loader, same one
+    // line naming the key, same exit code 2.
     let config = match Config::load(&path, required) {
         Ok(config) => config,
         Err(e) => {
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
     match args.command {
         Command::Sessions(command) => cli::run_sessions(&config, command),
         Command::Wechat(command) => cli::run_wechat(&config, command),
+        Command::CheckConfig { connect } => cli::run_check_config(&config, &path, connect),
         _ => serve(config),
     }
 }

@@ -72,6 +72,22 @@ impl HttpClient {
         })
     }
 
+    /// Sends one `GET url` (it must carry no secret: the reason may name it)
+    /// and answers its HTTP status, whatever it is; else why no answer came.
+    pub async fn reach(&self, url: String) -> Result<u16, String> {
+        let request = self.client.get(url);
+        let call = async move {
+            match request.send().await {
+                Ok(response) => Ok(response.status().as_u16()),
+                Err(e) => Err(unreached(&e)),
+            }
+        };
+        let mut call = CancelOnDrop(self.runtime.handle().spawn(call));
+        (&mut call.0)
+            .await
+            .unwrap_or_else(|_| Err("the call stopped without an answer".into()))
+    }
+
     /// Runs `task` to its end on the calls' runtime, whoever waits for it.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         drop(self.runtime.handle().spawn(task));
@@ -125,6 +141,30 @@ async fn send_json<T: DeserializeOwned>(
     }
     serde_json::from_value(answer)
         .map_err(|_| WechatError::Upstream("unexpected answer shape".into()))
+}
+
+/// Why a request got no HTTP answer: the kind of failure and its causes
+/// (refused, DNS, TLS…), without the URL.
+fn unreached(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "no answer in time"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut reason = kind.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // hyper's "client error (Connect)" only repeats the kind.
+        if !text.starts_with("client error") && !reason.ends_with(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        source = cause.source();
+    }
+    reason
 }
 
 /// reqwest's error text can carry the request URL, and with it the AppSecret;

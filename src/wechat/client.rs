@@ -74,6 +74,13 @@ impl Client {
         })
     }
 
+    /// Whether `api_base` answers over HTTP at all, through the client every
+    /// call uses (its timeout, its TLS roots, no redirects followed): its
+    /// status, whatever it is, else why none came. Sends no secret.
+    pub async fn reach_api_base(&self) -> Result<u16, String> {
+        self.http.reach(format!("{}/", self.api_base)).await
+    }
+
     /// Our AppID, which every decrypted watermark must carry.
     pub fn appid(&self) -> &str {
         &self.appid

@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod check_config;
 mod cluster;
 mod guard;
 mod hardening;

@@ -266,6 +266,9 @@ fn help_describes_every_flag_and_bad_usage_exits_2() {
         "revoke-user",
         "wechat refresh-token",
         "--force",
+        "check-config",
+        "--connect",
+        "4 WeChat API base unreachable",
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }
