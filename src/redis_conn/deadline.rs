@@ -11,9 +11,9 @@
 
 use std::{
     future::Future,
-    pin::pin,
+    pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
-    task::{Poll, Waker},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -25,26 +25,46 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// Runs `op` (any number of Redis round trips) to its end or for `timeout`,
 /// whichever comes first; a late answer becomes the caller's error for
 /// [`TimedOut`].
-pub async fn bounded<T, E: From<TimedOut>>(
+pub fn bounded<T, E: From<TimedOut>, F: Future<Output = Result<T, E>>>(
     timeout: Duration,
-    op: impl Future<Output = Result<T, E>>,
-) -> Result<T, E> {
-    let mut op = pin!(op);
-    let mut waiting: Option<Waiting> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(result) = op.as_mut().poll(cx) {
+    op: F,
+) -> Bounded<F> {
+    Bounded {
+        op,
+        timeout,
+        waiting: None,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A plain future rather than an `async fn`: that would hold `op` twice
+    /// (as its argument and pinned), and the guard's future, copied whole as
+    /// it is handed down, would grow by as much.
+    pub struct Bounded<F> {
+        #[pin]
+        op: F,
+        timeout: Duration,
+        waiting: Option<Waiting>,
+    }
+}
+
+impl<T, E: From<TimedOut>, F: Future<Output = Result<T, E>>> Future for Bounded<F> {
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.op.poll(cx) {
             return Poll::Ready(result);
         }
-        match &waiting {
-            None => waiting = Some(Waiting::new(timeout, cx.waker())),
+        match this.waiting {
+            None => *this.waiting = Some(Waiting::new(*this.timeout, cx.waker())),
             Some(waiting) if waiting.overdue(cx.waker()) => {
-                return Poll::Ready(Err(TimedOut(timeout).into()))
+                return Poll::Ready(Err(TimedOut(*this.timeout).into()))
             }
             Some(_) => {}
         }
         Poll::Pending
-    })
-    .await
+    }
 }
 
 thread_local! {
@@ -82,7 +102,7 @@ impl Table {
 }
 
 /// An operation's entry in its thread's table, removed when it is dropped.
-struct Waiting {
+pub struct Waiting {
     table: Arc<Table>,
     slot: usize,
 }
@@ -221,7 +241,7 @@ mod tests {
                         bounded(Duration::from_millis(30), std::future::pending()).await;
                     assert!(result.is_err());
                     // Still waiting (and the sweeper still running) when the runtime goes.
-                    tokio::spawn(bounded::<(), TimedOut>(
+                    tokio::spawn(bounded::<(), TimedOut, _>(
                         Duration::from_secs(60),
                         std::future::pending(),
                     ));

@@ -40,11 +40,11 @@ impl Backend {
     }
 
     /// Every store operation, connection included, ends within `redis.timeout_ms`.
-    pub(super) async fn bounded<T>(
+    pub(super) fn bounded<T>(
         &self,
         op: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        redis_conn::bounded(self.timeout, op).await
+    ) -> impl Future<Output = Result<T, StoreError>> {
+        redis_conn::bounded(self.timeout, op)
     }
 
     /// Sends `command` (`DEL`, `EXISTS`: one key, an integer answer) for each

@@ -54,8 +54,11 @@ impl CachedReader {
     }
 
     pub(super) async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        // The paths that wait for Redis are boxed: inline, their futures would
+        // make this one (and the guard's, which holds it) a few times larger,
+        // copied whole on every request.
         if !self.cache.alive() {
-            return self.redis.touch(id).await;
+            return Box::pin(self.redis.touch(id)).await;
         }
         // Not bounded as a whole: a hit does no I/O, and a timer per request
         // showed in profiles. Each Redis call below is bounded.
@@ -88,7 +91,7 @@ impl CachedReader {
         });
         match served {
             Some(Some(hit)) => {
-                if hit.push_due && !self.push(&stored_id, hit.expires_at).await? {
+                if hit.push_due && !Box::pin(self.push(&stored_id, hit.expires_at)).await? {
                     self.cache.remove(key);
                     return Ok(None);
                 }
@@ -102,7 +105,7 @@ impl CachedReader {
             Some(None) => self.cache.remove(key),
             None => {}
         }
-        self.read_through(id, &stored_id, key, now).await
+        Box::pin(self.read_through(id, &stored_id, key, now)).await
     }
 
     /// Pushes a cached session's idle deadline to Redis (due once per touch

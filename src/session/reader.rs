@@ -1,7 +1,7 @@
 //! `RedisReader`: the guard's read straight from Redis, one round trip per
 //! request (and the local cache's fallback).
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
 use redis::{AsyncCommands, Cmd};
 
@@ -23,46 +23,48 @@ impl RedisReader {
     /// that second command is lost. Lifetimes count whole seconds from
     /// `created_at`, so a session's absolute end falls up to 1 s before login +
     /// `max_lifetime_secs`, never after. `None`: unknown, expired or logged out.
-    pub(super) async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        self.backend
-            .bounded(async {
-                let mut conn = self.backend.conn();
-                let stored_id = self.backend.keys.stored_id(id);
-                let key = self.backend.keys.session_arg(&stored_id);
-                let now = clock::unix_secs();
-                let ttl = self.policy.ttl_secs;
-                let (raw, remaining): (Option<String>, i64) = if self.policy.sliding {
-                    let mut getex = Cmd::with_capacity(4, key.len() + 32);
-                    getex.arg("GETEX").arg(key).arg("EX").arg(ttl);
-                    (getex.query_async(&mut conn).await?, ttl as i64)
-                } else {
-                    redis::pipe()
-                        .get(key)
-                        .ttl(key)
-                        .query_async(&mut conn)
-                        .await?
-                };
-                let Some(stored) = raw.and_then(|raw| SessionData::parse(raw, &stored_id)) else {
-                    return Ok(None);
-                };
-                let deadline = stored.absolute_deadline(self.policy.max_lifetime_secs);
-                if deadline <= now {
-                    let _: i64 = conn.del(key).await?;
-                    return Ok(None);
-                }
-                let mut expires_in = remaining.max(0) as u64;
-                // `>=`: Redis counts the TTL from the current instant, `now` is floored
-                // to the second, so equality may still reach past the deadline.
-                if now + expires_in >= deadline {
-                    expires_in = deadline - now;
-                    let _: bool = conn.expire_at(key, deadline as i64).await?;
-                }
-                Ok(Some(Session {
-                    id: id.clone(),
-                    data: Arc::new(stored),
-                    expires_in,
-                }))
-            })
-            .await
+    pub(super) fn touch<'a>(
+        &'a self,
+        id: &'a SessionId,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + 'a {
+        self.backend.bounded(self.read(id))
+    }
+
+    async fn read(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let mut conn = self.backend.conn();
+        let stored_id = self.backend.keys.stored_id(id);
+        let key = self.backend.keys.session_arg(&stored_id);
+        let now = clock::unix_secs();
+        let ttl = self.policy.ttl_secs;
+        // Only `GETEX` is awaited inline; the other commands are boxed, so
+        // that the future of every guarded request stays small (it is copied
+        // whole as it is handed down).
+        let (raw, remaining): (Option<String>, i64) = if self.policy.sliding {
+            let mut getex = Cmd::with_capacity(4, key.len() + 32);
+            getex.arg("GETEX").arg(key).arg("EX").arg(ttl);
+            (getex.query_async(&mut conn).await?, ttl as i64)
+        } else {
+            Box::pin(redis::pipe().get(key).ttl(key).query_async(&mut conn)).await?
+        };
+        let Some(stored) = raw.and_then(|raw| SessionData::parse(raw, &stored_id)) else {
+            return Ok(None);
+        };
+        let deadline = stored.absolute_deadline(self.policy.max_lifetime_secs);
+        if deadline <= now {
+            let _: i64 = conn.del(key).await?;
+            return Ok(None);
+        }
+        let mut expires_in = remaining.max(0) as u64;
+        // `>=`: Redis counts the TTL from the current instant, `now` is floored
+        // to the second, so equality may still reach past the deadline.
+        if now + expires_in >= deadline {
+            expires_in = deadline - now;
+            let _: bool = conn.expire_at(key, deadline as i64).await?;
+        }
+        Ok(Some(Session {
+            id: id.clone(),
+            data: Arc::new(stored),
+            expires_in,
+        }))
     }
 }

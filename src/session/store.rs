@@ -11,7 +11,9 @@
 //! than one pipeline: on a multiplexed connection they travel together anyway,
 //! and a Redis Cluster refuses cross-slot pipelines.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
+
+use futures_util::future::Either;
 
 use redis::AsyncCommands;
 
@@ -33,10 +35,13 @@ enum Reader {
 }
 
 impl Reader {
-    async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    fn touch<'a>(
+        &'a self,
+        id: &'a SessionId,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + 'a {
         match self {
-            Reader::Redis(reader) => reader.touch(id).await,
-            Reader::Cached(reader) => reader.touch(id).await,
+            Reader::Redis(reader) => Either::Left(reader.touch(id)),
+            Reader::Cached(reader) => Either::Right(reader.touch(id)),
         }
     }
 
@@ -171,8 +176,13 @@ impl SessionStore {
 
     /// The guard's read: one Redis command, or none from a warm local cache.
     /// `None`: unknown, expired or logged out.
-    pub async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        self.reader.touch(id).await
+    pub fn touch<'a>(
+        &'a self,
+        id: &'a SessionId,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + 'a {
+        // Futures handed down, not wrapped in `async fn`s: each wrapper would
+        // copy the guard's future once more per request.
+        self.reader.touch(id)
     }
 
     /// Logout: deletes the session key, so the id is dead for every instance at once.
