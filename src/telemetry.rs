@@ -1,4 +1,4 @@
-//! Telemetry: the Prometheus counters and latency histogram behind `/metrics`,
+//! Telemetry: the Prometheus counters, gauges and latency histograms behind `/metrics`,
 //! and logger set-up.
 //!
 //! Every counter is a [`CounterVec`] over a closed set of label values, so
@@ -13,7 +13,7 @@
 use std::{
     cell::Cell,
     fmt::Write as _,
-    sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed},
+    sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed},
     time::Duration,
 };
 
@@ -219,6 +219,63 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// Upper bounds of the login-latency histogram, in seconds: a login waits for
+/// WeChat (`wechat.timeout_ms`, 5 s by default), so its range reaches further.
+const LOGIN_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// A latency histogram without labels. Each observation adds to the first
+/// bucket it fits (cumulative counts are summed at render time), the count and
+/// the sum in microseconds, in the recording thread's shard.
+pub struct Histogram {
+    name: &'static str,
+    help: &'static str,
+    buckets: &'static [f64],
+    /// The buckets (not cumulative), then the count, then the sum (µs).
+    counts: Shards,
+}
+
+impl Histogram {
+    pub fn new(name: &'static str, help: &'static str, buckets: &'static [f64]) -> Histogram {
+        Histogram {
+            name,
+            help,
+            buckets,
+            counts: Shards::new(buckets.len() + 2),
+        }
+    }
+
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = self.buckets.iter().position(|le| secs <= *le) {
+            self.counts.add(i, 1);
+        }
+        self.counts.add(self.buckets.len(), 1);
+        self.counts
+            .add(self.buckets.len() + 1, elapsed.as_micros() as u64);
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = self.name;
+        let _ = writeln!(out, "# HELP {name} {}", self.help);
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, le) in self.buckets.iter().enumerate() {
+            cumulative += self.counts.sum(i);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.counts.sum(self.buckets.len());
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.counts.sum(self.buckets.len() + 1) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
 /// Process-wide counters, shared by every worker.
 pub struct Metrics {
     pub logins: CounterVec,
@@ -234,12 +291,13 @@ pub struct Metrics {
     pub cache_entries: AtomicU64,
     /// A [`CacheTracking`] as its `u8`.
     cache_tracking: AtomicU8,
-    /// The histogram's buckets (not cumulative), then its count and sum (µs).
-    latency: Shards,
+    /// Whether Redis answered the `PING` made for the latest scrape of `/metrics`.
+    redis_up: AtomicBool,
+    /// Every HTTP request, from the first byte handled to the answer.
+    latency: Histogram,
+    /// `POST /login`, WeChat's answer included.
+    login_latency: Histogram,
 }
-
-const LATENCY_COUNT: usize = LATENCY_BUCKETS.len();
-const LATENCY_SUM_MICROS: usize = LATENCY_BUCKETS.len() + 1;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -300,7 +358,18 @@ impl Default for Metrics {
             ),
             cache_entries: AtomicU64::new(0),
             cache_tracking: AtomicU8::new(CacheTracking::Disabled as u8),
-            latency: Shards::new(LATENCY_BUCKETS.len() + 2),
+            redis_up: AtomicBool::new(false),
+            latency: Histogram::new(
+                "wxsession_http_request_duration_seconds",
+                "Time to answer an HTTP request.",
+                &LATENCY_BUCKETS,
+            ),
+            login_latency: Histogram::new(
+                "wxsession_login_duration_seconds",
+                "Time to answer POST /login, WeChat's code2Session call included, \
+                 whatever the outcome.",
+                &LOGIN_BUCKETS,
+            ),
         }
     }
 }
@@ -315,14 +384,17 @@ impl Metrics {
     }
 
     pub fn record_latency(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        // Cumulative buckets are summed at render time; here only the first that fits.
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
-            self.latency.add(i, 1);
-        }
-        self.latency.add(LATENCY_COUNT, 1);
-        self.latency
-            .add(LATENCY_SUM_MICROS, elapsed.as_micros() as u64);
+        self.latency.observe(elapsed);
+    }
+
+    /// One `POST /login`, from the handler's start to its answer.
+    pub fn record_login_latency(&self, elapsed: Duration) {
+        self.login_latency.observe(elapsed);
+    }
+
+    /// Whether Redis answered the `PING` made for this scrape (`wxsession_redis_up`).
+    pub fn set_redis_up(&self, up: bool) {
+        self.redis_up.store(up, Relaxed);
     }
 
     /// The Prometheus text exposition format.
@@ -375,28 +447,17 @@ impl Metrics {
             crate::clock::offset_ms() as f64 / 1000.0
         );
         out.push_str(
-            "# HELP wxsession_http_request_duration_seconds Time to answer an HTTP request.\n",
+            "# HELP wxsession_redis_up 1 if Redis answered a PING made for this scrape \
+             within redis.timeout_ms, else 0.\n",
         );
-        out.push_str("# TYPE wxsession_http_request_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += self.latency.sum(i);
-            let _ = writeln!(
-                out,
-                "wxsession_http_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let count = self.latency.sum(LATENCY_COUNT);
+        out.push_str("# TYPE wxsession_redis_up gauge\n");
         let _ = writeln!(
             out,
-            "wxsession_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+            "wxsession_redis_up {}",
+            u8::from(self.redis_up.load(Relaxed))
         );
-        let _ = writeln!(
-            out,
-            "wxsession_http_request_duration_seconds_sum {}",
-            self.latency.sum(LATENCY_SUM_MICROS) as f64 / 1e6
-        );
-        let _ = writeln!(out, "wxsession_http_request_duration_seconds_count {count}");
+        self.latency.render(&mut out);
+        self.login_latency.render(&mut out);
         out
     }
 }
@@ -455,6 +516,17 @@ mod tests {
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("wxsession_http_request_duration_seconds_count 3"));
         assert!(text.contains("wxsession_cache_tracking{state=\"disabled\"} 1"));
+        assert!(text.contains("wxsession_login_duration_seconds_count 0"));
+        assert!(text.contains("wxsession_redis_up 0"));
+        m.record_login_latency(Duration::from_millis(1500));
+        m.set_redis_up(true);
+        let text = m.render();
+        assert!(text.contains("wxsession_login_duration_seconds_bucket{le=\"1\"} 0"));
+        assert!(text.contains("wxsession_login_duration_seconds_bucket{le=\"2\"} 1"));
+        assert!(text.contains("wxsession_login_duration_seconds_bucket{le=\"+Inf\"} 1"));
+        assert!(text.contains("wxsession_login_duration_seconds_sum 1.5\n"));
+        assert!(text.contains("wxsession_http_request_duration_seconds_count 3"));
+        assert!(text.contains("wxsession_redis_up 1"));
         m.set_cache_tracking(CacheTracking::Refused);
         let text = m.render();
         assert!(text.contains("wxsession_cache_tracking{state=\"disabled\"} 0"));

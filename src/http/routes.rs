@@ -104,7 +104,9 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let result = login_flow(&state, &req, body).await;
-    let latency_ms = started.elapsed().as_millis();
+    let elapsed = started.elapsed();
+    state.metrics.record_login_latency(elapsed);
+    let latency_ms = elapsed.as_millis();
     match &result {
         Ok(session) => {
             state.metrics.logins.inc("ok");
@@ -257,7 +259,11 @@ pub async fn openapi() -> HttpResponse {
         .body(include_str!("openapi.json"))
 }
 
+/// The Prometheus text. Each scrape asks Redis for a `PING` first (bounded by
+/// `redis.timeout_ms`, like every Redis operation), so `wxsession_redis_up`
+/// tells an outage even when no request comes to fail on it.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.metrics.set_redis_up(state.store.ping().await.is_ok());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
