@@ -14,6 +14,7 @@ mod local_cache;
 mod login;
 mod logs;
 mod nginx_lb;
+mod observability;
 mod openapi;
 mod process;
 mod readme_zh;
