@@ -23,8 +23,14 @@
 # (b) must answer only 401s, the others only 2xx, or the script fails.
 #   scripts/bench.sh                        # defaults: 10 s runs, 3 rounds (~6 min)
 #   BENCH_SECS=3 ROUNDS=1 scripts/bench.sh  # a quick look
+#   CHART=bench.svg scripts/bench.sh        # also a chart (.svg or .png, gnuplot) of
+#                                           # req/s and p99 per round of (a), (a*), (e)
+#                                           # and (h), and every run's figures per
+#                                           # round beside it (bench.dat)
 # Also: SESSIONS (10000), CACHED_SESSIONS (100000), REDIS_N (200000).
+# Honours CARGO_TARGET_DIR and SERVER_BINARY.
 set -euo pipefail
+case "${CHART:-}" in "" | /*) ;; *) CHART="$PWD/$CHART" ;; esac
 cd "$(dirname "$0")/.."
 cmdline="scripts/bench.sh"
 for v in REDIS_N CACHED_SESSIONS SESSIONS ROUNDS BENCH_SECS; do
@@ -36,6 +42,14 @@ source scripts/bench/common.sh
 ensure_packages redis-server redis-tools wrk
 command -v curl >/dev/null || ensure_packages curl
 command -v python3 >/dev/null || ensure_packages python3
+CHART="${CHART:-}"
+if [ -n "$CHART" ]; then
+  case "$CHART" in
+    *.svg | *.png) ;;
+    *) echo "CHART must end in .svg or .png: $CHART"; exit 2 ;;
+  esac
+  ensure_packages gnuplot-nox
+fi
 
 SECS="${BENCH_SECS:-10}"; ROUNDS="${ROUNDS:-3}"
 SESSIONS="${SESSIONS:-10000}"; CACHED="${CACHED_SESSIONS:-100000}"; REDIS_N="${REDIS_N:-200000}"
@@ -47,15 +61,17 @@ trap 'exit 143' TERM
 
 echo ">> building (release)"
 cargo build --release --quiet --bin wxsession --example bench_reference
+bin="${CARGO_TARGET_DIR:-target}/release"
+SERVER_BINARY="${SERVER_BINARY:-$bin/wxsession}"
 redis_port="$(free_port)"; wx_port="$(free_port)"; plain_port="$(free_port)"; cache_port="$(free_port)"; ref_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >/dev/null &
 pids+=($!); redis_pid=$!
 wait_port "$redis_port"
-target/release/examples/bench_reference wechat --bind "127.0.0.1:$wx_port" &
+"$bin/examples/bench_reference" wechat --bind "127.0.0.1:$wx_port" &
 pids+=($!); wx_pid=$!
 start_server "$plain_port"; plain_pid=$!
 start_server "$cache_port" WXSESSION_SESSION_LOCAL_CACHE=true; cache_pid=$!
-target/release/examples/bench_reference session --bind "127.0.0.1:$ref_port" --redis "redis://127.0.0.1:$redis_port/0" &
+"$bin/examples/bench_reference" session --bind "127.0.0.1:$ref_port" --redis "redis://127.0.0.1:$redis_port/0" &
 pids+=($!); ref_pid=$!
 for p in "$redis_port" "$wx_port" "$plain_port" "$cache_port" "$ref_port"; do wait_port "$p"; done
 
@@ -115,6 +131,7 @@ run() {
   fi
   [ -n "$errors" ] && echo "$name socket errors: $errors" >> "$work/notes"
   echo "$name $rps $(to_ms "$p50") $(to_ms "$p99") $reqs $cpu" >> "$work/results"
+  echo "$round $name $rps $(to_ms "$p50") $(to_ms "$p99")" >> "$work/per_round"
   printf '   %-8s %10s req/s  p50 %-8s p99 %-8s cpu%% server/redis/rest %s %s\n' "$name" "$rps" "$p50" "$p99" \
     "${cpu// //}" "${errors:+socket errors: $errors}"
 }
@@ -126,6 +143,7 @@ run_redis() {
   cpu="$(cpu_end "$redis_pid")"
   IFS=, read -r test rps avg min p50 p95 p99 max <<<"$line"
   echo "$name $rps $p50 $p99 $REDIS_N $cpu" >> "$work/results"
+  echo "$round $name $rps $p50 $p99" >> "$work/per_round"
   printf '   %-8s %10s req/s  p50 %-8s p99 %-8s cpu%% server/redis/rest %s\n' "$name" "$rps" "${p50}ms" "${p99}ms" "${cpu// //}"
 }
 
@@ -237,3 +255,47 @@ notes = open(os.path.join(work, "notes")).read().strip()
 if notes:
     print("wrk socket errors:\n" + notes)
 PY
+
+# The chart: req/s and p99 of the guarded runs and their two yardsticks, per
+# round, from every run's figures (kept in the .dat file beside the chart).
+if [ -n "$CHART" ]; then
+  data="${CHART%.*}.dat"
+  {
+    echo "# $cmdline; nproc $(nproc); wrk -t$THREADS -c$CONNS -d${SECS}s; $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "# round run req_per_s p50_ms p99_ms"
+    cat "$work/per_round"
+  } > "$data"
+  # One row per round: req/s of a, a_cache, e_ref, healthz, then their p99.
+  awk '!/^#/ { v[$1, $2, "rps"] = $3; v[$1, $2, "p99"] = $5; if ($1 > n) n = $1 }
+       END { split("a a_cache e_ref healthz", runs, " ")
+             for (r = 1; r <= n; r++) { line = r
+               for (i = 1; i <= 4; i++) line = line " " v[r, runs[i], "rps"]
+               for (i = 1; i <= 4; i++) line = line " " v[r, runs[i], "p99"]
+               print line } }' "$data" > "$work/chart.dat"
+  case "$CHART" in
+    *.svg) terminal="svg size 900,720 dynamic font 'sans,11' background '#ffffff'" ;;
+    *.png) terminal="pngcairo size 900,720 font 'sans,10'" ;;
+  esac
+  gnuplot <<GP
+set terminal $terminal
+set output '$CHART'
+set multiplot layout 2,1 title "scripts/bench.sh, per round: nproc $(nproc), wrk -t$THREADS -c$CONNS -d${SECS}s"
+set xrange [0.5:$ROUNDS + 0.5]
+set xtics 1
+set grid ytics
+set lmargin 12
+set rmargin 4
+set key outside top center horizontal
+set yrange [0:*]
+set offsets 0, 0, graph 0.1, 0
+array label[4] = ["(a) GET /session, cache off", "(a*) same, cache on", "(e) one-GETEX reference", "(h) GET /healthz"]
+set ylabel "req/s"
+plot for [i = 1:4] '$work/chart.dat' using 1:(column(1 + i)) with linespoints pointtype 7 linetype i title label[i]
+set ylabel "p99 (ms)"
+set xlabel "round"
+unset key
+plot for [i = 1:4] '$work/chart.dat' using 1:(column(5 + i)) with linespoints pointtype 7 linetype i title label[i]
+unset multiplot
+GP
+  echo ">> chart: $CHART (figures: $data)"
+fi
