@@ -6,15 +6,19 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line: flags and the operator's `sessions …`,
-//!   `wechat …` and `check-config` subcommands.
+//! - [`cli`]: the command line: flags and the operator's `sessions …` and
+//!   `wechat …` subcommands (`cli.rs`), and `check-config [--connect]`
+//!   (`cli/check_config.rs`).
 //! - [`clock`]: the fleet's clock (Unix seconds and milliseconds), read in one
-//!   place: the host clock plus its offset from Redis's `TIME`, measured by a
-//!   task every store keeps running.
+//!   place: the host clock plus its offset from Redis's `TIME`, measured at
+//!   start and every 30 s by a task every store keeps running, over the Redis
+//!   connection of the thread that made the store (the main thread, in the
+//!   server: one connection more than the workers').
 //! - [`config`]: every configuration key, its type, default and validation; the
 //!   file and the `WXSESSION_*` variables read through one deserializer that names
 //!   the key in every error (`config/read.rs`); what the `[redis]` keys mean
-//!   together, TLS files included (`config/redis_section.rs`).
+//!   together, TLS files included (`config/redis_section.rs`); `IpRange`, an
+//!   address or CIDR block of `server.trusted_proxies` (`config/ip_range.rs`).
 //! - [`secret`]: [`Secret`], a string that never prints, and OS randomness.
 //! - [`wechat`]: WeChat's server APIs, one file per idea: the login code, the
 //!   identity, `WechatError`, the API `Client` (`code2Session`, phone number,
@@ -26,8 +30,9 @@
 //! - [`session`]: `SessionId`, the [`Session`] a handler gets, the lifetime policy,
 //!   `SessionStore` (create — where every TTL is set —, touch, revoke), the key
 //!   layout, the per-user index, the guard's two readers (Redis, or the local
-//!   cache and its tracking connection) and `LoginCodes` (codes already sent to
-//!   WeChat). Knows no HTTP, no WeChat.
+//!   cache and its tracking connection), `LoginCodes` (codes already sent to
+//!   WeChat) and `LoginRate` (logins per client address, counted across the
+//!   fleet). Knows no HTTP, no WeChat.
 //! - [`login`]: `Login`, a code in and a session out: `code2Session` at most once
 //!   per code (repeats get the first outcome), then `SessionStore::create`.
 //! - [`redis_conn`]: `RedisConn`, the one lazily connected handle on Redis (a node
@@ -35,17 +40,21 @@
 //!   or a Cluster) that the store, the login-code record and the token share;
 //!   where connections are made (TLS, TCP keepalive: `endpoint`), replaced when
 //!   they close or stall and a command is retried (`link`); and `bounded`, the
-//!   time bound every Redis operation runs under.
-//! - [`http`]: routes (public and admin), the guard (`impl FromRequest for
-//!   Session`), request bodies (`JsonBody`), `ErrorCode` and `ApiError` (the one
-//!   table of errors, and the only place they become statuses and JSON),
-//!   per-address limits, the OpenAPI document and the server loop.
-//! - [`telemetry`]: Prometheus counters, gauge and histogram (added to per
+//!   time bound every Redis operation runs under (`deadline`).
+//! - [`http`]: routes (public in `routes`, admin in `admin`), the guard (`impl
+//!   FromRequest for Session`), request bodies (`JsonBody`), `ErrorCode` and
+//!   `ApiError` (the one table of errors, and the only place they become
+//!   statuses and JSON), who the client is behind `server.trusted_proxies`
+//!   (`client_addr`), per-address counts in memory (`limits`), the OpenAPI
+//!   document and the server loop.
+//! - [`telemetry`]: Prometheus counters, gauges and histograms (added to per
 //!   thread, summed when read); logger set-up.
 //!
 //! Dependencies point one way: `http` uses `login`, `session` and `wechat`; `login`
 //! uses `session` and `wechat`, which know nothing of each other and share only
-//! `redis_conn`; `config`, `clock`, `secret` and `telemetry` import none of them.
+//! `redis_conn`. Below them, `redis_conn` uses `config`, `clock` uses `redis_conn`,
+//! `config` uses `secret` and `telemetry` reads `clock`'s offset: none of these
+//! imports `http`, `login`, `session` or `wechat`.
 
 pub mod cli;
 pub mod clock;

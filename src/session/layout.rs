@@ -10,6 +10,10 @@
 //! | `{p}code:<sha256 of code>` | string | a login code's outcome (see `codes`) | 300 s |
 //! | `{p}login_rate:<address>` | string | logins from one client address in its window (see `login_rate`) | 60 s from its first login |
 //!
+//! The one other pair of keys the server writes, the shared WeChat access_token's
+//! (`{p}wechat:access_token` and `{p}wechat:access_token:lock`), is named in
+//! `wechat::token`, which knows no sessions.
+//!
 //! A session's *stored id* names it in Redis and in the admin tools: the id
 //! itself, or with `session.hash_ids` the hex SHA-256 of the id, so that a Redis
 //! dump, replica or `SCAN` holds no usable bearer token.
