@@ -27,6 +27,9 @@ use_scratch
 venv="${FUZZ_VENV:-.dev/fuzz-venv}"
 if [ ! -x "$venv/bin/st" ]; then
   echo ">> installing schemathesis into $venv"
+  # Debian's python3 makes virtual environments only with python3-venv.
+  python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null ||
+    ensure_packages python3 python3-venv
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q schemathesis
 fi

@@ -13,6 +13,7 @@ source scripts/lib.sh
 prometheus_was_installed=0
 dpkg -s prometheus >/dev/null 2>&1 && prometheus_was_installed=1
 ensure_packages redis-server redis-sentinel redis-tools openssl iproute2 nginx faketime prometheus
+command -v python3 >/dev/null 2>&1 || ensure_packages python3 # free_port, schemathesis
 if [ "$prometheus_was_installed" = 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   for service in prometheus prometheus-node-exporter; do
