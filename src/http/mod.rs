@@ -13,7 +13,7 @@ mod guard;
 mod limits;
 mod routes;
 
-use std::{sync::Arc, time::Instant};
+use std::{rc::Rc, sync::Arc, time::Instant};
 
 use actix_web::{
     body::MessageBody,
@@ -158,7 +158,10 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let metrics = state.metrics.clone();
+    // One handle per worker (this runs once per worker), cloned per request
+    // without touching the shared `Arc`'s count, which every worker would
+    // otherwise bump on every request.
+    let metrics = Rc::new(state.metrics.clone());
     let public = surface == Surface::Main;
     let admin = state.admin_token.is_some() && (surface == Surface::Admin || !state.admin_apart);
     App::new()
@@ -174,7 +177,7 @@ pub fn app(
         .default_service(web::to(routes::not_found))
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
-            let metrics = metrics.clone();
+            let metrics = Rc::clone(&metrics);
             let answer = srv.call(req);
             async move {
                 let answer = answer.await;
