@@ -246,6 +246,19 @@ pub fn run_wechat(config: &Config, command: WechatCommand) -> ExitCode {
     })
 }
 
+/// The configuration and runtime of a one-shot command: the local cache off (a
+/// single command has nothing to cache, and its tracking connection would only
+/// be one more connection to the same node).
+fn one_shot(config: &Config) -> (Config, tokio::runtime::Runtime) {
+    let mut config = config.clone();
+    config.session.local_cache = false;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    (config, runtime)
+}
+
 /// Runs `body` on a one-thread runtime with the configured store (never its
 /// local cache: a one-shot command has nothing to cache).
 fn with_store<F, Fut>(config: &Config, body: F) -> ExitCode
@@ -253,12 +266,7 @@ where
     F: FnOnce(SessionStore) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
-    let mut config = config.clone();
-    config.session.local_cache = false;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
+    let (config, runtime) = one_shot(config);
     runtime.block_on(async {
         match SessionStore::new(&config, Arc::new(Metrics::default())) {
             Ok(store) => body(store).await,

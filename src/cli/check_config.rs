@@ -72,14 +72,7 @@ type Reached<T> = Result<T, String>;
 /// as configured, bounded by `redis.timeout_ms`), and one `GET` of the API base
 /// through the server's WeChat client (`None` in mock mode), side by side.
 fn reach(config: &Config) -> (Reached<Duration>, Option<Reached<(u16, Duration)>>) {
-    let mut config = config.clone();
-    // A one-shot check has nothing to cache, and the cache's tracking
-    // connection would only add a second connection to the same node.
-    config.session.local_cache = false;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
+    let (config, runtime) = super::one_shot(config);
     runtime.block_on(async {
         let metrics = Arc::new(Metrics::default());
         let store = match SessionStore::new(&config, metrics.clone()) {
