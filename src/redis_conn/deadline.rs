@@ -170,20 +170,20 @@ impl Drop for Waiting {
 
 /// Wakes overdue operations every tick while any are waiting.
 async fn sweep(table: Arc<Table>) {
-    // Also when the runtime drops this task: the next operation starts another.
-    struct Sweeping(Arc<Table>);
-    impl Drop for Sweeping {
-        fn drop(&mut self) {
-            self.0.lock().sweeping = false;
-        }
-    }
-    let _sweeping = Sweeping(table.clone());
+    let mut sweeping = Sweeping {
+        table: table.clone(),
+        stopped: false,
+    };
     let mut overdue = Vec::new();
     loop {
         tokio::time::sleep(TICK).await;
         {
             let mut state = table.lock();
             if state.waiting == 0 {
+                // Under the lock that registrations take: one arriving from
+                // now on starts a new sweeper.
+                state.sweeping = false;
+                sweeping.stopped = true;
                 return;
             }
             let now = Instant::now();
@@ -195,6 +195,21 @@ async fn sweep(table: Arc<Table>) {
             }
         }
         overdue.drain(..).for_each(Waker::wake);
+    }
+}
+
+/// A sweeper dropped by its runtime (it ends with its runtime) leaves the
+/// table to the next one.
+struct Sweeping {
+    table: Arc<Table>,
+    stopped: bool,
+}
+
+impl Drop for Sweeping {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.table.lock().sweeping = false;
+        }
     }
 }
 
@@ -226,6 +241,21 @@ mod tests {
         // The sweeper stops by itself once nothing waits.
         tokio::time::sleep(3 * TICK).await;
         assert!(!TABLE.with(|table| table.lock().sweeping));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_multi_threaded_runtime_every_wait_after_an_idle_gap_still_ends() {
+        // Each wait starts after the last sweeper may be stopping, on whichever
+        // thread the runtime picks.
+        for _ in 0..20 {
+            let waits = tokio::spawn(bounded::<(), TimedOut, _>(
+                Duration::from_millis(20),
+                std::future::pending(),
+            ));
+            let result = tokio::time::timeout(Duration::from_secs(2), waits).await;
+            assert!(matches!(result, Ok(Ok(Err(_)))), "{result:?}");
+            tokio::time::sleep(TICK).await;
+        }
     }
 
     #[test]
