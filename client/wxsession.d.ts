@@ -5,6 +5,12 @@ export interface ClientOptions {
   header?: string;
   /** wx storage key under which the session id is kept. Default "wxsession". */
   storageKey?: string;
+  /**
+   * The device type logins are for ("phone", "pad", "pc", …: 1–32 of a-z, 0-9, _ and -).
+   * Sessions remember it; with the server's session.one_per_device a login ends the
+   * user's other session of the same device.
+   */
+  device?: string;
 }
 
 export interface RequestOptions {

@@ -33,6 +33,7 @@ function createClient(options) {
   const baseUrl = String(opts.baseUrl || '').replace(/\/+$/, '');
   const header = opts.header || 'sessionid';
   const storageKey = opts.storageKey || 'wxsession';
+  const device = opts.device;
   let loginInFlight = null;
 
   function stored() {
@@ -94,7 +95,7 @@ function createClient(options) {
         send({
           url: '/login',
           method: 'POST',
-          data: { code },
+          data: device ? { code, device } : { code },
           header: { 'content-type': 'application/json' },
         })
       )

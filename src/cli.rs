@@ -26,7 +26,8 @@ FLAGS:
 
 COMMANDS:
     serve                          run the HTTP server (the default)
-    sessions list <openid>         one line per live session: id, created_at, idle seconds left
+    sessions list <openid>         one line per live session: id, created_at, idle seconds
+                                   left, device (- when none)
     sessions show <sessionid>      openid, unionid, created_at and TTL of one session
     sessions revoke <sessionid>    end one session on every instance at once
     sessions revoke-user <openid>  end every session of one openid
@@ -154,7 +155,11 @@ pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
         let result = match command {
             SessionsCommand::List(openid) => store.list_user(&openid).await.map(|records| {
                 for r in records {
-                    println!("{}\t{}\t{}", r.stored_id, r.created_at, r.expires_in);
+                    let device = r.device.as_deref().unwrap_or("-");
+                    println!(
+                        "{}\t{}\t{}\t{device}",
+                        r.stored_id, r.created_at, r.expires_in
+                    );
                 }
                 ExitCode::SUCCESS
             }),
@@ -167,6 +172,7 @@ pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
                         println!("openid:     {}", r.openid);
                         println!("unionid:    {}", r.unionid.as_deref().unwrap_or("-"));
                         println!("created_at: {}", r.created_at);
+                        println!("device:     {}", r.device.as_deref().unwrap_or("-"));
                         println!("ttl:        {}", r.expires_in);
                         ExitCode::SUCCESS
                     }

@@ -10,7 +10,9 @@ use tokio::sync::Semaphore;
 
 use crate::{
     config::Config,
-    session::{CodeClaim, LoginCodes, LoginRate, NewSession, Session, SessionStore, StoreError},
+    session::{
+        CodeClaim, Device, LoginCodes, LoginRate, NewSession, Session, SessionStore, StoreError,
+    },
     wechat::{Client, LoginCode, WechatError},
 };
 
@@ -79,6 +81,7 @@ impl Login {
         &self,
         code: &LoginCode,
         client: Option<IpAddr>,
+        device: Option<&Device>,
     ) -> Result<Session, LoginError> {
         if let (Some(rate), Some(client)) = (&self.rate, client) {
             if !rate.admit(client).await? {
@@ -134,6 +137,7 @@ impl Login {
                 openid: &identity.openid,
                 unionid: identity.unionid.as_deref(),
                 session_key: &identity.session_key,
+                device,
             })
             .await;
         let session = match created {

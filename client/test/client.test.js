@@ -133,6 +133,15 @@ test('the first request logs in, then uses the stored session', T, async () => {
   assert.deepEqual(sent, [id, id]);
 });
 
+test('a client made with a device logs in naming it, and the session shows it', T, async () => {
+  const api = createClient({ baseUrl, device: 'phone', storageKey: 'phone' });
+  const res = await api.request({ url: '/session' });
+  assert.equal(res.statusCode, 200);
+  assert.equal(res.data.device, 'phone');
+  const plain = createClient({ baseUrl, storageKey: 'plain' });
+  assert.equal((await plain.request({ url: '/session' })).data.device, null);
+});
+
 test('a revoked session (DELETE /session elsewhere) is renewed transparently, once', T, async () => {
   const api = createClient({ baseUrl });
   await api.request({ url: '/session' });

@@ -138,6 +138,8 @@ pub struct SessionConfig {
     pub header: String,
     pub hash_ids: bool,
     pub max_per_user: u64,
+    /// A login naming a `device` ends the user's other sessions of that device.
+    pub one_per_device: bool,
     pub local_cache: bool,
     pub local_cache_capacity: u64,
     /// Unset by default; read it through [`SessionConfig::touch_interval`].
@@ -156,6 +158,7 @@ impl Default for SessionConfig {
             header: "sessionid".into(),
             hash_ids: false,
             max_per_user: 0,
+            one_per_device: false,
             local_cache: false,
             local_cache_capacity: 100_000,
             touch_interval_secs: None,

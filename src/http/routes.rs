@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     secret::Secret,
-    session::Session,
+    session::{Device, InvalidDevice, Session},
     wechat::{
         userdata::{
             check_watermark, profile_of, verify_signature, DataError, EncryptedData, PhoneNumber,
@@ -26,10 +26,20 @@ use crate::{
 #[derive(Deserialize)]
 pub struct LoginBody {
     code: String,
+    /// Kept as JSON: absent is no device, anything but a device string
+    /// (`null` included) is refused.
+    #[serde(default, deserialize_with = "present")]
+    device: Option<serde_json::Value>,
+}
+
+/// A field that is there, `null` included, as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 impl BodyShape for LoginBody {
-    const SHAPE: &'static str = "body must be JSON: {\"code\": \"<wx.login code>\"}";
+    const SHAPE: &'static str =
+        "body must be JSON: {\"code\": \"<wx.login code>\", \"device\"?: \"<device type>\"}";
 }
 
 #[derive(Serialize)]
@@ -142,8 +152,15 @@ async fn login_flow(
 ) -> Result<Session, ApiError> {
     let JsonBody(body) = body?;
     let code = LoginCode::parse(body.code).map_err(ApiError::InvalidRequest)?;
+    let device = match body.device {
+        None => None,
+        Some(serde_json::Value::String(device)) => Some(Device::parse(device)),
+        Some(_) => Some(Err(InvalidDevice)),
+    }
+    .transpose()
+    .map_err(|InvalidDevice| ApiError::InvalidRequest(InvalidDevice::MESSAGE))?;
     let client = state.proxies.client_of(req);
-    Ok(state.login.login(&code, client).await?)
+    Ok(state.login.login(&code, client, device.as_ref()).await?)
 }
 
 pub async fn me(session: Session) -> HttpResponse {

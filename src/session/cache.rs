@@ -429,6 +429,7 @@ mod tests {
             openid: "o".into(),
             unionid: None,
             created_at: 0,
+            device: None,
             profile: None,
         });
         CachedSession::new(Arc::new(stored), idle_deadline_ms, u64::MAX, 0)

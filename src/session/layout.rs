@@ -3,9 +3,10 @@
 //!
 //! | key | type | holds | TTL |
 //! |---|---|---|---|
-//! | `{p}s:<stored id>` | string (JSON) | `openid`, `unionid`, `created_at` | remaining idle lifetime |
+//! | `{p}s:<stored id>` | string (JSON) | `openid`, `unionid`, `created_at`, `device`, `profile` (once shared) | remaining idle lifetime |
 //! | `{p}user:{<openid>}` | hash | `session_key`, `unionid`, `updated_at` | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:sessions` | sorted set | stored ids scored by creation time (ms) | `max_lifetime_secs` from the last login |
+//! | `{p}user:{<openid>}:devices` | hash | device → stored id of its session (`session.one_per_device`) | `max_lifetime_secs` from the last login on a device |
 //! | `{p}user:{<openid>}:profile` | string (JSON) | the decrypted profile (nickName, avatarUrl, …) | `max_lifetime_secs` from when it was stored |
 //! | `{p}code:<sha256 of code>` | string | a login code's outcome (see `codes`) | 300 s |
 //! | `{p}login_rate:<address>` | string | logins from one client address in its window (see `login_rate`) | 60 s from its first login |
@@ -87,6 +88,9 @@ impl Keys {
     pub(super) fn user_sessions_pattern(&self) -> String {
         [&self.prefix, "user:{*}:sessions"].concat()
     }
+    pub(super) fn user_devices(&self, openid: &str) -> String {
+        [&self.prefix, "user:{", openid, "}:devices"].concat()
+    }
     pub(super) fn user_profile(&self, openid: &str) -> String {
         [&self.prefix, "user:{", openid, "}:profile"].concat()
     }
@@ -130,6 +134,10 @@ pub(super) struct StoredSession {
     pub(super) openid: String,
     pub(super) unionid: Option<String>,
     pub(super) created_at: u64,
+    /// The device type its login named (sessions written before devices
+    /// existed have no such field).
+    #[serde(default)]
+    pub(super) device: Option<String>,
     /// A copy of the user's profile, once `/session/userinfo` has stored one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) profile: Option<serde_json::Value>,
@@ -170,6 +178,9 @@ pub(super) struct SessionData {
     openid: Text,
     unionid: Option<Text>,
     pub(super) created_at: u64,
+    device: Option<Text>,
+    /// Whether the JSON has a `device` field (null or not): older sessions lack it.
+    device_written: bool,
     profile: OnceLock<Option<serde_json::Value>>,
 }
 
@@ -187,6 +198,14 @@ struct Fields<'a> {
     #[serde(borrow, default)]
     unionid: Option<Cow<'a, str>>,
     created_at: u64,
+    /// Absent, null, or a device.
+    #[serde(default, deserialize_with = "present")]
+    device: Option<Option<String>>,
+}
+
+/// A field that is there, as `Some` even when it is null.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -209,19 +228,25 @@ impl SessionData {
         let parsed = as_written(&json).or_else(|| {
             // serde refuses anything after the object but blanks, so the JSON
             // ends with its `}`, which `json_with_expires_in` splices before.
-            serde_json::from_str::<Fields>(&json)
-                .ok()
-                .map(|f| (text(f.openid), f.unionid.map(text), f.created_at))
+            serde_json::from_str::<Fields>(&json).ok().map(|f| Written {
+                openid: text(f.openid),
+                unionid: f.unionid.map(text),
+                created_at: f.created_at,
+                device_written: f.device.is_some(),
+                device: f.device.flatten().map(|d| Text::Unescaped(d.into())),
+            })
         });
-        let Some((openid, unionid, created_at)) = parsed else {
+        let Some(written) = parsed else {
             warn_not_a_session(stored_id);
             return None;
         };
         Some(SessionData {
             json,
-            openid,
-            unionid,
-            created_at,
+            openid: written.openid,
+            unionid: written.unionid,
+            created_at: written.created_at,
+            device: written.device,
+            device_written: written.device_written,
             profile: OnceLock::new(),
         })
     }
@@ -244,6 +269,10 @@ impl SessionData {
 
     pub(super) fn unionid(&self) -> Option<&str> {
         self.unionid.as_ref().map(|u| self.text(u))
+    }
+
+    pub(super) fn device(&self) -> Option<&str> {
+        self.device.as_ref().map(|d| self.text(d))
     }
 
     pub(super) fn profile(&self) -> Option<&serde_json::Value> {
@@ -270,6 +299,9 @@ impl SessionData {
         if !body.ends_with('{') {
             out.push(b',');
         }
+        if !self.device_written {
+            out.extend_from_slice(b"\"device\":null,");
+        }
         out.extend_from_slice(b"\"expires_in\":");
         out.extend_from_slice(itoa::Buffer::new().format(expires_in).as_bytes());
         out.push(b'}');
@@ -277,11 +309,21 @@ impl SessionData {
     }
 }
 
+/// What a session value says, where its strings are.
+struct Written {
+    openid: Text,
+    unionid: Option<Text>,
+    created_at: u64,
+    device: Option<Text>,
+    device_written: bool,
+}
+
 /// The value exactly as [`StoredSession::to_json`] writes it for a session
-/// without a profile, `{"openid":"…","unionid":null|"…","created_at":N}`, read
-/// without a JSON parser (a third of the guard's parsing cost); anything else,
-/// escapes included, is left to serde.
-fn as_written(json: &str) -> Option<(Text, Option<Text>, u64)> {
+/// without a profile, `{"openid":"…","unionid":null|"…","created_at":N,"device":null|"…"}`
+/// (or without `device`, as sessions were written before it), read without a
+/// JSON parser (a third of the guard's parsing cost); anything else, escapes
+/// included, is left to serde.
+fn as_written(json: &str) -> Option<Written> {
     let bytes = json.as_bytes();
     let mut at = 0;
     let expect = |literal: &str, at: &mut usize| -> Option<()> {
@@ -300,15 +342,17 @@ fn as_written(json: &str) -> Option<(Text, Option<Text>, u64)> {
         *at += len + 1;
         Some(Text::At(range))
     };
+    let null_or_string = |at: &mut usize| -> Option<Option<Text>> {
+        if expect("null", at).is_some() {
+            return Some(None);
+        }
+        expect("\"", at)?;
+        string(at).map(Some)
+    };
     expect(r#"{"openid":""#, &mut at)?;
     let openid = string(&mut at)?;
     expect(r#","unionid":"#, &mut at)?;
-    let unionid = if expect("null", &mut at).is_some() {
-        None
-    } else {
-        expect("\"", &mut at)?;
-        Some(string(&mut at)?)
-    };
+    let unionid = null_or_string(&mut at)?;
     expect(r#","created_at":"#, &mut at)?;
     let mut created_at: u64 = 0;
     let digits_from = at;
@@ -318,7 +362,22 @@ fn as_written(json: &str) -> Option<(Text, Option<Text>, u64)> {
             .checked_add(u64::from(digit - b'0'))?;
         at += 1;
     }
-    (at > digits_from && &bytes[at..] == b"}").then_some((openid, unionid, created_at))
+    if at == digits_from {
+        return None;
+    }
+    let device_written = expect(r#","device":"#, &mut at).is_some();
+    let device = if device_written {
+        null_or_string(&mut at)?
+    } else {
+        None
+    };
+    (&bytes[at..] == b"}").then_some(Written {
+        openid,
+        unionid,
+        created_at,
+        device,
+        device_written,
+    })
 }
 
 /// Where the first `"`, `\\` or control character is: sixteen bytes at a time
@@ -347,6 +406,8 @@ pub struct SessionRecord {
     #[serde(skip)]
     pub unionid: Option<String>,
     pub created_at: u64,
+    /// The device type its login named.
+    pub device: Option<String>,
     /// Seconds of idle lifetime left.
     pub expires_in: u64,
 }
@@ -366,17 +427,27 @@ mod tests {
             openid: "o_x-1".into(),
             unionid: None,
             created_at: 1_700_000_000,
+            device: Some("pad".into()),
             profile: Some(serde_json::json!({"nickName": "A \"b\" 中"})),
         };
         let expected = serde_json::json!({
             "openid": "o_x-1", "unionid": null, "created_at": 1_700_000_000u64,
-            "profile": {"nickName": "A \"b\" 中"}, "expires_in": 7200,
+            "device": "pad", "profile": {"nickName": "A \"b\" 中"}, "expires_in": 7200,
         });
         assert_eq!(answer(&stored.to_json(), 7200), expected);
-        // However it was written: spaces, another order, no unionid key.
+        // However it was written: spaces, another order, no unionid key; a
+        // session from before devices answers `"device": null`.
         assert_eq!(
             answer(" {\"created_at\": 5 , \"openid\": \"o\" }\n", 0),
-            serde_json::json!({"openid": "o", "created_at": 5, "expires_in": 0})
+            serde_json::json!({"openid": "o", "created_at": 5, "device": null, "expires_in": 0})
+        );
+        assert_eq!(
+            answer(r#"{"openid":"o","unionid":null,"created_at":5}"#, 1),
+            serde_json::json!({"openid": "o", "unionid": null, "created_at": 5, "device": null, "expires_in": 1})
+        );
+        assert_eq!(
+            answer(r#"{"created_at":5,"device":null,"openid":"o"}"#, 1),
+            serde_json::json!({"openid": "o", "created_at": 5, "device": null, "expires_in": 1})
         );
     }
 
@@ -391,38 +462,55 @@ mod tests {
         assert_eq!(data.unionid(), Some("u1"));
         assert_eq!(data.created_at, 7);
         assert_eq!(data.profile(), Some(&serde_json::json!({"a": 1})));
+        assert_eq!(data.device(), None);
         let plain = SessionData::of(&StoredSession {
             openid: "o2".into(),
             unionid: None,
             created_at: 1,
+            device: Some("pc".into()),
             profile: None,
         });
         assert_eq!(
-            (plain.openid(), plain.unionid(), plain.profile()),
-            ("o2", None, None)
+            (
+                plain.openid(),
+                plain.unionid(),
+                plain.device(),
+                plain.profile()
+            ),
+            ("o2", None, Some("pc"), None)
         );
     }
 
     #[test]
     fn the_written_layout_is_read_as_serde_reads_it() {
-        let written = |unionid: Option<&str>| {
+        let written = |unionid: Option<&str>, device: Option<&str>| {
             StoredSession {
                 openid: "oAbc_12-x".into(),
                 unionid: unionid.map(str::to_string),
                 created_at: 1_700_000_123,
+                device: device.map(str::to_string),
                 profile: None,
             }
             .to_json()
         };
-        for json in [written(None), written(Some("uX")), written(Some(""))] {
-            let (openid, unionid, created_at) = as_written(&json).expect(&json);
+        let before_devices = r#"{"openid":"oAbc_12-x","unionid":"uX","created_at":1700000123}"#;
+        for json in [
+            written(None, None),
+            written(Some("uX"), Some("phone")),
+            written(Some(""), None),
+            before_devices.to_string(),
+        ] {
+            let read = as_written(&json).expect(&json);
             let data = SessionData::parse(json.clone(), "").unwrap();
-            assert_eq!(data.text(&openid), "oAbc_12-x");
+            let serde: StoredSession = serde_json::from_str(&json).unwrap();
+            assert_eq!(data.text(&read.openid), serde.openid);
             assert_eq!(
-                unionid.map(|u| data.text(&u).to_string()),
-                data.unionid().map(str::to_string)
+                read.unionid.map(|u| data.text(&u).to_string()),
+                serde.unionid
             );
-            assert_eq!(created_at, 1_700_000_123);
+            assert_eq!(read.created_at, serde.created_at);
+            assert_eq!(read.device.map(|d| data.text(&d).to_string()), serde.device);
+            assert_eq!(read.device_written, json.contains("\"device\""));
         }
         // Anything else goes to serde: escapes, a profile, spaces, a bad number.
         for other in [
@@ -431,6 +519,8 @@ mod tests {
             r#"{"openid":"o", "unionid":null,"created_at":1}"#,
             r#"{"openid":"o","unionid":null,"created_at":}"#,
             r#"{"openid":"o","unionid":null,"created_at":1"#,
+            r#"{"openid":"o","unionid":null,"created_at":1,"device":"p\u0063"}"#,
+            r#"{"openid":"o","unionid":null,"created_at":1,"device":1}"#,
         ] {
             assert!(as_written(other).is_none(), "{other}");
         }

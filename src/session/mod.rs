@@ -6,6 +6,7 @@
 //! it is on).
 //!
 //! - `id`: [`SessionId`], parsing and generating ids.
+//! - `device`: [`Device`], the device type a login names.
 //! - `layout`: the key names and what a session key holds (where every key is named).
 //! - `backend`: the connection, key layout and time bound the parts below share.
 //! - `store`: [`SessionStore`]: create (where every TTL is set), touch, revoke, look up.
@@ -23,6 +24,7 @@ mod backend;
 mod cache;
 mod cached;
 mod codes;
+mod device;
 mod id;
 mod layout;
 mod login_rate;
@@ -34,6 +36,7 @@ mod users;
 use std::sync::Arc;
 
 pub use codes::{CodeClaim, LoginCodes};
+pub use device::{Device, InvalidDevice};
 pub use id::{log_tag, MalformedId, SessionId};
 use layout::SessionData;
 pub use layout::SessionRecord;
@@ -52,6 +55,8 @@ pub struct SessionPolicy {
     pub max_lifetime_secs: u64,
     /// Live sessions one openid may hold; 0 = no limit.
     pub max_per_user: u64,
+    /// A login naming a device ends the user's other sessions of that device.
+    pub one_per_device: bool,
 }
 
 impl SessionPolicy {
@@ -61,6 +66,7 @@ impl SessionPolicy {
             sliding: config.session.sliding,
             max_lifetime_secs: config.session.max_lifetime_secs,
             max_per_user: config.session.max_per_user,
+            one_per_device: config.session.one_per_device,
         }
     }
 }
@@ -70,6 +76,8 @@ pub struct NewSession<'a> {
     pub openid: &'a str,
     pub unionid: Option<&'a str>,
     pub session_key: &'a Secret,
+    /// The device type the login named, if any.
+    pub device: Option<&'a Device>,
 }
 
 /// A live session, as the guard hands it to a handler.
@@ -116,9 +124,13 @@ impl Session {
     pub fn profile(&self) -> Option<&serde_json::Value> {
         self.data.profile()
     }
+    /// The device type its login named, if any.
+    pub fn device(&self) -> Option<&str> {
+        self.data.device()
+    }
 
     /// The session as `GET /session` shows it: `openid`, `unionid`,
-    /// `created_at`, `profile` (when shared) and `expires_in`, as a JSON object.
+    /// `created_at`, `device`, `profile` (when shared) and `expires_in`, as a JSON object.
     /// Written from the stored value as it is, not parsed and serialized again:
     /// the guard's answer is the hottest path of the server.
     pub fn to_json(&self) -> Vec<u8> {

@@ -119,7 +119,8 @@ impl SessionStore {
 
     /// Creates a session for a freshly verified identity: an atomic `SET NX`
     /// that can never overwrite an existing id, then the user's `session_key`
-    /// and index, then what the user shared before, then `max_per_user`.
+    /// and index, then what the user shared before, then `one_per_device` and
+    /// `max_per_user`.
     ///
     /// Not atomic as a whole: if the connection fails between the session key and
     /// the index, the session lives unindexed (invisible to `list`/`revoke-user`)
@@ -132,13 +133,18 @@ impl SessionStore {
                     openid: new.openid.to_string(),
                     unionid: new.unionid.map(str::to_string),
                     created_at: now_millis / 1000,
+                    device: new.device.map(|d| d.as_str().to_string()),
                     profile: None,
                 };
                 let ttl = self.policy.ttl_secs.min(self.policy.max_lifetime_secs);
                 let id = self.insert(&stored, ttl).await?;
                 let stored_id = self.backend.keys.stored_id(&id);
-                let user = self.index_login(new, &stored_id, now_millis).await?;
+                let mut user = self.index_login(new, &stored_id, now_millis).await?;
                 let stored = self.carry_user_data(&stored_id, stored, &user).await?;
+                if let (Some(device), true) = (new.device, self.policy.one_per_device) {
+                    self.replace_on_device(new.openid, device, &stored_id, &mut user.live)
+                        .await?;
+                }
                 self.enforce_max_per_user(new.openid, user.live).await?;
                 Ok(Session {
                     id,
@@ -234,6 +240,7 @@ impl SessionStore {
                         openid: stored.openid,
                         unionid: stored.unionid,
                         created_at: stored.created_at,
+                        device: stored.device,
                         expires_in: ttl.max(0) as u64,
                     }))
             })

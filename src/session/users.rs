@@ -6,7 +6,9 @@
 use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 
-use super::{layout::SessionRecord, layout::StoredSession, NewSession, SessionStore, StoreError};
+use super::{
+    layout::SessionRecord, layout::StoredSession, Device, NewSession, SessionStore, StoreError,
+};
 use crate::secret::Secret;
 
 /// What a login finds on its user's keys after indexing itself.
@@ -87,6 +89,41 @@ impl SessionStore {
         })
         .await?;
         Ok(carried)
+    }
+
+    /// `session.one_per_device`: makes the new session the user's one session
+    /// of `device` and ends the one it replaces. The swap is one transaction on
+    /// the user's slot, so of logins racing on one device each ends the one
+    /// before it and exactly one, the last, stays. The replaced session leaves
+    /// `live`, so `max_per_user` does not count it again.
+    pub(super) async fn replace_on_device(
+        &self,
+        openid: &str,
+        device: &Device,
+        stored_id: &str,
+        live: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let devices = self.backend.keys.user_devices(openid);
+        let (replaced,): (Option<String>,) = redis::pipe()
+            .atomic()
+            .hget(&devices, device.as_str())
+            .hset(&devices, device.as_str(), stored_id)
+            .ignore()
+            .expire(&devices, self.policy.max_lifetime_secs as i64)
+            .ignore()
+            .query_async(&mut self.backend.conn())
+            .await?;
+        let Some(replaced) = replaced.filter(|r| r != stored_id) else {
+            return Ok(());
+        };
+        self.delete(std::slice::from_ref(&replaced)).await?;
+        self.unindex(openid, &replaced).await?;
+        live.retain(|id| *id != replaced);
+        log::info!(
+            "openid={openid} new session on device {}: replaced the previous one",
+            device.as_str()
+        );
+        Ok(())
     }
 
     /// Over `session.max_per_user`: revokes the oldest of `live` (index order).

@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod check_config;
 mod cluster;
+mod devices;
 mod guard;
 mod hardening;
 mod limits;
