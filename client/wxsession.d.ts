@@ -11,6 +11,12 @@ export interface ClientOptions {
    * user's other session of the same device.
    */
   device?: string;
+  /**
+   * Called with "session_replaced", "session_revoked" or "user_banned" when a
+   * request finds its session ended on purpose; the stored id is dropped and the
+   * request rejects with that code. The client does not log in again by itself.
+   */
+  onSessionEnded?: (reason: string) => void;
 }
 
 export interface RequestOptions {

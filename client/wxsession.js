@@ -15,6 +15,9 @@
 
 /** 401 bodies that mean "log in again"; every other 401 is handed back. */
 const SESSION_ERRORS = ['invalid_session', 'session_required'];
+// A session ended on purpose: logging in again by itself would undo it (two
+// phones of one device type would take turns ending each other).
+const ENDED_ERRORS = ['session_replaced', 'session_revoked', 'user_banned'];
 
 /** wx.request options the client owns; everything else is passed through. */
 const OWN_OPTIONS = ['url', 'header', 'success', 'fail', 'complete'];
@@ -34,6 +37,7 @@ function createClient(options) {
   const header = opts.header || 'sessionid';
   const storageKey = opts.storageKey || 'wxsession';
   const device = opts.device;
+  const onSessionEnded = typeof opts.onSessionEnded === 'function' ? opts.onSessionEnded : noop;
   let loginInFlight = null;
 
   function stored() {
@@ -133,16 +137,32 @@ function createClient(options) {
     );
   }
 
+  function endedReason(res) {
+    const error = res.data && typeof res.data === 'object' ? res.data.error : undefined;
+    return (res.statusCode === 401 || res.statusCode === 403) && ENDED_ERRORS.indexOf(error) >= 0
+      ? error
+      : '';
+  }
+
   /**
    * Like wx.request, as a Promise of { statusCode, data, header }. Logs in first
    * when no session is stored; on a 401 invalid_session/session_required, logs
-   * in once and retries once. Every other answer (503 included) is passed on.
+   * in once and retries once. A session ended on purpose (session_replaced,
+   * session_revoked, user_banned) is forgotten and the promise rejects with
+   * that code, after onSessionEnded(reason): no login of its own. Every other
+   * answer (503 included) is passed on.
    */
   function request(req) {
     const r = req || {};
     const first = stored();
     return Promise.resolve(first || login()).then((id) =>
       send(r, id).then((res) => {
+        const ended = endedReason(res);
+        if (ended) {
+          if (stored() === id) forget();
+          onSessionEnded(ended);
+          throw clientError(ended, res.data.message, res.statusCode);
+        }
         if (!isSessionError(res)) return res;
         const current = stored();
         let renewed;

@@ -180,7 +180,7 @@ pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
             },
             SessionsCommand::Revoke(text) => match handle(&text) {
                 None => Ok(fail(2, "not a session id (32 lower-case hex digits)")),
-                Some(h) => store.revoke_stored_id(&h).await.map(|existed| {
+                Some(h) => store.end_stored_id(&h).await.map(|existed| {
                     if existed {
                         println!("revoked");
                         ExitCode::SUCCESS

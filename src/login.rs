@@ -11,7 +11,8 @@ use tokio::sync::Semaphore;
 use crate::{
     config::Config,
     session::{
-        CodeClaim, Device, LoginCodes, LoginRate, NewSession, Session, SessionStore, StoreError,
+        CodeClaim, Device, LoginCodes, LoginRate, Lookup, NewSession, Session, SessionStore,
+        StoreError,
     },
     wechat::{Client, LoginCode, WechatError},
 };
@@ -107,11 +108,12 @@ impl Login {
             CodeClaim::Session(id) => {
                 // The first attempt's session, while it lives; once it has ended the
                 // code is spent, as WeChat would say.
-                return self
-                    .store
-                    .touch(&id)
-                    .await?
-                    .ok_or(LoginError::Wechat(WechatError::InvalidCode(40163)));
+                return match self.store.touch(&id).await? {
+                    Lookup::Live(session) => Ok(session),
+                    Lookup::Ended(_) | Lookup::Unknown => {
+                        Err(LoginError::Wechat(WechatError::InvalidCode(40163)))
+                    }
+                };
             }
             CodeClaim::Failed(tag) if tag == STORE_FAILED => {
                 return Err(StoreError::Unavailable(

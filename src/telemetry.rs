@@ -115,6 +115,8 @@ pub enum GuardOutcome {
     Malformed,
     /// Unknown, expired or logged out.
     Unknown,
+    /// Ended a short while ago with a reason the client is told (its error code).
+    Ended(&'static str),
     StoreUnavailable,
 }
 
@@ -125,6 +127,7 @@ impl GuardOutcome {
             GuardOutcome::Missing => "missing",
             GuardOutcome::Malformed => "malformed",
             GuardOutcome::Unknown => "unknown",
+            GuardOutcome::Ended(code) => code,
             GuardOutcome::StoreUnavailable => "store_unavailable",
         }
     }
@@ -312,7 +315,15 @@ impl Default for Metrics {
                 "wxsession_guard_checks_total",
                 "Session guard checks by outcome.",
                 "outcome",
-                &["ok", "missing", "malformed", "unknown", "store_unavailable"],
+                &[
+                    "ok",
+                    "missing",
+                    "malformed",
+                    "unknown",
+                    "session_replaced",
+                    "session_revoked",
+                    "store_unavailable",
+                ],
             ),
             token_fetches: CounterVec::new(
                 "wxsession_wechat_token_fetches_total",

@@ -20,6 +20,7 @@ const bin = process.env.WXSESSION_BIN
 
 let redis;
 let server;
+let serverEnv;
 let serverLog = '';
 let redisPort;
 let baseUrl;
@@ -86,16 +87,17 @@ before(
     baseUrl = `http://127.0.0.1:${port}`;
     // --config needs an existing file; every setting comes from the environment.
     fs.writeFileSync(path.join(scratch, 'empty.toml'), '');
+    serverEnv = {
+      PATH: process.env.PATH,
+      RUST_LOG: 'warn',
+      WXSESSION_WECHAT_APPID: 'wx_client_test',
+      WXSESSION_WECHAT_MOCK: 'true',
+      WXSESSION_REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
+      WXSESSION_REDIS_TIMEOUT_MS: '300',
+      WXSESSION_SERVER_BIND: `127.0.0.1:${port}`,
+    };
     server = spawn(bin, ['--config', path.join(scratch, 'empty.toml')], {
-      env: {
-        PATH: process.env.PATH,
-        RUST_LOG: 'warn',
-        WXSESSION_WECHAT_APPID: 'wx_client_test',
-        WXSESSION_WECHAT_MOCK: 'true',
-        WXSESSION_REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
-        WXSESSION_REDIS_TIMEOUT_MS: '300',
-        WXSESSION_SERVER_BIND: `127.0.0.1:${port}`,
-      },
+      env: serverEnv,
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     server.stderr.setEncoding('utf8');
@@ -140,6 +142,21 @@ test('a client made with a device logs in naming it, and the session shows it', 
   assert.equal(res.data.device, 'phone');
   const plain = createClient({ baseUrl, storageKey: 'plain' });
   assert.equal((await plain.request({ url: '/session' })).data.device, null);
+});
+
+test('a session an operator ended: forgotten, onSessionEnded, rejects session_revoked, no login of its own', T, async () => {
+  const ended = [];
+  const api = createClient({ baseUrl, storageKey: 'ended', onSessionEnded: (reason) => ended.push(reason) });
+  assert.equal((await api.request({ url: '/session' })).statusCode, 200);
+  const id = wxs.storage.get('ended');
+  execFileSync(bin, ['--config', path.join(scratch, 'empty.toml'), 'sessions', 'revoke', id], { env: serverEnv });
+  await assert.rejects(api.request({ url: '/session' }), (e) => e.code === 'session_revoked' && e.statusCode === 401);
+  assert.deepEqual(ended, ['session_revoked']);
+  assert.equal(wxs.counts.login, 1, 'no login of its own');
+  assert.ok(!wxs.storage.get('ended'), 'the ended id is dropped');
+  // The app decides: the next request (say, after the user taps "log in") logs in.
+  assert.equal((await api.request({ url: '/session' })).statusCode, 200);
+  assert.equal(wxs.counts.login, 2);
 });
 
 test('a revoked session (DELETE /session elsewhere) is renewed transparently, once', T, async () => {

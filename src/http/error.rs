@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::JsonAnswer as _;
 use crate::{
     login::LoginError,
-    session::StoreError,
+    session::{EndReason, StoreError},
     wechat::{userdata::DataError, WechatError},
 };
 
@@ -79,6 +79,12 @@ error_codes! {
         "this route needs a session id in the session header"),
     InvalidSession => (UNAUTHORIZED, "invalid_session",
         "the session id is malformed, unknown, expired or logged out; log in again"),
+    /// A newer login took its place (`one_per_device`, `max_per_user`).
+    SessionReplaced => (UNAUTHORIZED, "session_replaced",
+        "this session was ended by a newer login of the same user; log in again only if the user asks"),
+    /// An operator ended it.
+    SessionRevoked => (UNAUTHORIZED, "session_revoked",
+        "this session was ended by an operator"),
     /// An admin route without the right bearer token.
     AdminUnauthorized => (UNAUTHORIZED, "unauthorized",
         "admin routes need Authorization: Bearer <admin.token>"),
@@ -122,6 +128,8 @@ pub enum ApiError {
     RequestTimeout,
     SessionRequired,
     InvalidSession,
+    /// A session that ended a short while ago, with the reason it ended.
+    SessionEnded(EndReason),
     /// An admin route without the right bearer token.
     AdminUnauthorized,
     /// Over `login.rate_per_minute` for this client address.
@@ -152,6 +160,8 @@ impl ApiError {
             ApiError::RequestTimeout => ErrorCode::RequestTimeout,
             ApiError::SessionRequired => ErrorCode::SessionRequired,
             ApiError::InvalidSession => ErrorCode::InvalidSession,
+            ApiError::SessionEnded(EndReason::Replaced) => ErrorCode::SessionReplaced,
+            ApiError::SessionEnded(EndReason::Revoked) => ErrorCode::SessionRevoked,
             ApiError::AdminUnauthorized => ErrorCode::AdminUnauthorized,
             ApiError::LoginRateLimited => ErrorCode::LoginRateLimited,
             ApiError::NotFound => ErrorCode::NotFound,

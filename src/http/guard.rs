@@ -10,7 +10,7 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 
 use super::{error::ApiError, AppState};
 use crate::{
-    session::{log_tag, Session, SessionId},
+    session::{log_tag, Lookup, Session, SessionId},
     telemetry::GuardOutcome,
 };
 
@@ -30,11 +30,22 @@ impl FromRequest for Session {
             };
             let id = parse_header(&req, state)?;
             match state.store.touch(&id).await {
-                Ok(Some(session)) => {
+                Ok(Lookup::Live(session)) => {
                     state.metrics.record_guard(GuardOutcome::Ok);
                     Ok(session)
                 }
-                Ok(None) => Err(reject(
+                Ok(Lookup::Ended(reason)) => {
+                    state
+                        .metrics
+                        .record_guard(GuardOutcome::Ended(reason.code()));
+                    log::info!(
+                        "guard rejected: {} id=#{}",
+                        reason.code(),
+                        log_tag(id.as_str().as_bytes())
+                    );
+                    Err(ApiError::SessionEnded(reason))
+                }
+                Ok(Lookup::Unknown) => Err(reject(
                     &req,
                     state,
                     GuardOutcome::Unknown,

@@ -47,7 +47,7 @@ impl Backend {
         redis_conn::bounded(self.timeout, op)
     }
 
-    /// Sends `command` (`DEL`, `EXISTS`: one key, an integer answer) for each
+    /// Sends `command` (`EXISTS`: one key, an integer answer) for each
     /// session, concurrently and one command each: they live in different slots.
     pub(super) async fn on_each_session(
         &self,

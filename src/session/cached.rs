@@ -11,9 +11,9 @@ use redis::aio::MultiplexedConnection;
 
 use super::{
     cache::{cache_key, CachedSession, LocalCache},
-    layout::SessionData,
+    layout::{tombstone, SessionData},
     reader::RedisReader,
-    tracking, Session, SessionId, StoreError,
+    tracking, EndReason, Lookup, Session, SessionId, StoreError,
 };
 use crate::{clock, telemetry::Metrics};
 
@@ -53,7 +53,7 @@ impl CachedReader {
         self.cache.forget(cache_key(stored_id));
     }
 
-    pub(super) async fn touch(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    pub(super) async fn touch(&self, id: &SessionId) -> Result<Lookup, StoreError> {
         // The paths that wait for Redis are boxed: inline, their futures would
         // make this one (and the guard's, which holds it) a few times larger,
         // copied whole on every request.
@@ -93,9 +93,9 @@ impl CachedReader {
             Some(Some(hit)) => {
                 if hit.push_due && !Box::pin(self.push(&stored_id, hit.expires_at)).await? {
                     self.cache.remove(key);
-                    return Ok(None);
+                    return Ok(Lookup::Unknown);
                 }
-                return Ok(Some(session_of(
+                return Ok(Lookup::Live(session_of(
                     id,
                     hit.stored,
                     (hit.expires_at - now) / 1000,
@@ -131,7 +131,7 @@ impl CachedReader {
         stored_id: &str,
         key: u128,
         now: u64,
-    ) -> Result<Option<Session>, StoreError> {
+    ) -> Result<Lookup, StoreError> {
         let Some((mut tracking, ticket)) = self.cache.begin_read(key) else {
             // The tracking connection went down after `touch` found it alive:
             // read from Redis as while it is down. `None` here would be a 401
@@ -146,12 +146,18 @@ impl CachedReader {
                 return Err(e);
             }
         };
-        let session = entry.as_ref().map(|entry| {
-            let idle = entry.idle_deadline_ms.load(Relaxed);
-            session_of(id, entry.stored.clone(), (idle - now) / 1000)
-        });
+        let (lookup, entry) = match entry {
+            Entry::Live(entry) => {
+                let idle = entry.idle_deadline_ms.load(Relaxed);
+                let session = session_of(id, entry.stored.clone(), (idle - now) / 1000);
+                (Lookup::Live(session), Some(entry))
+            }
+            // A tombstone is not cached: its client stops asking.
+            Entry::Ended(reason) => (Lookup::Ended(reason), None),
+            Entry::Gone => (Lookup::Unknown, None),
+        };
         self.cache.finish_read(ticket, entry);
-        Ok(session)
+        Ok(lookup)
     }
 
     /// A session as Redis holds it, read through the tracking connection
@@ -164,7 +170,7 @@ impl CachedReader {
         tracking: &mut MultiplexedConnection,
         stored_id: &str,
         now: u64,
-    ) -> Result<Option<CachedSession>, StoreError> {
+    ) -> Result<Entry, StoreError> {
         let backend = &self.redis.backend;
         let policy = &self.redis.policy;
         let redis_key = backend.keys.session(stored_id);
@@ -173,13 +179,27 @@ impl CachedReader {
             .bounded(read_tracked(tracking, &redis_key, pushed))
             .await?;
         let Some((raw, pttl)) = found else {
-            return Ok(None);
+            return Ok(Entry::Gone);
         };
+        if let Some((reason, until_ms)) = tombstone(&raw) {
+            // The push above gave it a whole idle lifetime: put its end back.
+            let mut conn = backend.conn();
+            let key = backend.keys.session_arg(stored_id);
+            return Ok(
+                match backend
+                    .bounded(self.redis.ended(&mut conn, key, reason, until_ms))
+                    .await?
+                {
+                    Lookup::Ended(reason) => Entry::Ended(reason),
+                    _ => Entry::Gone,
+                },
+            );
+        }
         let Some(stored) = SessionData::parse(raw, stored_id) else {
-            return Ok(None);
+            return Ok(Entry::Gone);
         };
         if pttl < 0 {
-            return Ok(None);
+            return Ok(Entry::Gone);
         }
         let absolute = stored.absolute_deadline(policy.max_lifetime_secs) * 1000;
         let mut idle = pushed.unwrap_or(now + pttl as u64);
@@ -192,13 +212,13 @@ impl CachedReader {
                     .await?
                     .is_none()
             {
-                return Ok(None);
+                return Ok(Entry::Gone);
             }
         }
         if idle <= now {
-            return Ok(None);
+            return Ok(Entry::Gone);
         }
-        Ok(Some(CachedSession::new(
+        Ok(Entry::Live(CachedSession::new(
             Arc::new(stored),
             idle,
             absolute,
@@ -238,6 +258,13 @@ async fn read_tracked(
     pipe.cmd("EVAL").arg(READ_IF_LIVE).arg(1).arg(key);
     let (found,): (Option<(String, i64)>,) = pipe.query_async(tracking).await?;
     Ok(found)
+}
+
+/// What a cold read found in Redis.
+enum Entry {
+    Live(CachedSession),
+    Ended(EndReason),
+    Gone,
 }
 
 /// What a lookup found in the cache, taken out of its shard's lock.

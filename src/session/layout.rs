@@ -3,7 +3,7 @@
 //!
 //! | key | type | holds | TTL |
 //! |---|---|---|---|
-//! | `{p}s:<stored id>` | string (JSON) | `openid`, `unionid`, `created_at`, `device`, `profile` (once shared) | remaining idle lifetime |
+//! | `{p}s:<stored id>` | string (JSON) | `openid`, `unionid`, `created_at`, `device`, `profile` (once shared); or a tombstone (see `tombstone`) | remaining idle lifetime; a tombstone: until its `until_ms` |
 //! | `{p}user:{<openid>}` | hash | `session_key`, `unionid`, `updated_at` | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:sessions` | sorted set | stored ids scored by creation time (ms) | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:devices` | hash | device → stored id of its session (`session.one_per_device`) | `max_lifetime_secs` from the last login on a device |
@@ -29,7 +29,7 @@ use redis::{RedisWrite, ToRedisArgs, ToSingleRedisArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{log_tag, SessionId};
+use super::{log_tag, EndReason, SessionId};
 
 /// Names of the keys the server writes. Joined with `concat`, not `format!`:
 /// key names are built on every guarded request, and the formatting machinery
@@ -148,7 +148,7 @@ impl StoredSession {
     /// else there.
     pub(super) fn parse(raw: &str, stored_id: &str) -> Option<StoredSession> {
         let parsed = serde_json::from_str(raw);
-        if parsed.is_err() {
+        if parsed.is_err() && tombstone(raw).is_none() {
             warn_not_a_session(stored_id);
         }
         parsed.ok()
@@ -158,6 +158,42 @@ impl StoredSession {
         serde_json::to_string(self).expect("plain struct serializes")
     }
 }
+
+/// What a session key holds for a while after its session ended with a reason
+/// the client may learn: `{"ended":"session_replaced","until_ms":…}`, expiring
+/// at `until_ms`, when the session would have expired or `ttl_secs` after its
+/// end, whichever is sooner. `None`: not a tombstone.
+pub(super) fn tombstone(raw: &str) -> Option<(EndReason, u64)> {
+    if !is_tombstone(raw) {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Tombstone<'a> {
+        ended: &'a str,
+        until_ms: u64,
+    }
+    let tombstone: Tombstone = serde_json::from_str(raw).ok()?;
+    Some((EndReason::parse(tombstone.ended)?, tombstone.until_ms))
+}
+
+/// Whether a session key's value (or its first ten bytes) is a tombstone.
+pub(super) fn is_tombstone(raw: &str) -> bool {
+    raw.starts_with(r#"{"ended":""#)
+}
+
+/// Ends a live session with a reason (ARGV[1]): its key becomes its tombstone,
+/// for what is left of its idle lifetime and at most ARGV[2] ms, by Redis's
+/// clock. Answers the session's value, or nothing if there was no live
+/// session (gone, or already ended). One key: a Cluster runs it on its slot.
+pub(super) const END_SESSION: &str = r#"local old = redis.call('GET', KEYS[1])
+if not old or string.sub(old, 1, 10) == '{"ended":"' then return false end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then return false end
+local keep = math.min(left, tonumber(ARGV[2]))
+local now = redis.call('TIME')
+local until_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + keep
+redis.call('SET', KEYS[1], string.format('{"ended":"%s","until_ms":%d}', ARGV[1], until_ms), 'PXAT', until_ms)
+return old"#;
 
 /// Someone wrote something else than a session under a session key.
 fn warn_not_a_session(stored_id: &str) {

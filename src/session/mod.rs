@@ -138,6 +138,42 @@ impl Session {
     }
 }
 
+/// Why a session ended, as its client may learn for a while (`ttl_secs` at
+/// most) instead of a bare `invalid_session`. A logout or an expiry has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// A newer login took its place (`one_per_device`, `max_per_user`).
+    Replaced,
+    /// An operator ended it (admin route or CLI).
+    Revoked,
+}
+
+impl EndReason {
+    /// The contract's error code, which is also how the reason is stored.
+    pub fn code(self) -> &'static str {
+        match self {
+            EndReason::Replaced => "session_replaced",
+            EndReason::Revoked => "session_revoked",
+        }
+    }
+
+    fn parse(code: &str) -> Option<EndReason> {
+        [EndReason::Replaced, EndReason::Revoked]
+            .into_iter()
+            .find(|reason| reason.code() == code)
+    }
+}
+
+/// What the guard's lookup of a session id found.
+#[derive(Debug)]
+pub enum Lookup {
+    Live(Session),
+    /// Ended a short while ago, for this reason.
+    Ended(EndReason),
+    /// Unknown, expired, logged out, or ended too long ago.
+    Unknown,
+}
+
 /// Why the store could not answer.
 #[derive(Debug, Clone)]
 pub enum StoreError {

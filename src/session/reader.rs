@@ -5,8 +5,12 @@ use std::{future::Future, sync::Arc};
 
 use redis::{AsyncCommands, Cmd};
 
-use super::{backend::Backend, layout::SessionData, Session, SessionId, SessionPolicy, StoreError};
-use crate::clock;
+use super::{
+    backend::Backend,
+    layout::{tombstone, SessionData, SessionKey},
+    EndReason, Lookup, Session, SessionId, SessionPolicy, StoreError,
+};
+use crate::{clock, redis_conn::RedisConn};
 
 /// One round trip to Redis per guarded request.
 #[derive(Clone)]
@@ -26,11 +30,11 @@ impl RedisReader {
     pub(super) fn touch<'a>(
         &'a self,
         id: &'a SessionId,
-    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + 'a {
+    ) -> impl Future<Output = Result<Lookup, StoreError>> + 'a {
         self.backend.bounded(self.read(id))
     }
 
-    async fn read(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    async fn read(&self, id: &SessionId) -> Result<Lookup, StoreError> {
         let mut conn = self.backend.conn();
         let stored_id = self.backend.keys.stored_id(id);
         let key = self.backend.keys.session_arg(&stored_id);
@@ -46,13 +50,19 @@ impl RedisReader {
         } else {
             Box::pin(redis::pipe().get(key).ttl(key).query_async(&mut conn)).await?
         };
-        let Some(stored) = raw.and_then(|raw| SessionData::parse(raw, &stored_id)) else {
-            return Ok(None);
+        let Some(raw) = raw else {
+            return Ok(Lookup::Unknown);
+        };
+        if let Some((reason, until_ms)) = tombstone(&raw) {
+            return Box::pin(self.ended(&mut conn, key, reason, until_ms)).await;
+        }
+        let Some(stored) = SessionData::parse(raw, &stored_id) else {
+            return Ok(Lookup::Unknown);
         };
         let deadline = stored.absolute_deadline(self.policy.max_lifetime_secs);
         if deadline <= now {
             let _: i64 = conn.del(key).await?;
-            return Ok(None);
+            return Ok(Lookup::Unknown);
         }
         let mut expires_in = remaining.max(0) as u64;
         // `>=`: Redis counts the TTL from the current instant, `now` is floored
@@ -61,10 +71,30 @@ impl RedisReader {
             expires_in = deadline - now;
             let _: bool = conn.expire_at(key, deadline as i64).await?;
         }
-        Ok(Some(Session {
+        Ok(Lookup::Live(Session {
             id: id.clone(),
             data: Arc::new(stored),
             expires_in,
         }))
+    }
+
+    /// A tombstone read: `GETEX … EX` just gave it a whole idle lifetime, so
+    /// a second command puts its end back (a time already past deletes it),
+    /// or a client asking again and again would keep it forever.
+    pub(super) async fn ended(
+        &self,
+        conn: &mut RedisConn,
+        key: SessionKey<'_>,
+        reason: EndReason,
+        until_ms: u64,
+    ) -> Result<Lookup, StoreError> {
+        if self.policy.sliding {
+            let _: bool = conn.pexpire_at(key, until_ms as i64).await?;
+        }
+        Ok(if until_ms > clock::unix_millis() {
+            Lookup::Ended(reason)
+        } else {
+            Lookup::Unknown
+        })
     }
 }

@@ -13,16 +13,17 @@
 
 use std::{future::Future, sync::Arc};
 
-use futures_util::future::Either;
+use futures_util::future::{try_join_all, Either};
 
 use redis::AsyncCommands;
 
 use super::{
     backend::Backend,
     cached::CachedReader,
-    layout::{Keys, SessionData, SessionRecord, StoredSession},
+    layout::{is_tombstone, Keys, SessionData, SessionRecord, StoredSession, END_SESSION},
     reader::RedisReader,
-    LoginCodes, LoginRate, NewSession, Session, SessionId, SessionPolicy, StoreError,
+    EndReason, LoginCodes, LoginRate, Lookup, NewSession, Session, SessionId, SessionPolicy,
+    StoreError,
 };
 use crate::{clock, config::Config, redis_conn::RedisConn, telemetry::Metrics};
 
@@ -38,7 +39,7 @@ impl Reader {
     fn touch<'a>(
         &'a self,
         id: &'a SessionId,
-    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + 'a {
+    ) -> impl Future<Output = Result<Lookup, StoreError>> + 'a {
         match self {
             Reader::Redis(reader) => Either::Left(reader.touch(id)),
             Reader::Cached(reader) => Either::Right(reader.touch(id)),
@@ -180,12 +181,12 @@ impl SessionStore {
         ))
     }
 
-    /// The guard's read: one Redis command, or none from a warm local cache.
-    /// `None`: unknown, expired or logged out.
+    /// The guard's read: one Redis command, or none from a warm local cache
+    /// (two for a session that ended with a reason: see `reader`).
     pub fn touch<'a>(
         &'a self,
         id: &'a SessionId,
-    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + 'a {
+    ) -> impl Future<Output = Result<Lookup, StoreError>> + 'a {
         // Futures handed down, not wrapped in `async fn`s: each wrapper would
         // copy the guard's future once more per request.
         self.reader.touch(id)
@@ -198,7 +199,7 @@ impl SessionStore {
             .await
     }
 
-    /// Revokes one session by stored id (admin tools, logout).
+    /// Ends one session by stored id and leaves nothing of it (logout).
     pub async fn revoke_stored_id(&self, stored_id: &str) -> Result<bool, StoreError> {
         self.reader.forget(stored_id);
         let revoked = self
@@ -271,21 +272,68 @@ impl SessionStore {
     }
 
     /// Deletes session keys by stored id; answers how many existed.
-    pub(super) async fn delete(&self, stored_ids: &[String]) -> Result<u64, StoreError> {
-        let deleted = self.backend.on_each_session("DEL", stored_ids).await?;
-        Ok(deleted.into_iter().sum::<i64>() as u64)
+    /// Ends live sessions with a reason their clients learn for a while
+    /// (`layout::END_SESSION`, one script per session: they live in different
+    /// slots). Answers the ended sessions' values, `None` where none was live.
+    pub(super) async fn end(
+        &self,
+        stored_ids: &[String],
+        reason: EndReason,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let keep_ms = self.policy.ttl_secs * 1000;
+        try_join_all(stored_ids.iter().map(|stored_id| async move {
+            Ok::<_, StoreError>(
+                redis::cmd("EVAL")
+                    .arg(END_SESSION)
+                    .arg(1)
+                    .arg(self.backend.keys.session(stored_id))
+                    .arg(reason.code())
+                    .arg(keep_ms)
+                    .query_async::<Option<String>>(&mut self.backend.conn())
+                    .await?,
+            )
+        }))
+        .await
+    }
+
+    /// An operator ends one session by stored id: its client learns
+    /// `session_revoked` (a logout, [`SessionStore::revoke`], leaves nothing).
+    pub async fn end_stored_id(&self, stored_id: &str) -> Result<bool, StoreError> {
+        self.reader.forget(stored_id);
+        let ended = self
+            .backend
+            .bounded(async {
+                let ended = self
+                    .end(&[stored_id.to_string()], EndReason::Revoked)
+                    .await?;
+                let Some(Some(raw)) = ended.into_iter().next() else {
+                    return Ok(false);
+                };
+                if let Some(stored) = StoredSession::parse(&raw, stored_id) {
+                    self.unindex(&stored.openid, stored_id).await?;
+                }
+                Ok(true)
+            })
+            .await;
+        self.reader.forget(stored_id);
+        ended
     }
 
     /// Live sessions and users, counted with `SCAN` (never `KEYS`), on every
     /// master of a cluster.
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
         let keys = &self.backend.keys;
-        let sessions = self.count_keys(&keys.session_pattern()).await?;
-        let users = self.count_keys(&keys.user_sessions_pattern()).await?;
+        let sessions = self.count_keys(&keys.session_pattern(), true).await?;
+        let users = self
+            .count_keys(&keys.user_sessions_pattern(), false)
+            .await?;
         Ok(StoreStats { sessions, users })
     }
 
-    async fn count_keys(&self, pattern: &str) -> Result<u64, StoreError> {
+    /// Keys matching `pattern`, on every master; with `live_sessions`, not
+    /// the tombstones of ended sessions (told apart by their first bytes, one
+    /// pipeline per batch of keys).
+    async fn count_keys(&self, pattern: &str, live_sessions: bool) -> Result<u64, StoreError> {
         let nodes = self
             .backend
             .bounded(async { Ok(self.backend.conn().masters().await?) })
@@ -307,7 +355,22 @@ impl SessionStore {
                             .await?)
                     })
                     .await?;
-                count += keys.len() as u64;
+                count += if live_sessions && !keys.is_empty() {
+                    let mut starts = redis::pipe();
+                    for key in &keys {
+                        starts.cmd("GETRANGE").arg(key).arg(0).arg(9);
+                    }
+                    let starts: Vec<String> = self
+                        .backend
+                        .bounded(async { Ok(starts.query_async(&mut node).await?) })
+                        .await?;
+                    starts
+                        .iter()
+                        .filter(|start| !start.is_empty() && !is_tombstone(start))
+                        .count() as u64
+                } else {
+                    keys.len() as u64
+                };
                 if next == 0 {
                     break;
                 }

@@ -7,7 +7,8 @@ use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 
 use super::{
-    layout::SessionRecord, layout::StoredSession, Device, NewSession, SessionStore, StoreError,
+    layout::SessionRecord, layout::StoredSession, Device, EndReason, NewSession, SessionStore,
+    StoreError,
 };
 use crate::secret::Secret;
 
@@ -116,7 +117,8 @@ impl SessionStore {
         let Some(replaced) = replaced.filter(|r| r != stored_id) else {
             return Ok(());
         };
-        self.delete(std::slice::from_ref(&replaced)).await?;
+        self.end(std::slice::from_ref(&replaced), EndReason::Replaced)
+            .await?;
         self.unindex(openid, &replaced).await?;
         live.retain(|id| *id != replaced);
         log::info!(
@@ -137,7 +139,7 @@ impl SessionStore {
             return Ok(());
         }
         let excess = &live[..live.len() - limit];
-        self.delete(excess).await?;
+        self.end(excess, EndReason::Replaced).await?;
         let _: i64 = self
             .backend
             .conn()
@@ -199,9 +201,9 @@ impl SessionStore {
                 if members.is_empty() {
                     return Ok(0);
                 }
-                let revoked = self.delete(&members).await?;
+                let ended = self.end(&members, EndReason::Revoked).await?;
                 let _: i64 = self.backend.conn().zrem(&index, &members).await?;
-                Ok(revoked)
+                Ok(ended.iter().filter(|value| value.is_some()).count() as u64)
             })
             .await
     }

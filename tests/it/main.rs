@@ -8,6 +8,7 @@ mod admin;
 mod check_config;
 mod cluster;
 mod devices;
+mod end_reasons;
 mod guard;
 mod hardening;
 mod limits;

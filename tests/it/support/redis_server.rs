@@ -191,6 +191,18 @@ impl RedisServer {
         keys
     }
 
+    /// The session keys (`wxsess:s:*`) that hold a live session, not the
+    /// tombstone of one that ended with a reason.
+    pub fn live_session_keys(&self) -> Vec<String> {
+        self.keys("wxsess:s:*")
+            .into_iter()
+            .filter(|key| {
+                let value: Option<String> = self.cmd(&["GET", key]);
+                value.is_some_and(|v| !v.starts_with(r#"{"ended":"#))
+            })
+            .collect()
+    }
+
     /// Calls of the commands requests send since the last `CONFIG RESETSTAT`:
     /// not INFO and CONFIG (the test's own), TIME (each server measures its clock
     /// offset at start and every 30 s) or a new connection's HELLO, CLIENT and SELECT.

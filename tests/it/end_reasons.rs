@@ -1,0 +1,180 @@
+//! How a session ended, as its client learns it: `session_replaced` and
+//! `session_revoked` for at most `session.ttl_secs` on every instance (local
+//! cache on or off), then `invalid_session`, with nothing left in Redis.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const TOKEN: &str = "admin-token-0123456789abcdef01234567";
+
+async fn login_device(base: &str, code: &str, device: &str) -> String {
+    let (status, body) = send(
+        client()
+            .post(format!("{base}/login"))
+            .json(&serde_json::json!({ "code": code, "device": device })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["sessionid"].as_str().unwrap().to_string()
+}
+
+/// The error `server` answers for `id` once it says anything but 200 (the
+/// other instances hear of the end through Redis, within moments).
+async fn ended_as(server: &TestServer, id: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (status, body) = server.get_session(id).await;
+        if status != 200 || Instant::now() > deadline {
+            return (status, body["error"].as_str().unwrap_or("").to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn every_instance_is_told(local_cache: &str) {
+    let h = Harness::setup()
+        .set(&[
+            ("session.one_per_device", "true"),
+            ("session.local_cache", local_cache),
+            ("admin.token", TOKEN),
+        ])
+        .instances(2)
+        .start();
+    let (a, b) = (&h.servers[0], &h.servers[1]);
+    let old = login_device(&a.base, "ok:mona", "phone").await;
+    // Both instances have read it (with the cache, both now hold it).
+    assert_eq!(a.get_session(&old).await.0, 200);
+    assert_eq!(b.get_session(&old).await.0, 200);
+    let new = login_device(&b.base, "ok:mona~2", "phone").await;
+    for server in [a, b] {
+        assert_eq!(
+            ended_as(server, &old).await,
+            (401, "session_replaced".into())
+        );
+    }
+    assert_eq!(a.get_session(&new).await.0, 200);
+
+    let revoked = send(
+        client()
+            .delete(a.url("/admin/users/mona/sessions"))
+            .header("authorization", format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert_eq!(revoked.1["revoked"], 1, "{}", revoked.1);
+    for server in [a, b] {
+        assert_eq!(
+            ended_as(server, &new).await,
+            (401, "session_revoked".into())
+        );
+        // Still replaced, not revoked: an ended session is not ended again.
+        assert_eq!(
+            ended_as(server, &old).await,
+            (401, "session_replaced".into())
+        );
+    }
+    let metrics = reqwest::get(b.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"wxsession_guard_checks_total{outcome="session_replaced"} "#)
+            && !metrics.contains(r#"wxsession_guard_checks_total{outcome="session_replaced"} 0"#),
+        "{metrics}"
+    );
+}
+
+#[actix_web::test]
+async fn every_instance_tells_why_a_session_ended_without_the_cache() {
+    every_instance_is_told("false").await;
+}
+
+#[actix_web::test]
+async fn every_instance_tells_why_a_session_ended_with_the_cache() {
+    every_instance_is_told("true").await;
+}
+
+#[actix_web::test]
+async fn the_cli_revokes_as_an_operator_and_a_logout_stays_a_logout() {
+    let h = Harness::start();
+    let by_cli = h.login("ok:nina").await;
+    let logged_out = h.login("ok:nina~2").await;
+    let url = h.redis.url();
+    let env = [
+        ("WXSESSION_WECHAT_APPID", "wx_test_app"),
+        ("WXSESSION_WECHAT_SECRET", TEST_SECRET),
+        ("WXSESSION_REDIS_URL", url.as_str()),
+        ("RUST_LOG", "warn"),
+    ];
+    let (code, out, err) = run_binary(&env, &["sessions", "revoke", &by_cli]);
+    assert_eq!(code, 0, "{out} {err}");
+    let (status, body) = h.get_session(&by_cli).await;
+    assert_eq!(status, 401);
+    assert_error(&body, "session_revoked");
+    // Revoking it again finds no live session.
+    assert_eq!(run_binary(&env, &["sessions", "revoke", &by_cli]).0, 1);
+    assert_eq!(h.logout(&logged_out).await.0, 204);
+    let (status, body) = h.get_session(&logged_out).await;
+    assert_eq!(status, 401);
+    assert_error(&body, "invalid_session");
+    let (code, out, _) = run_binary(&env, &["sessions", "stats"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("sessions: 0"),
+        "a tombstone is no live session: {out}"
+    );
+}
+
+#[actix_web::test]
+async fn an_end_is_told_for_at_most_ttl_secs_and_then_nothing_is_left() {
+    let h = Harness::with(&[
+        ("session.one_per_device", "true"),
+        ("session.ttl_secs", "2"),
+    ]);
+    let base = h.servers[0].base.clone();
+    let old = login_device(&base, "ok:olga", "pad").await;
+    let ended_at = Instant::now();
+    let new = login_device(&base, "ok:olga~2", "pad").await;
+    // Asked again and again (each GETEX gives the key a whole idle lifetime,
+    // which the guard takes back), the tombstone still ends on time.
+    let mut told = Vec::new();
+    while ended_at.elapsed() < Duration::from_millis(2600) {
+        let (status, body) = h.get_session(&old).await;
+        assert_eq!(status, 401);
+        told.push((
+            ended_at.elapsed(),
+            body["error"].as_str().unwrap().to_string(),
+        ));
+        assert_eq!(h.get_session(&new).await.0, 200, "keeps the new one alive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(told[0].1, "session_replaced");
+    let last_replaced = told
+        .iter()
+        .rfind(|(_, e)| e == "session_replaced")
+        .unwrap()
+        .0;
+    assert!(last_replaced <= Duration::from_millis(2100), "{told:?}");
+    assert_eq!(told.last().unwrap().1, "invalid_session", "{told:?}");
+    assert_eq!(h.redis.keys("wxsess:s:*"), [format!("wxsess:s:{new}")]);
+}
+
+#[actix_web::test]
+async fn a_live_session_costs_the_guard_one_command_an_ended_one_two() {
+    let h = Harness::with(&[("session.one_per_device", "true")]);
+    let base = h.servers[0].base.clone();
+    let old = login_device(&base, "ok:pia", "phone").await;
+    let new = login_device(&base, "ok:pia~2", "phone").await;
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    assert_eq!(h.get_session(&new).await.0, 200);
+    assert_eq!(h.redis.commands_served(), 1, "GETEX");
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    assert_eq!(h.get_session(&old).await.0, 401);
+    assert_eq!(
+        h.redis.commands_served(),
+        2,
+        "GETEX, then PEXPIREAT to keep its end"
+    );
+}
