@@ -28,8 +28,9 @@
 //!   `RedisConn` it is handed; one refresh per instance at a time) and the
 //!   user-data crypto (`userdata`). Knows no HTTP routes and no sessions.
 //! - [`session`]: `SessionId`, the [`Session`] a handler gets, the lifetime policy,
-//!   `SessionStore` (create — where every TTL is set —, touch, revoke), the key
-//!   layout, the per-user index, the guard's two readers (Redis, or the local
+//!   `SessionStore` (create — where every TTL is set —, touch, revoke, end with a
+//!   reason), `Device`, the key layout (tombstones of ended sessions included),
+//!   the per-user index, the guard's two readers (Redis, or the local
 //!   cache and its tracking connection), `LoginCodes` (codes already sent to
 //!   WeChat) and `LoginRate` (logins per client address, counted across the
 //!   fleet). Knows no HTTP, no WeChat.
