@@ -32,6 +32,10 @@ COMMANDS:
     sessions revoke <sessionid>    end one session on every instance at once
     sessions revoke-user <openid>  end every session of one openid
     sessions stats                 count live sessions and users (SCAN, never KEYS)
+    users ban <openid> [--for SECS] [--reason TEXT]
+                                   end every session of one openid (403 user_banned)
+                                   and refuse its logins, for SECS or until unbanned
+    users unban <openid>           lift a ban
     wechat token-status            age and expiry of the shared access_token (never the token)
     wechat refresh-token [--force] fetch a new shared access_token now; --force sends
                                    force_refresh: true, which kills the old token at
@@ -59,12 +63,23 @@ pub enum Command {
     Version,
     Serve,
     Sessions(SessionsCommand),
+    Users(UsersCommand),
     Wechat(WechatCommand),
     /// Validate the configuration and print its summary; `connect`: also reach
     /// Redis and the WeChat API base.
     CheckConfig {
         connect: bool,
     },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum UsersCommand {
+    Ban {
+        openid: String,
+        for_secs: Option<u64>,
+        reason: Option<String>,
+    },
+    Unban(String),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -94,6 +109,8 @@ impl Args {
         let mut config = None;
         let mut force = false;
         let mut connect = false;
+        let mut for_secs = None;
+        let mut reason = None;
         let mut words = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -115,6 +132,16 @@ impl Args {
                 }
                 "--force" => force = true,
                 "--connect" => connect = true,
+                "--for" => {
+                    let secs = args.next().ok_or("--for needs SECS")?;
+                    for_secs = Some(
+                        secs.parse::<u64>()
+                            .ok()
+                            .filter(|s| (1..=3_153_600_000).contains(s))
+                            .ok_or("--for needs a whole number of seconds, 1 to 3153600000")?,
+                    );
+                }
+                "--reason" => reason = Some(args.next().ok_or("--reason needs TEXT")?),
                 flag if flag.starts_with('-') => return Err(format!("unknown flag {flag:?}")),
                 _ => words.push(arg),
             }
@@ -133,6 +160,12 @@ impl Args {
                 Command::Sessions(SessionsCommand::RevokeUser(openid.to_string()))
             }
             ["sessions", "stats"] => Command::Sessions(SessionsCommand::Stats),
+            ["users", "ban", openid] => Command::Users(UsersCommand::Ban {
+                openid: openid.to_string(),
+                for_secs: for_secs.take(),
+                reason: reason.take(),
+            }),
+            ["users", "unban", openid] => Command::Users(UsersCommand::Unban(openid.to_string())),
             ["wechat", "token-status"] => Command::Wechat(WechatCommand::TokenStatus),
             ["wechat", "refresh-token"] => Command::Wechat(WechatCommand::RefreshToken { force }),
             ["check-config"] => Command::CheckConfig { connect },
@@ -144,8 +177,43 @@ impl Args {
         if connect && !matches!(command, Command::CheckConfig { .. }) {
             return Err("--connect goes only with 'check-config'".into());
         }
+        if for_secs.is_some() || reason.is_some() {
+            return Err("--for and --reason go only with 'users ban'".into());
+        }
         Ok(Args { config, command })
     }
+}
+
+/// Runs a `users` subcommand against the configured Redis, printing to stdout.
+pub fn run_users(config: &Config, command: UsersCommand) -> ExitCode {
+    with_store(config, |store| async move {
+        let result = match command {
+            UsersCommand::Ban {
+                openid,
+                for_secs,
+                reason,
+            } => store
+                .ban(&openid, for_secs, reason.as_deref())
+                .await
+                .map(|(ban, ended)| {
+                    match ban.until {
+                        Some(until) => println!("banned until {until}"),
+                        None => println!("banned until unbanned"),
+                    }
+                    println!("ended {ended} sessions");
+                    ExitCode::SUCCESS
+                }),
+            UsersCommand::Unban(openid) => store.unban(&openid).await.map(|was| {
+                if was {
+                    println!("unbanned");
+                    ExitCode::SUCCESS
+                } else {
+                    fail(1, "not banned")
+                }
+            }),
+        };
+        result.unwrap_or_else(|e| fail(3, &e.to_string()))
+    })
 }
 
 /// Runs a `sessions` subcommand against the configured Redis, printing to stdout.

@@ -24,6 +24,8 @@ pub enum LoginError {
     Store(StoreError),
     /// Over `login.rate_per_minute` for this client address.
     RateLimited,
+    /// The openid WeChat named is banned, until then (unix seconds; `None`: no end).
+    Banned(Option<u64>),
 }
 
 impl From<WechatError> for LoginError {
@@ -133,6 +135,28 @@ impl Login {
                 return Err(e.into());
             }
         };
+        // After code2Session: only WeChat says whose code it was. The code is
+        // spent there, so a repeat of it is invalid_code.
+        let ban = match self.store.ban_of(&identity.openid).await {
+            Ok(ban) => ban,
+            Err(e) => {
+                if let Err(store) = self.codes.settle_failure(code.as_str(), STORE_FAILED).await {
+                    log::warn!("could not record a login code's failure: {store}");
+                }
+                return Err(e.into());
+            }
+        };
+        if let Some(ban) = ban {
+            if let Err(store) = self
+                .codes
+                .settle_failure(code.as_str(), WechatError::InvalidCode(40163).tag())
+                .await
+            {
+                log::warn!("could not record a banned login's code: {store}");
+            }
+            log::info!("login refused: openid={} is banned", identity.openid);
+            return Err(LoginError::Banned(ban.until));
+        }
         let created = self
             .store
             .create(&NewSession {

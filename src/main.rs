@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         }
         Command::Serve
         | Command::Sessions(_)
+        | Command::Users(_)
         | Command::Wechat(_)
         | Command::CheckConfig { .. } => {}
     }
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
     telemetry::init_logging();
     match args.command {
         Command::Sessions(command) => cli::run_sessions(&config, command),
+        Command::Users(command) => cli::run_users(&config, command),
         Command::Wechat(command) => cli::run_wechat(&config, command),
         Command::CheckConfig { connect } => cli::run_check_config(&config, &path, connect),
         _ => serve(config),

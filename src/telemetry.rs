@@ -84,24 +84,40 @@ pub const WECHAT_OUTCOMES: &[&str] = &[
     "other",
 ];
 
-/// Outcomes of a login: those of its WeChat call, or an earlier end on its body.
+/// Outcomes of a login: those of its WeChat call, an earlier end on its body,
+/// or a ban found after the call.
 pub const LOGIN_OUTCOMES: &[&str] = &login_outcomes();
 
 const LOGIN_EARLY_ENDS: [&str; 3] = ["invalid_request", "payload_too_large", "request_timeout"];
 
-const fn login_outcomes() -> [&'static str; WECHAT_OUTCOMES.len() + LOGIN_EARLY_ENDS.len()] {
-    let mut outcomes = [""; WECHAT_OUTCOMES.len() + LOGIN_EARLY_ENDS.len()];
+/// Ends found after the WeChat call; listed after its outcomes (before the
+/// catch-all), so the series older versions had keep their order.
+const LOGIN_LATE_ENDS: [&str; 1] = ["user_banned"];
+
+const fn login_outcomes(
+) -> [&'static str; WECHAT_OUTCOMES.len() + LOGIN_EARLY_ENDS.len() + LOGIN_LATE_ENDS.len()] {
+    let mut outcomes = [""; WECHAT_OUTCOMES.len() + LOGIN_EARLY_ENDS.len() + LOGIN_LATE_ENDS.len()];
     outcomes[0] = WECHAT_OUTCOMES[0];
+    let mut n = 1;
     let mut i = 0;
     while i < LOGIN_EARLY_ENDS.len() {
-        outcomes[1 + i] = LOGIN_EARLY_ENDS[i];
+        outcomes[n] = LOGIN_EARLY_ENDS[i];
+        n += 1;
         i += 1;
     }
     let mut j = 1;
-    while j < WECHAT_OUTCOMES.len() {
-        outcomes[LOGIN_EARLY_ENDS.len() + j] = WECHAT_OUTCOMES[j];
+    while j < WECHAT_OUTCOMES.len() - 1 {
+        outcomes[n] = WECHAT_OUTCOMES[j];
+        n += 1;
         j += 1;
     }
+    let mut k = 0;
+    while k < LOGIN_LATE_ENDS.len() {
+        outcomes[n] = LOGIN_LATE_ENDS[k];
+        n += 1;
+        k += 1;
+    }
+    outcomes[n] = WECHAT_OUTCOMES[WECHAT_OUTCOMES.len() - 1];
     outcomes
 }
 
@@ -320,9 +336,10 @@ impl Default for Metrics {
                     "missing",
                     "malformed",
                     "unknown",
+                    "store_unavailable",
                     "session_replaced",
                     "session_revoked",
-                    "store_unavailable",
+                    "user_banned",
                 ],
             ),
             token_fetches: CounterVec::new(
@@ -559,7 +576,7 @@ mod tests {
             series("wxsession_logins_total").join(" "),
             "ok invalid_request payload_too_large request_timeout invalid_code user_blocked \
              rate_limited \
-             wechat_error wechat_busy wechat_timeout store_unavailable other"
+             wechat_error wechat_busy wechat_timeout store_unavailable user_banned other"
         );
         for name in [
             "wxsession_wechat_token_fetches_total",

@@ -159,6 +159,18 @@ test('a session an operator ended: forgotten, onSessionEnded, rejects session_re
   assert.equal(wxs.counts.login, 2);
 });
 
+test('a banned user: 403 user_banned rejects with its code and the client does not log in', T, async () => {
+  const ended = [];
+  const api = createClient({ baseUrl, storageKey: 'banned', onSessionEnded: (reason) => ended.push(reason) });
+  const me = await api.request({ url: '/session' });
+  execFileSync(bin, ['--config', path.join(scratch, 'empty.toml'), 'users', 'ban', me.data.openid, '--for', '60'], { env: serverEnv });
+  await assert.rejects(api.request({ url: '/session' }), (e) => e.code === 'user_banned' && e.statusCode === 403);
+  assert.deepEqual(ended, ['user_banned']);
+  assert.equal(wxs.counts.login, 1, 'no login of its own');
+  assert.ok(!wxs.storage.get('banned'));
+  execFileSync(bin, ['--config', path.join(scratch, 'empty.toml'), 'users', 'unban', me.data.openid], { env: serverEnv });
+});
+
 test('a revoked session (DELETE /session elsewhere) is renewed transparently, once', T, async () => {
   const api = createClient({ baseUrl });
   await api.request({ url: '/session' });

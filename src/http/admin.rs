@@ -10,7 +10,13 @@ use actix_web::{
 };
 use subtle::ConstantTimeEq;
 
-use super::{error::ApiError, AppState, JsonAnswer as _};
+use serde::Deserialize;
+
+use super::{
+    body::{BodyShape, JsonBody},
+    error::ApiError,
+    AppState, JsonAnswer as _,
+};
 
 /// Proof that the request carries the admin token; take it as a handler argument.
 pub struct AdminAccess;
@@ -46,8 +52,86 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(user_sessions)),
     )
     .service(
+        super::resource("/admin/users/{openid}/ban", "PUT, DELETE")
+            .route(web::put().to(ban))
+            .route(web::delete().to(unban)),
+    )
+    .service(
         super::resource("/admin/wechat/access-token", "GET").route(web::get().to(access_token)),
     );
+}
+
+/// `{"for_secs"?, "reason"?}`, an object (serde would also take a struct
+/// from an array), each field absent or null for none.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct BanBody(serde_json::Map<String, serde_json::Value>);
+
+impl BodyShape for BanBody {
+    const SHAPE: &'static str =
+        "body must be JSON: {\"for_secs\"?: <seconds, at least 1>, \"reason\"?: \"<text>\"}";
+}
+
+/// A hundred years: a longer ban is a ban without end (`for_secs` left out).
+const MAX_BAN_SECS: u64 = 3_153_600_000;
+
+impl BanBody {
+    fn fields(self) -> Result<(Option<u64>, Option<String>), ApiError> {
+        const INVALID: ApiError = ApiError::InvalidRequest(
+            "for_secs must be a whole number of seconds from 1 to 3153600000 (100 years), and reason a text of at most 256 characters",
+        );
+        let BanBody(mut fields) = self;
+        let for_secs = match fields.remove("for_secs") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(secs) => Some(
+                secs.as_u64()
+                    .filter(|s| (1..=MAX_BAN_SECS).contains(s))
+                    .ok_or(INVALID)?,
+            ),
+        };
+        let reason = match fields.remove("reason") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(text)) if text.chars().count() <= 256 => Some(text),
+            Some(_) => return Err(INVALID),
+        };
+        if !fields.is_empty() {
+            return Err(ApiError::InvalidRequest(BanBody::SHAPE));
+        }
+        Ok((for_secs, reason))
+    }
+}
+
+/// Bans an openid: every session of theirs ends at once (403 `user_banned`),
+/// and so does every login of theirs until the ban ends.
+async fn ban(
+    _: AdminAccess,
+    state: web::Data<AppState>,
+    openid: web::Path<String>,
+    JsonBody(body): JsonBody<BanBody>,
+) -> Result<HttpResponse, ApiError> {
+    let openid = path_id(&openid)?;
+    let (for_secs, reason) = body.fields()?;
+    let (ban, ended) = state.store.ban(openid, for_secs, reason.as_deref()).await?;
+    log::info!(
+        "admin banned openid={openid} until={:?}, ending {ended} sessions",
+        ban.until
+    );
+    Ok(HttpResponse::Ok().json_body(serde_json::json!({
+        "until": ban.until,
+        "reason": ban.reason,
+        "ended": ended,
+    })))
+}
+
+async fn unban(
+    _: AdminAccess,
+    state: web::Data<AppState>,
+    openid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let openid = path_id(&openid)?;
+    let unbanned = state.store.unban(openid).await?;
+    log::info!("admin unbanned openid={openid} (was banned: {unbanned})");
+    Ok(HttpResponse::Ok().json_body(serde_json::json!({ "unbanned": unbanned })))
 }
 
 /// The fleet's one access_token, for the deployment's other services.
@@ -69,17 +153,13 @@ async fn user_sessions(
     openid: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    if !is_path_id(&openid) {
-        return Err(ApiError::InvalidRequest(
-            "openid must be 1 to 128 characters of A-Z, a-z, 0-9, _ and -",
-        ));
-    }
+    let openid = path_id(&openid)?;
     let answer = if req.method() == Method::DELETE {
-        let revoked = state.store.revoke_user(&openid).await?;
+        let revoked = state.store.revoke_user(openid).await?;
         log::info!("admin revoked {revoked} sessions of openid={openid}");
         serde_json::json!({ "revoked": revoked })
     } else {
-        serde_json::json!({ "sessions": state.store.list_user(&openid).await? })
+        serde_json::json!({ "sessions": state.store.list_user(openid).await? })
     };
     Ok(HttpResponse::Ok().json_body(answer))
 }
@@ -87,9 +167,16 @@ async fn user_sessions(
 /// What an `{openid}` path segment may hold: WeChat's ids are base64url-like.
 /// Anything else (a `%0A` that would forge a log line, say) never reaches the
 /// store or the log.
-fn is_path_id(text: &str) -> bool {
-    (1..=128).contains(&text.len())
+fn path_id(text: &str) -> Result<&str, ApiError> {
+    let valid = (1..=128).contains(&text.len())
         && text
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(text)
+    } else {
+        Err(ApiError::InvalidRequest(
+            "openid must be 1 to 128 characters of A-Z, a-z, 0-9, _ and -",
+        ))
+    }
 }

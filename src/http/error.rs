@@ -85,6 +85,9 @@ error_codes! {
     /// An operator ended it.
     SessionRevoked => (UNAUTHORIZED, "session_revoked",
         "this session was ended by an operator"),
+    /// The user is banned (a guarded request, or a login after code2Session).
+    UserBanned => (FORBIDDEN, "user_banned",
+        "this user is banned until the time in until (null: until lifted)"),
     /// An admin route without the right bearer token.
     AdminUnauthorized => (UNAUTHORIZED, "unauthorized",
         "admin routes need Authorization: Bearer <admin.token>"),
@@ -130,6 +133,8 @@ pub enum ApiError {
     InvalidSession,
     /// A session that ended a short while ago, with the reason it ended.
     SessionEnded(EndReason),
+    /// A login of a banned user, and until when (unix seconds; `None`: no end).
+    UserBanned(Option<u64>),
     /// An admin route without the right bearer token.
     AdminUnauthorized,
     /// Over `login.rate_per_minute` for this client address.
@@ -149,6 +154,9 @@ pub enum ApiError {
 struct ErrorBody<'a> {
     error: &'a str,
     message: &'a str,
+    /// `user_banned` only: the ban's end, `null` for none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<Option<u64>>,
 }
 
 impl ApiError {
@@ -162,6 +170,9 @@ impl ApiError {
             ApiError::InvalidSession => ErrorCode::InvalidSession,
             ApiError::SessionEnded(EndReason::Replaced) => ErrorCode::SessionReplaced,
             ApiError::SessionEnded(EndReason::Revoked) => ErrorCode::SessionRevoked,
+            ApiError::SessionEnded(EndReason::Banned { .. }) | ApiError::UserBanned(_) => {
+                ErrorCode::UserBanned
+            }
             ApiError::AdminUnauthorized => ErrorCode::AdminUnauthorized,
             ApiError::LoginRateLimited => ErrorCode::LoginRateLimited,
             ApiError::NotFound => ErrorCode::NotFound,
@@ -217,9 +228,16 @@ impl ResponseError for ApiError {
         if let ApiError::MethodNotAllowed(allow) = self {
             answer.insert_header((actix_web::http::header::ALLOW, *allow));
         }
+        let until = match self {
+            ApiError::SessionEnded(EndReason::Banned { until }) | ApiError::UserBanned(until) => {
+                Some(*until)
+            }
+            _ => None,
+        };
         answer.json_body(ErrorBody {
             error: self.code(),
             message: self.message(),
+            until,
         })
     }
 }
@@ -239,6 +257,7 @@ impl From<LoginError> for ApiError {
             LoginError::Wechat(e) => e.into(),
             LoginError::Store(e) => e.into(),
             LoginError::RateLimited => ApiError::LoginRateLimited,
+            LoginError::Banned(until) => ApiError::UserBanned(until),
         }
     }
 }
@@ -401,6 +420,7 @@ mod tests {
             ApiError::RequestTimeout,
             ApiError::InvalidRequest("bad body"),
             LoginError::Store(StoreError::Unavailable("down".into())).into(),
+            LoginError::Banned(None).into(),
         ];
         errors.extend(every_wechat_error().into_iter().map(ApiError::Wechat));
         assert_outcomes(LOGIN_OUTCOMES, errors);

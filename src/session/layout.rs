@@ -7,6 +7,7 @@
 //! | `{p}user:{<openid>}` | hash | `session_key`, `unionid`, `updated_at` | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:sessions` | sorted set | stored ids scored by creation time (ms) | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:devices` | hash | device → stored id of its session (`session.one_per_device`) | `max_lifetime_secs` from the last login on a device |
+//! | `{p}user:{<openid>}:ban` | string (JSON) | `until` (unix secs or null), `reason` | until the ban ends (none for a ban without end) |
 //! | `{p}user:{<openid>}:profile` | string (JSON) | the decrypted profile (nickName, avatarUrl, …) | `max_lifetime_secs` from when it was stored |
 //! | `{p}code:<sha256 of code>` | string | a login code's outcome (see `codes`) | 300 s |
 //! | `{p}login_rate:<address>` | string | logins from one client address in its window (see `login_rate`) | 60 s from its first login |
@@ -91,6 +92,9 @@ impl Keys {
     pub(super) fn user_devices(&self, openid: &str) -> String {
         [&self.prefix, "user:{", openid, "}:devices"].concat()
     }
+    pub(super) fn user_ban(&self, openid: &str) -> String {
+        [&self.prefix, "user:{", openid, "}:ban"].concat()
+    }
     pub(super) fn user_profile(&self, openid: &str) -> String {
         [&self.prefix, "user:{", openid, "}:profile"].concat()
     }
@@ -171,9 +175,38 @@ pub(super) fn tombstone(raw: &str) -> Option<(EndReason, u64)> {
     struct Tombstone<'a> {
         ended: &'a str,
         until_ms: u64,
+        #[serde(default)]
+        ban_until: Option<u64>,
     }
     let tombstone: Tombstone = serde_json::from_str(raw).ok()?;
-    Some((EndReason::parse(tombstone.ended)?, tombstone.until_ms))
+    let reason = match tombstone.ended {
+        "session_replaced" => EndReason::Replaced,
+        "session_revoked" => EndReason::Revoked,
+        "user_banned" => EndReason::Banned {
+            until: tombstone.ban_until,
+        },
+        _ => return None,
+    };
+    Some((reason, tombstone.until_ms))
+}
+
+/// What a tombstone says besides its end (`END_SESSION`'s ARGV[1]).
+pub(super) fn tombstone_fields(reason: EndReason) -> String {
+    match reason {
+        EndReason::Banned { until } => format!(
+            r#""ended":"user_banned","ban_until":{}"#,
+            until.map_or("null".to_string(), |u| u.to_string())
+        ),
+        other => format!(r#""ended":"{}""#, other.code()),
+    }
+}
+
+/// A user's ban, as `{p}user:{<openid>}:ban` holds it (expiring with the ban).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    /// Unix seconds; `None`: until unbanned.
+    pub until: Option<u64>,
+    pub reason: Option<String>,
 }
 
 /// Whether a session key's value (or its first ten bytes) is a tombstone.
@@ -181,7 +214,8 @@ pub(super) fn is_tombstone(raw: &str) -> bool {
     raw.starts_with(r#"{"ended":""#)
 }
 
-/// Ends a live session with a reason (ARGV[1]): its key becomes its tombstone,
+/// Ends a live session with a reason (ARGV[1], the tombstone's fields but
+/// `until_ms`, see `tombstone_fields`): its key becomes its tombstone,
 /// for what is left of its idle lifetime and at most ARGV[2] ms, by Redis's
 /// clock. Answers the session's value, or nothing if there was no live
 /// session (gone, or already ended). One key: a Cluster runs it on its slot.
@@ -192,7 +226,7 @@ if left < 0 then return false end
 local keep = math.min(left, tonumber(ARGV[2]))
 local now = redis.call('TIME')
 local until_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + keep
-redis.call('SET', KEYS[1], string.format('{"ended":"%s","until_ms":%d}', ARGV[1], until_ms), 'PXAT', until_ms)
+redis.call('SET', KEYS[1], string.format('{%s,"until_ms":%d}', ARGV[1], until_ms), 'PXAT', until_ms)
 return old"#;
 
 /// Someone wrote something else than a session under a session key.

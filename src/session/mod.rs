@@ -39,7 +39,7 @@ pub use codes::{CodeClaim, LoginCodes};
 pub use device::{Device, InvalidDevice};
 pub use id::{log_tag, MalformedId, SessionId};
 use layout::SessionData;
-pub use layout::SessionRecord;
+pub use layout::{Ban, SessionRecord};
 pub use login_rate::LoginRate;
 pub use store::{SessionStore, StoreStats};
 
@@ -146,6 +146,8 @@ pub enum EndReason {
     Replaced,
     /// An operator ended it (admin route or CLI).
     Revoked,
+    /// Its user was banned, until then (unix seconds; `None`: until unbanned).
+    Banned { until: Option<u64> },
 }
 
 impl EndReason {
@@ -154,13 +156,8 @@ impl EndReason {
         match self {
             EndReason::Replaced => "session_replaced",
             EndReason::Revoked => "session_revoked",
+            EndReason::Banned { .. } => "user_banned",
         }
-    }
-
-    fn parse(code: &str) -> Option<EndReason> {
-        [EndReason::Replaced, EndReason::Revoked]
-            .into_iter()
-            .find(|reason| reason.code() == code)
     }
 }
 

@@ -20,7 +20,10 @@ use redis::AsyncCommands;
 use super::{
     backend::Backend,
     cached::CachedReader,
-    layout::{is_tombstone, Keys, SessionData, SessionRecord, StoredSession, END_SESSION},
+    layout::{
+        is_tombstone, tombstone_fields, Keys, SessionData, SessionRecord, StoredSession,
+        END_SESSION,
+    },
     reader::RedisReader,
     EndReason, LoginCodes, LoginRate, Lookup, NewSession, Session, SessionId, SessionPolicy,
     StoreError,
@@ -287,7 +290,7 @@ impl SessionStore {
                     .arg(END_SESSION)
                     .arg(1)
                     .arg(self.backend.keys.session(stored_id))
-                    .arg(reason.code())
+                    .arg(tombstone_fields(reason))
                     .arg(keep_ms)
                     .query_async::<Option<String>>(&mut self.backend.conn())
                     .await?,

@@ -7,10 +7,10 @@ use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 
 use super::{
-    layout::SessionRecord, layout::StoredSession, Device, EndReason, NewSession, SessionStore,
+    layout::SessionRecord, layout::StoredSession, Ban, Device, EndReason, NewSession, SessionStore,
     StoreError,
 };
-use crate::secret::Secret;
+use crate::{clock, secret::Secret};
 
 /// What a login finds on its user's keys after indexing itself.
 pub(super) struct UserAtLogin {
@@ -194,6 +194,71 @@ impl SessionStore {
     /// session is ever lost from the index. Each step is one single-key command
     /// (or one per session key), as a Redis Cluster requires.
     pub async fn revoke_user(&self, openid: &str) -> Result<u64, StoreError> {
+        self.end_user(openid, EndReason::Revoked).await
+    }
+
+    /// Bans an openid: its ban key (expiring with the ban), then every session
+    /// of theirs ended with `user_banned` at once. Answers the ban and how many
+    /// sessions it ended. A login after `code2Session` checks the key.
+    pub async fn ban(
+        &self,
+        openid: &str,
+        for_secs: Option<u64>,
+        reason: Option<&str>,
+    ) -> Result<(Ban, u64), StoreError> {
+        let ban = Ban {
+            until: for_secs.map(|secs| clock::unix_secs() + secs),
+            reason: reason.map(str::to_string),
+        };
+        let value = serde_json::to_string(&ban).expect("plain struct serializes");
+        let key = self.backend.keys.user_ban(openid);
+        self.backend
+            .bounded(async {
+                let mut set = redis::cmd("SET");
+                set.arg(&key).arg(&value);
+                if let Some(secs) = for_secs {
+                    set.arg("EX").arg(secs);
+                }
+                let _: () = set.query_async(&mut self.backend.conn()).await?;
+                Ok(())
+            })
+            .await?;
+        let ended = self
+            .end_user(openid, EndReason::Banned { until: ban.until })
+            .await?;
+        Ok((ban, ended))
+    }
+
+    /// Lifts a ban; `false` if there was none.
+    pub async fn unban(&self, openid: &str) -> Result<bool, StoreError> {
+        let key = self.backend.keys.user_ban(openid);
+        self.backend
+            .bounded(async {
+                let removed: i64 = self.backend.conn().del(&key).await?;
+                Ok(removed > 0)
+            })
+            .await
+    }
+
+    /// The openid's ban, while it lasts.
+    pub async fn ban_of(&self, openid: &str) -> Result<Option<Ban>, StoreError> {
+        let key = self.backend.keys.user_ban(openid);
+        self.backend
+            .bounded(async {
+                let raw: Option<String> = self.backend.conn().get(&key).await?;
+                Ok(raw.map(|raw| {
+                    serde_json::from_str(&raw).unwrap_or(Ban {
+                        until: None,
+                        reason: None,
+                    })
+                }))
+            })
+            .await
+    }
+
+    /// Ends every session of an openid at once with `reason`; answers how many
+    /// were live.
+    async fn end_user(&self, openid: &str, reason: EndReason) -> Result<u64, StoreError> {
         let index = self.backend.keys.user_sessions(openid);
         self.backend
             .bounded(async {
@@ -201,7 +266,7 @@ impl SessionStore {
                 if members.is_empty() {
                     return Ok(0);
                 }
-                let ended = self.end(&members, EndReason::Revoked).await?;
+                let ended = self.end(&members, reason).await?;
                 let _: i64 = self.backend.conn().zrem(&index, &members).await?;
                 Ok(ended.iter().filter(|value| value.is_some()).count() as u64)
             })

@@ -178,3 +178,186 @@ async fn a_live_session_costs_the_guard_one_command_an_ended_one_two() {
         "GETEX, then PEXPIREAT to keep its end"
     );
 }
+
+fn admin(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    req.header("authorization", format!("Bearer {TOKEN}"))
+}
+
+async fn banned_everywhere(local_cache: &str) {
+    let h = Harness::setup()
+        .set(&[("session.local_cache", local_cache), ("admin.token", TOKEN)])
+        .instances(2)
+        .start();
+    let (a, b) = (&h.servers[0], &h.servers[1]);
+    let first = a.login("ok:quinn").await;
+    let second = b.login("ok:quinn~2").await;
+    let other = a.login("ok:ruth").await;
+    for id in [&first, &second] {
+        assert_eq!(a.get_session(id).await.0, 200);
+        assert_eq!(b.get_session(id).await.0, 200);
+    }
+    let (status, body) = send(
+        admin(client().put(a.url("/admin/users/quinn/ban")))
+            .json(&serde_json::json!({ "for_secs": 3600, "reason": "spam" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ended"], 2);
+    assert_eq!(body["reason"], "spam");
+    let until = body["until"].as_u64().unwrap();
+    assert!((3590..=3610).contains(&(until - now_secs())), "{body}");
+    for server in [a, b] {
+        for id in [&first, &second] {
+            let (status, body) = server.get_session(id).await;
+            assert_eq!(status, 403, "{body}");
+            assert_error(&body, "user_banned");
+            assert_eq!(body["until"], until, "{body}");
+        }
+        assert_eq!(
+            server.get_session(&other).await.0,
+            200,
+            "others are not banned"
+        );
+    }
+    // A login by that openid: code2Session first (only WeChat knows whose code
+    // it is), then refused; no session is made.
+    let calls = h.wechat.calls();
+    let (status, body) = b.try_login("ok:quinn~3").await;
+    assert_eq!(status, 403, "{body}");
+    assert_error(&body, "user_banned");
+    assert_eq!(body["until"], until);
+    assert_eq!(h.wechat.calls(), calls + 1);
+    assert_eq!(h.redis.live_session_keys().len(), 1, "only ruth's");
+    // The code is spent: a repeat is invalid_code, without a second call.
+    let (status, body) = b.try_login("ok:quinn~3").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_code")),
+        "{body}"
+    );
+    assert_eq!(h.wechat.calls(), calls + 1);
+
+    let (status, body) = send(admin(client().delete(a.url("/admin/users/quinn/ban")))).await;
+    assert_eq!((status, &body["unbanned"]), (200, &serde_json::json!(true)));
+    assert_eq!(b.try_login("ok:quinn~4").await.0, 200);
+    let (_, body) = send(admin(client().delete(a.url("/admin/users/quinn/ban")))).await;
+    assert_eq!(body["unbanned"], false);
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[actix_web::test]
+async fn a_ban_ends_every_session_and_refuses_logins_without_the_cache() {
+    banned_everywhere("false").await;
+}
+
+#[actix_web::test]
+async fn a_ban_ends_every_session_and_refuses_logins_with_the_cache() {
+    banned_everywhere("true").await;
+}
+
+#[actix_web::test]
+async fn a_ban_ends_by_itself_and_one_without_end_says_until_null() {
+    let h = Harness::with(&[("admin.token", TOKEN)]);
+    let (status, body) = send(
+        admin(client().put(h.url("/admin/users/sara/ban")))
+            .json(&serde_json::json!({ "for_secs": 1 })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.try_login("ok:sara").await.0, 403);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        h.try_login("ok:sara~2").await.0,
+        200,
+        "the ban ended by itself"
+    );
+    assert!(h.redis.keys("wxsess:user:{sara}:ban").is_empty());
+
+    let id = h.login("ok:tom").await;
+    let (status, body) =
+        send(admin(client().put(h.url("/admin/users/tom/ban"))).json(&serde_json::json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["until"], serde_json::Value::Null);
+    let (status, body) = h.get_session(&id).await;
+    assert_eq!(status, 403);
+    assert_eq!(body["until"], serde_json::Value::Null, "{body}");
+    assert!(body.as_object().unwrap().contains_key("until"));
+    let ttl: i64 = h.redis.cmd(&["TTL", "wxsess:user:{tom}:ban"]);
+    assert_eq!(ttl, -1, "a ban without for_secs does not expire");
+}
+
+#[actix_web::test]
+async fn a_ban_request_outside_its_shape_is_400_and_bans_nobody() {
+    let h = Harness::with(&[("admin.token", TOKEN)]);
+    let url = h.url("/admin/users/uma/ban");
+    for body in [
+        serde_json::json!({ "for_secs": 0 }),
+        serde_json::json!({ "for_secs": -5 }),
+        serde_json::json!({ "for_secs": "1" }),
+        serde_json::json!({ "reason": "x".repeat(257) }),
+        serde_json::json!({ "until": 5 }),
+        serde_json::json!({ "reason": 5 }),
+        serde_json::json!([]),
+        serde_json::json!([null, null]),
+        serde_json::json!(null),
+    ] {
+        let (status, answer) = send(admin(client().put(&url)).json(&body)).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_error(&answer, "invalid_request");
+    }
+    let (status, _) = send(client().put(&url).json(&serde_json::json!({}))).await;
+    assert_eq!(status, 401, "no token");
+    let (status, _) =
+        send(admin(client().put(h.url("/admin/users/a%0Ab/ban"))).json(&serde_json::json!({})))
+            .await;
+    assert_eq!(status, 400);
+    assert!(h.redis.keys("wxsess:user:*").is_empty());
+}
+
+#[actix_web::test]
+async fn the_cli_bans_and_unbans() {
+    let h = Harness::start();
+    let id = h.login("ok:vera").await;
+    let url = h.redis.url();
+    let env = [
+        ("WXSESSION_WECHAT_APPID", "wx_test_app"),
+        ("WXSESSION_WECHAT_SECRET", TEST_SECRET),
+        ("WXSESSION_REDIS_URL", url.as_str()),
+        ("RUST_LOG", "warn"),
+    ];
+    let (code, out, err) = run_binary(
+        &env,
+        &["users", "ban", "vera", "--for", "600", "--reason", "abuse"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("banned until ") && out.contains("ended 1 sessions"),
+        "{out}"
+    );
+    let (status, body) = h.get_session(&id).await;
+    assert_eq!(status, 403);
+    assert_error(&body, "user_banned");
+    let stored: String = h.redis.cmd(&["GET", "wxsess:user:{vera}:ban"]);
+    assert!(stored.contains(r#""reason":"abuse""#), "{stored}");
+    assert_eq!(run_binary(&env, &["users", "unban", "vera"]).0, 0);
+    assert_eq!(
+        run_binary(&env, &["users", "unban", "vera"]).0,
+        1,
+        "not banned"
+    );
+    assert_eq!(
+        run_binary(&env, &["users", "ban", "vera", "--for", "0"]).0,
+        2
+    );
+    assert_eq!(
+        run_binary(&env, &["sessions", "stats", "--reason", "x"]).0,
+        2
+    );
+    assert_eq!(h.try_login("ok:vera~2").await.0, 200);
+}

@@ -65,12 +65,18 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     )
 }
 
-/// Asserts the contract's error shape: exactly `error` and `message`, `error` as given.
+/// Asserts the contract's error shape: exactly `error` and `message` (and
+/// `until` for `user_banned`), `error` as given.
 pub fn assert_error(body: &serde_json::Value, code: &str) {
     let obj = body
         .as_object()
         .unwrap_or_else(|| panic!("error body is JSON: {body}"));
-    assert_eq!(obj.len(), 2, "only error and message: {body}");
+    if code == "user_banned" {
+        assert!(obj.contains_key("until"), "user_banned says until: {body}");
+        assert_eq!(obj.len(), 3, "only error, message and until: {body}");
+    } else {
+        assert_eq!(obj.len(), 2, "only error and message: {body}");
+    }
     assert_eq!(obj["error"], code, "{body}");
     assert!(
         obj["message"].as_str().is_some_and(|m| !m.is_empty()),
