@@ -11,19 +11,6 @@ fn admin(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     req.header("authorization", format!("Bearer {TOKEN}"))
 }
 
-/// Runs `wxsession <args>` with the test configuration; answers (exit code, stdout, stderr).
-fn cli(redis: &RedisServer, extra_env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
-    let url = redis.url();
-    let mut env = vec![
-        ("WXSESSION_WECHAT_APPID", "wx_test_app"),
-        ("WXSESSION_WECHAT_SECRET", TEST_SECRET),
-        ("WXSESSION_REDIS_URL", url.as_str()),
-        ("RUST_LOG", "warn"),
-    ];
-    env.extend_from_slice(extra_env);
-    run_binary(&env, args)
-}
-
 #[actix_web::test]
 async fn admin_routes_do_not_exist_without_a_token() {
     let h = Harness::start();
@@ -166,10 +153,10 @@ async fn hash_ids_keep_bearer_tokens_out_of_redis() {
 
     // The CLI accepts the id or its hash.
     let env = [("WXSESSION_SESSION_HASH_IDS", "true")];
-    let (code, out, _) = cli(&h.redis, &env, &["sessions", "show", &id]);
+    let (code, out, _) = run_cli(&h.redis, &env, &["sessions", "show", &id]);
     assert_eq!(code, 0);
     assert!(out.contains("openid:     fred"), "{out}");
-    let (code, out, _) = cli(&h.redis, &env, &["sessions", "revoke", &handle]);
+    let (code, out, _) = run_cli(&h.redis, &env, &["sessions", "revoke", &handle]);
     assert_eq!((code, out.trim()), (0, "revoked"));
     assert_eq!(h.get_session(&id).await.0, 401);
 }
@@ -181,7 +168,7 @@ async fn the_sessions_cli_lists_shows_revokes_and_counts() {
     let b = h.login("ok:gail~2").await;
     let c = h.login("ok:hugo").await;
 
-    let (code, out, _) = cli(&h.redis, &[], &["sessions", "list", "gail"]);
+    let (code, out, _) = run_cli(&h.redis, &[], &["sessions", "list", "gail"]);
     assert_eq!(code, 0);
     let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(lines.len(), 2, "{out}");
@@ -190,7 +177,7 @@ async fn the_sessions_cli_lists_shows_revokes_and_counts() {
     assert!(lines[0][1].parse::<u64>().unwrap() > 1_700_000_000);
     assert!(lines[0][2].parse::<u64>().unwrap() > 7000);
 
-    let (code, out, _) = cli(&h.redis, &[], &["sessions", "show", &a]);
+    let (code, out, _) = run_cli(&h.redis, &[], &["sessions", "show", &a]);
     assert_eq!(code, 0);
     assert!(
         out.contains("openid:     gail") && out.contains("unionid:    u-gail"),
@@ -198,32 +185,32 @@ async fn the_sessions_cli_lists_shows_revokes_and_counts() {
     );
     assert!(out.contains("ttl:"), "{out}");
 
-    let (code, out, _) = cli(&h.redis, &[], &["sessions", "stats"]);
+    let (code, out, _) = run_cli(&h.redis, &[], &["sessions", "stats"]);
     assert_eq!(code, 0);
     assert!(
         out.contains("sessions: 3") && out.contains("users:    2"),
         "{out}"
     );
 
-    let (code, out, _) = cli(&h.redis, &[], &["sessions", "revoke", &c]);
+    let (code, out, _) = run_cli(&h.redis, &[], &["sessions", "revoke", &c]);
     assert_eq!((code, out.trim()), (0, "revoked"));
     assert_eq!(h.get_session(&c).await.0, 401);
-    let (code, _, err) = cli(&h.redis, &[], &["sessions", "revoke", &c]);
+    let (code, _, err) = run_cli(&h.redis, &[], &["sessions", "revoke", &c]);
     assert_eq!(code, 1, "{err}");
-    let (code, _, _) = cli(&h.redis, &[], &["sessions", "show", "not-an-id"]);
+    let (code, _, _) = run_cli(&h.redis, &[], &["sessions", "show", "not-an-id"]);
     assert_eq!(code, 2);
 
-    let (code, out, _) = cli(&h.redis, &[], &["sessions", "revoke-user", "gail"]);
+    let (code, out, _) = run_cli(&h.redis, &[], &["sessions", "revoke-user", "gail"]);
     assert_eq!((code, out.trim()), (0, "revoked 2"));
     assert_eq!(h.get_session(&a).await.0, 401);
     assert_eq!(h.get_session(&b).await.0, 401);
-    let (_, out, _) = cli(&h.redis, &[], &["sessions", "list", "gail"]);
+    let (_, out, _) = run_cli(&h.redis, &[], &["sessions", "list", "gail"]);
     assert!(out.is_empty(), "{out}");
 
     // Redis down: exit 3, one clear line.
     h.servers.clear();
     h.redis.kill();
-    let (code, _, err) = cli(
+    let (code, _, err) = run_cli(
         &h.redis,
         &[("WXSESSION_REDIS_TIMEOUT_MS", "300")],
         &["sessions", "stats"],

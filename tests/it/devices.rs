@@ -53,14 +53,7 @@ async fn a_login_names_its_device_and_the_session_shows_it() {
         [serde_json::json!("phone"), serde_json::Value::Null]
     );
 
-    let url = h.redis.url();
-    let env = [
-        ("WXSESSION_WECHAT_APPID", "wx_test_app"),
-        ("WXSESSION_WECHAT_SECRET", TEST_SECRET),
-        ("WXSESSION_REDIS_URL", url.as_str()),
-        ("RUST_LOG", "warn"),
-    ];
-    let (code, out, err) = run_binary(&env, &["sessions", "list", "gina"]);
+    let (code, out, err) = run_cli(&h.redis, &[], &["sessions", "list", "gina"]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<_> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
@@ -72,7 +65,7 @@ async fn a_login_names_its_device_and_the_session_shows_it() {
         lines[1].starts_with(&plain) && lines[1].ends_with("\t-"),
         "{out}"
     );
-    let (code, out, _) = run_binary(&env, &["sessions", "show", &phone]);
+    let (code, out, _) = run_cli(&h.redis, &[], &["sessions", "show", &phone]);
     assert_eq!(code, 0);
     assert!(out.contains("device:     phone"), "{out}");
 }

@@ -101,25 +101,21 @@ async fn the_cli_revokes_as_an_operator_and_a_logout_stays_a_logout() {
     let h = Harness::start();
     let by_cli = h.login("ok:nina").await;
     let logged_out = h.login("ok:nina~2").await;
-    let url = h.redis.url();
-    let env = [
-        ("WXSESSION_WECHAT_APPID", "wx_test_app"),
-        ("WXSESSION_WECHAT_SECRET", TEST_SECRET),
-        ("WXSESSION_REDIS_URL", url.as_str()),
-        ("RUST_LOG", "warn"),
-    ];
-    let (code, out, err) = run_binary(&env, &["sessions", "revoke", &by_cli]);
+    let (code, out, err) = run_cli(&h.redis, &[], &["sessions", "revoke", &by_cli]);
     assert_eq!(code, 0, "{out} {err}");
     let (status, body) = h.get_session(&by_cli).await;
     assert_eq!(status, 401);
     assert_error(&body, "session_revoked");
     // Revoking it again finds no live session.
-    assert_eq!(run_binary(&env, &["sessions", "revoke", &by_cli]).0, 1);
+    assert_eq!(
+        run_cli(&h.redis, &[], &["sessions", "revoke", &by_cli]).0,
+        1
+    );
     assert_eq!(h.logout(&logged_out).await.0, 204);
     let (status, body) = h.get_session(&logged_out).await;
     assert_eq!(status, 401);
     assert_error(&body, "invalid_session");
-    let (code, out, _) = run_binary(&env, &["sessions", "stats"]);
+    let (code, out, _) = run_cli(&h.redis, &[], &["sessions", "stats"]);
     assert_eq!(code, 0);
     assert!(
         out.contains("sessions: 0"),
@@ -324,15 +320,9 @@ async fn a_ban_request_outside_its_shape_is_400_and_bans_nobody() {
 async fn the_cli_bans_and_unbans() {
     let h = Harness::start();
     let id = h.login("ok:vera").await;
-    let url = h.redis.url();
-    let env = [
-        ("WXSESSION_WECHAT_APPID", "wx_test_app"),
-        ("WXSESSION_WECHAT_SECRET", TEST_SECRET),
-        ("WXSESSION_REDIS_URL", url.as_str()),
-        ("RUST_LOG", "warn"),
-    ];
-    let (code, out, err) = run_binary(
-        &env,
+    let (code, out, err) = run_cli(
+        &h.redis,
+        &[],
         &["users", "ban", "vera", "--for", "600", "--reason", "abuse"],
     );
     assert_eq!(code, 0, "{err}");
@@ -345,18 +335,18 @@ async fn the_cli_bans_and_unbans() {
     assert_error(&body, "user_banned");
     let stored: String = h.redis.cmd(&["GET", "wxsess:user:{vera}:ban"]);
     assert!(stored.contains(r#""reason":"abuse""#), "{stored}");
-    assert_eq!(run_binary(&env, &["users", "unban", "vera"]).0, 0);
+    assert_eq!(run_cli(&h.redis, &[], &["users", "unban", "vera"]).0, 0);
     assert_eq!(
-        run_binary(&env, &["users", "unban", "vera"]).0,
+        run_cli(&h.redis, &[], &["users", "unban", "vera"]).0,
         1,
         "not banned"
     );
     assert_eq!(
-        run_binary(&env, &["users", "ban", "vera", "--for", "0"]).0,
+        run_cli(&h.redis, &[], &["users", "ban", "vera", "--for", "0"]).0,
         2
     );
     assert_eq!(
-        run_binary(&env, &["sessions", "stats", "--reason", "x"]).0,
+        run_cli(&h.redis, &[], &["sessions", "stats", "--reason", "x"]).0,
         2
     );
     assert_eq!(h.try_login("ok:vera~2").await.0, 200);

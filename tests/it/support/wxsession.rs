@@ -282,6 +282,24 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Runs `wxsession <args>` (an operator's command) against `redis` with the
+/// test configuration and `extra_env`: (exit code, stdout, stderr).
+pub fn run_cli(
+    redis: &RedisServer,
+    extra_env: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
+    let url = redis.url();
+    let mut env = vec![
+        ("WXSESSION_WECHAT_APPID", "wx_test_app"),
+        ("WXSESSION_WECHAT_SECRET", TEST_SECRET),
+        ("WXSESSION_REDIS_URL", url.as_str()),
+        ("RUST_LOG", "warn"),
+    ];
+    env.extend_from_slice(extra_env);
+    run_binary(&env, args)
+}
+
 /// Runs the binary to its exit with only `env` (variables, or keys as
 /// `section.key`) and PATH; answers (code, stdout, stderr).
 /// One still running after 20 s (a server that started when it should not have)
