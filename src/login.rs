@@ -14,7 +14,7 @@ use crate::{
         CodeClaim, Device, LoginCodes, LoginRate, Lookup, NewSession, Session, SessionStore,
         StoreError,
     },
-    wechat::{Client, LoginCode, WechatError},
+    wechat::{Client, Identity, LoginCode, WechatError},
 };
 
 /// Why a login failed.
@@ -129,35 +129,42 @@ impl Login {
         let identity = match self.wechat.code_to_session(code).await {
             Ok(identity) => identity,
             Err(e) => {
-                if let Err(store) = self.codes.settle_failure(code.as_str(), e.tag()).await {
-                    log::warn!("could not record a failed login code: {store}");
-                }
+                self.record_failure(code, e.tag()).await;
                 return Err(e.into());
             }
         };
-        // After code2Session: only WeChat says whose code it was. The code is
-        // spent there, so a repeat of it is invalid_code.
-        let ban = match self.store.ban_of(&identity.openid).await {
-            Ok(ban) => ban,
+        // The code is spent at WeChat from here on: whatever ends the login is
+        // recorded, so a repeat gets that answer, not a second call. A ban's
+        // repeat is invalid_code: the record does not know whose code it was.
+        let session = match self.session_for(&identity, device).await {
+            Ok(session) => session,
             Err(e) => {
-                if let Err(store) = self.codes.settle_failure(code.as_str(), STORE_FAILED).await {
-                    log::warn!("could not record a login code's failure: {store}");
-                }
-                return Err(e.into());
+                let tag = match e {
+                    LoginError::Banned(_) => WechatError::InvalidCode(40163).tag(),
+                    _ => STORE_FAILED,
+                };
+                self.record_failure(code, tag).await;
+                return Err(e);
             }
         };
-        if let Some(ban) = ban {
-            if let Err(store) = self
-                .codes
-                .settle_failure(code.as_str(), WechatError::InvalidCode(40163).tag())
-                .await
-            {
-                log::warn!("could not record a banned login's code: {store}");
-            }
+        if let Err(e) = self.codes.settle_session(code.as_str(), session.id()).await {
+            log::warn!("could not record a login code's session: {e}");
+        }
+        Ok(session)
+    }
+
+    /// A new session for a verified identity, unless its openid is banned
+    /// (checked only now: only WeChat says whose code it was).
+    async fn session_for(
+        &self,
+        identity: &Identity,
+        device: Option<&Device>,
+    ) -> Result<Session, LoginError> {
+        if let Some(ban) = self.store.ban_of(&identity.openid).await? {
             log::info!("login refused: openid={} is banned", identity.openid);
             return Err(LoginError::Banned(ban.until));
         }
-        let created = self
+        Ok(self
             .store
             .create(&NewSession {
                 openid: &identity.openid,
@@ -165,21 +172,13 @@ impl Login {
                 session_key: &identity.session_key,
                 device,
             })
-            .await;
-        let session = match created {
-            Ok(session) => session,
-            Err(e) => {
-                // The code is spent at WeChat: a repeat must get this error too,
-                // not a second call.
-                if let Err(store) = self.codes.settle_failure(code.as_str(), STORE_FAILED).await {
-                    log::warn!("could not record a login code's failure: {store}");
-                }
-                return Err(e.into());
-            }
-        };
-        if let Err(e) = self.codes.settle_session(code.as_str(), session.id()).await {
-            log::warn!("could not record a login code's session: {e}");
+            .await?)
+    }
+
+    /// Records how an attempt with `code` failed, for its repeats.
+    async fn record_failure(&self, code: &LoginCode, tag: &str) {
+        if let Err(store) = self.codes.settle_failure(code.as_str(), tag).await {
+            log::warn!("could not record a failed login code ({tag}): {store}");
         }
-        Ok(session)
     }
 }

@@ -204,27 +204,54 @@ impl SessionStore {
 
     /// Ends one session by stored id and leaves nothing of it (logout).
     pub async fn revoke_stored_id(&self, stored_id: &str) -> Result<bool, StoreError> {
+        self.end_one(stored_id, async {
+            Ok(redis::cmd("GETDEL")
+                .arg(self.backend.keys.session(stored_id))
+                .query_async(&mut self.backend.conn())
+                .await?)
+        })
+        .await
+    }
+
+    /// An operator ends one session by stored id: its client learns
+    /// `session_revoked` (a logout, [`SessionStore::revoke`], leaves nothing).
+    pub async fn end_stored_id(&self, stored_id: &str) -> Result<bool, StoreError> {
+        self.end_one(stored_id, async {
+            let ended = self
+                .end(&[stored_id.to_string()], EndReason::Revoked)
+                .await?;
+            Ok(ended.into_iter().next().flatten())
+        })
+        .await
+    }
+
+    /// Ends one session with `take` (which answers the value it took, if the
+    /// session was live), takes it out of its user's index and out of this
+    /// instance's cache. Answers whether it was live.
+    async fn end_one(
+        &self,
+        stored_id: &str,
+        take: impl Future<Output = Result<Option<String>, StoreError>>,
+    ) -> Result<bool, StoreError> {
         self.reader.forget(stored_id);
-        let revoked = self
+        let ended = self
             .backend
             .bounded(async {
-                let raw: Option<String> = redis::cmd("GETDEL")
-                    .arg(self.backend.keys.session(stored_id))
-                    .query_async(&mut self.backend.conn())
-                    .await?;
-                let Some(raw) = raw else { return Ok(false) };
+                let Some(raw) = take.await? else {
+                    return Ok(false);
+                };
                 if let Some(stored) = StoredSession::parse(&raw, stored_id) {
                     self.unindex(&stored.openid, stored_id).await?;
                 }
                 Ok(true)
             })
             .await;
-        // A read of this session that reached Redis before the GETDEL can answer
+        // A read of this session that reached Redis before it ended can answer
         // after the first forget, and before Redis's invalidation reaches this
         // instance: forgetting again (its pending read included) keeps it out of
         // this instance's cache once the caller hears the session is gone.
         self.reader.forget(stored_id);
-        revoked
+        ended
     }
 
     /// One session by stored id, without renewing it.
@@ -274,7 +301,6 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Deletes session keys by stored id; answers how many existed.
     /// Ends live sessions with a reason their clients learn for a while
     /// (`layout::END_SESSION`, one script per session: they live in different
     /// slots). Answers the ended sessions' values, `None` where none was live.
@@ -284,42 +310,21 @@ impl SessionStore {
         reason: EndReason,
     ) -> Result<Vec<Option<String>>, StoreError> {
         let keep_ms = self.policy.ttl_secs * 1000;
+        let fields = tombstone_fields(reason);
+        let fields = &fields;
         try_join_all(stored_ids.iter().map(|stored_id| async move {
             Ok::<_, StoreError>(
                 redis::cmd("EVAL")
                     .arg(END_SESSION)
                     .arg(1)
                     .arg(self.backend.keys.session(stored_id))
-                    .arg(tombstone_fields(reason))
+                    .arg(fields)
                     .arg(keep_ms)
                     .query_async::<Option<String>>(&mut self.backend.conn())
                     .await?,
             )
         }))
         .await
-    }
-
-    /// An operator ends one session by stored id: its client learns
-    /// `session_revoked` (a logout, [`SessionStore::revoke`], leaves nothing).
-    pub async fn end_stored_id(&self, stored_id: &str) -> Result<bool, StoreError> {
-        self.reader.forget(stored_id);
-        let ended = self
-            .backend
-            .bounded(async {
-                let ended = self
-                    .end(&[stored_id.to_string()], EndReason::Revoked)
-                    .await?;
-                let Some(Some(raw)) = ended.into_iter().next() else {
-                    return Ok(false);
-                };
-                if let Some(stored) = StoredSession::parse(&raw, stored_id) {
-                    self.unindex(&stored.openid, stored_id).await?;
-                }
-                Ok(true)
-            })
-            .await;
-        self.reader.forget(stored_id);
-        ended
     }
 
     /// Live sessions and users, counted with `SCAN` (never `KEYS`), on every
