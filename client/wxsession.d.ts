@@ -45,7 +45,7 @@ export interface Response<T = any> {
  * (wx.login failed, or /login answered neither a session id nor an error code).
  */
 export interface ClientError extends Error {
-  code: 'network_error' | 'login_failed' | string;
+  code: 'network_error' | 'login_failed' | 'elevate_failed' | string;
   /** The HTTP status of a failed POST /login. */
   statusCode?: number;
 }
@@ -66,6 +66,12 @@ export interface Client {
   logout(): Promise<void>;
   /** POST /session/userinfo (through request) with what wx.getUserProfile returned. */
   userInfo<T = any>(payload: UserInfoPayload): Promise<Response<T>>;
+  /**
+   * Step-up: wx.login again, then POST /session/elevate with the fresh code (through
+   * request). Resolves the unix seconds until which the session is elevated; rejects
+   * with the server's code, e.g. "identity_mismatch" (another WeChat user's code).
+   */
+  elevate(): Promise<number>;
 }
 
 export function createClient(options: ClientOptions): Client;

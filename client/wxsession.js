@@ -113,11 +113,7 @@ function createClient(options) {
           }
           return body.sessionid;
         }
-        throw clientError(
-          typeof body.error === 'string' && body.error ? body.error : 'login_failed',
-          body.message || `POST /login answered ${res.statusCode} without a session id`,
-          res.statusCode
-        );
+        throw failure(res, 'login_failed', `POST /login answered ${res.statusCode} without a session id`);
       });
     loginInFlight = attempt;
     // Settles before any caller's own continuation runs (registered first).
@@ -126,6 +122,16 @@ function createClient(options) {
     };
     attempt.then(done, done);
     return attempt;
+  }
+
+  /** The server's error code and message of a failed call, else `fallback` and `message`. */
+  function failure(res, fallback, message) {
+    const body = res.data && typeof res.data === 'object' ? res.data : {};
+    return clientError(
+      typeof body.error === 'string' && body.error ? body.error : fallback,
+      body.message || message,
+      res.statusCode
+    );
   }
 
   function isSessionError(res) {
@@ -211,7 +217,38 @@ function createClient(options) {
     });
   }
 
-  return { request, login, logout, userInfo };
+  /**
+   * Step-up before a sensitive action: a fresh wx.login code, posted to
+   * POST /session/elevate with the session (logged in first if there is none).
+   * Resolves the unix seconds until which the session is elevated; rejects
+   * with the server's code otherwise (identity_mismatch: the WeChat user on
+   * this phone is not the session's), or with the ended reason as request does.
+   */
+  function elevate() {
+    return Promise.resolve(stored() || login())
+      .then(() => wxLogin())
+      .then((code) =>
+        request({
+          url: '/session/elevate',
+          method: 'POST',
+          data: { code },
+          header: { 'content-type': 'application/json' },
+        })
+      )
+      .then((res) => {
+        const body = res.data && typeof res.data === 'object' ? res.data : {};
+        if (res.statusCode === 200 && typeof body.elevated_until === 'number') {
+          return body.elevated_until;
+        }
+        throw failure(
+          res,
+          'elevate_failed',
+          `POST /session/elevate answered ${res.statusCode} without elevated_until`
+        );
+      });
+  }
+
+  return { request, login, logout, userInfo, elevate };
 }
 
 module.exports = { createClient };

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every check and test: formatting, clippy, the Prometheus alerting
+# Runs every check and test: formatting, clippy, the doc examples, the Prometheus alerting
 # rules' unit tests (promtool), the schemathesis run, the mini-program client's
 # tests, and the Rust unit and integration tests.
 # The integration tests start their own redis-server (installed here if missing)
@@ -28,6 +28,8 @@ echo ">> cargo fmt --check"
 cargo fmt --all -- --check
 echo ">> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo ">> doc examples (compiled; nextest does not run them)"
+cargo test --doc --quiet
 echo ">> alerting rules (promtool check, promtool test)"
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml

@@ -35,7 +35,9 @@
 //!   WeChat) and `LoginRate` (logins per client address, counted across the
 //!   fleet). Knows no HTTP, no WeChat.
 //! - [`login`]: `Login`, a code in and a session out: `code2Session` at most once
-//!   per code (repeats get the first outcome), then `SessionStore::create`.
+//!   per code (repeats get the first outcome), then `SessionStore::create`; and
+//!   the step-up (`Login::elevate`): a fresh code of the same user elevates a
+//!   live session (`SessionStore::elevate`).
 //! - [`redis_conn`]: `RedisConn`, the one lazily connected handle on Redis (a node
 //!   at a fixed address or named by Sentinels, reached over one link per thread;
 //!   or a Cluster) that the store, the login-code record and the token share;
@@ -43,7 +45,7 @@
 //!   they close or stall and a command is retried (`link`); and `bounded`, the
 //!   time bound every Redis operation runs under (`deadline`).
 //! - [`http`]: routes (public in `routes`, admin in `admin`), the guard (`impl
-//!   FromRequest for Session`), request bodies (`JsonBody`), `ErrorCode` and
+//!   FromRequest for Session`, and `Elevated` for routes that need a step-up), request bodies (`JsonBody`), `ErrorCode` and
 //!   `ApiError` (the one table of errors, and the only place they become
 //!   statuses and JSON), who the client is behind `server.trusted_proxies`
 //!   (`client_addr`), per-address counts in memory (`limits`), the OpenAPI
@@ -69,5 +71,6 @@ pub mod telemetry;
 pub mod wechat;
 
 pub use config::Config;
+pub use http::Elevated;
 pub use secret::Secret;
 pub use session::Session;

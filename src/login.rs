@@ -1,14 +1,16 @@
 //! `Login`: a login code in, a session out — WeChat `code2Session` at most once per
-//! code (repeats get the first attempt's outcome), then a new session in Redis.
+//! code (repeats get the first attempt's outcome), then a new session in Redis;
+//! and the step-up, a fresh code of the same user elevating a live session.
 //!
 //! It joins [`wechat`](crate::wechat) and [`session`](crate::session), which know
 //! nothing of each other; the HTTP layer only translates.
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{
+    clock,
     config::Config,
     session::{
         CodeClaim, Device, LoginCodes, LoginRate, Lookup, NewSession, Session, SessionStore,
@@ -26,6 +28,10 @@ pub enum LoginError {
     RateLimited,
     /// The openid WeChat named is banned, until then (unix seconds; `None`: no end).
     Banned(Option<u64>),
+    /// A step-up code of another user than the session's.
+    IdentityMismatch,
+    /// The session to elevate ended while its step-up ran.
+    SessionGone,
 }
 
 impl From<WechatError> for LoginError {
@@ -59,6 +65,8 @@ pub struct Login {
     repeat_window: Duration,
     /// Permits for `code2Session` calls at once (`wechat.max_in_flight`).
     in_flight: Option<Arc<Semaphore>>,
+    /// How long a step-up holds (`session.elevate_secs`).
+    elevate_secs: u64,
 }
 
 impl Login {
@@ -75,6 +83,7 @@ impl Login {
             wait: config.wechat_timeout() + 2 * config.redis_timeout() + Duration::from_secs(1),
             repeat_window: config.login.repeat_window(),
             in_flight: (cap > 0).then(|| Arc::new(Semaphore::new(cap))),
+            elevate_secs: config.session.elevate_secs,
         }
     }
 
@@ -93,13 +102,7 @@ impl Login {
         }
         // Taken before the code is claimed: a login turned away here has not
         // spent its code, and may be retried with it.
-        let _permit = match &self.in_flight {
-            Some(permits) => Some(permits.try_acquire().map_err(|_| {
-                log::warn!("wechat.max_in_flight reached: login turned away");
-                WechatError::Busy
-            })?),
-            None => None,
-        };
+        let _permit = self.wechat_permit("login")?;
         match self
             .codes
             .claim(code.as_str(), self.wait, self.repeat_window)
@@ -151,6 +154,51 @@ impl Login {
             log::warn!("could not record a login code's session: {e}");
         }
         Ok(session)
+    }
+
+    /// Step-up: `code`, fresh from `wx.login`, elevates `session` for
+    /// `session.elevate_secs` if WeChat says it is the session's own user's,
+    /// whose `session_key` is then the new one. Answers the elevation's end
+    /// (unix seconds). Codes are not recorded as a login's are: WeChat refuses
+    /// a spent one, and a step-up has no session to hand a repeat.
+    pub async fn elevate(&self, session: &Session, code: &LoginCode) -> Result<u64, LoginError> {
+        let _permit = self.wechat_permit("step-up")?;
+        let identity = self.wechat.code_to_session(code).await?;
+        if identity.openid != session.openid() {
+            log::warn!(
+                "step-up refused: the code is another user's than openid={}",
+                session.openid()
+            );
+            return Err(LoginError::IdentityMismatch);
+        }
+        let until = clock::unix_secs() + self.elevate_secs;
+        let elevated = self
+            .store
+            .elevate(
+                session,
+                &identity.session_key,
+                identity.unionid.as_deref(),
+                until,
+            )
+            .await?;
+        if !elevated {
+            return Err(LoginError::SessionGone);
+        }
+        log::info!("step-up ok openid={} until={until}", session.openid());
+        Ok(until)
+    }
+
+    /// A permit for one `code2Session` call under `wechat.max_in_flight`.
+    fn wechat_permit(&self, what: &str) -> Result<Option<SemaphorePermit<'_>>, WechatError> {
+        self.in_flight
+            .as_ref()
+            .map(|permits| {
+                permits.try_acquire().map_err(|_| {
+                    log::warn!("wechat.max_in_flight reached: {what} turned away");
+                    WechatError::Busy
+                })
+            })
+            .transpose()
     }
 
     /// A new session for a verified identity, unless its openid is banned

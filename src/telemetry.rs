@@ -7,7 +7,7 @@
 //! ([`Shards`]) that `/metrics` sums.
 //!
 //! The outcome labels that are HTTP error codes ([`LOGIN_OUTCOMES`],
-//! [`WECHAT_OUTCOMES`]) are plain constants here, because this module imports
+//! [`ELEVATE_OUTCOMES`], [`WECHAT_OUTCOMES`]) are plain constants here, because this module imports
 //! no other: the HTTP layer's tests check them against its error table.
 
 use std::{
@@ -120,6 +120,25 @@ const fn login_outcomes(
     outcomes[n] = WECHAT_OUTCOMES[WECHAT_OUTCOMES.len() - 1];
     outcomes
 }
+
+/// Outcomes of a step-up (`POST /session/elevate`) once its session passed the
+/// guard: its body's checks, its WeChat call, then the identity and the store.
+pub const ELEVATE_OUTCOMES: &[&str] = &[
+    "ok",
+    "invalid_request",
+    "payload_too_large",
+    "request_timeout",
+    "invalid_code",
+    "user_blocked",
+    "rate_limited",
+    "wechat_error",
+    "wechat_busy",
+    "wechat_timeout",
+    "store_unavailable",
+    "identity_mismatch",
+    "invalid_session",
+    "other",
+];
 
 /// Outcomes of a guard check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +317,7 @@ impl Histogram {
 /// Process-wide counters, shared by every worker.
 pub struct Metrics {
     pub logins: CounterVec,
+    pub elevations: CounterVec,
     pub guard_checks: CounterVec,
     pub token_fetches: CounterVec,
     pub token_cache_hits: CounterVec,
@@ -326,6 +346,12 @@ impl Default for Metrics {
                 "Logins by outcome.",
                 "outcome",
                 LOGIN_OUTCOMES,
+            ),
+            elevations: CounterVec::new(
+                "wxsession_elevations_total",
+                "Step-ups (POST /session/elevate) by outcome.",
+                "outcome",
+                ELEVATE_OUTCOMES,
             ),
             guard_checks: CounterVec::new(
                 "wxsession_guard_checks_total",
@@ -430,6 +456,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         for counter in [
             &self.logins,
+            &self.elevations,
             &self.guard_checks,
             &self.token_fetches,
             &self.token_cache_hits,

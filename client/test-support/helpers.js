@@ -66,11 +66,14 @@ function fakeWx() {
   const counts = { login: 0, requests: [] };
   const storage = new Map();
   let loginFails = false;
+  // In mock mode the server's openid follows from the code: one user's codes
+  // all mean that user.
+  let user = '';
   global.wx = {
     login({ success, fail }) {
       counts.login += 1;
       setImmediate(() =>
-        loginFails ? fail({ errMsg: 'login:fail' }) : success({ code: `code-${process.pid}-${++codeNumber}` })
+        loginFails ? fail({ errMsg: 'login:fail' }) : success({ code: user || `code-${process.pid}-${++codeNumber}` })
       );
     },
     getStorageSync: (key) => (storage.has(key) ? storage.get(key) : ''),
@@ -112,6 +115,8 @@ function fakeWx() {
     counts,
     storage,
     failLogin: (v) => (loginFails = v),
+    /** From now on wx.login's codes are all this user's (empty: a new user each time). */
+    asUser: (name) => (user = name),
     calls: (what) => counts.requests.filter((r) => r.what === what).length,
   };
 }

@@ -171,6 +171,32 @@ test('a banned user: 403 user_banned rejects with its code and the client does n
   execFileSync(bin, ['--config', path.join(scratch, 'empty.toml'), 'users', 'unban', me.data.openid], { env: serverEnv });
 });
 
+test('elevate: a fresh code of the same user elevates the session, and GET /session shows until when', T, async () => {
+  wxs.asUser('elevate-same-user');
+  const api = createClient({ baseUrl, storageKey: 'elevate' });
+  const before = await api.request({ url: '/session' });
+  assert.equal(before.data.elevated_until, null);
+  const until = await api.elevate();
+  const now = Math.floor(Date.now() / 1000);
+  assert.ok(until >= now + 295 && until <= now + 305, String(until));
+  const after = await api.request({ url: '/session' });
+  assert.equal(after.data.elevated_until, until);
+  assert.equal(wxs.counts.login, 2, 'one wx.login for the login, one for the step-up');
+  const sent = wxs.counts.requests.filter((r) => r.what === 'POST /session/elevate');
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0].header.sessionid, wxs.storage.get('elevate'));
+  assert.deepEqual(sent[0].options.data, { code: 'elevate-same-user' });
+});
+
+test('elevate with no session logs in first; another user on the phone rejects identity_mismatch', T, async () => {
+  const api = createClient({ baseUrl, storageKey: 'mismatch' });
+  // A new user per wx.login: the step-up's code is not the session's user's.
+  await assert.rejects(api.elevate(), (e) => e.code === 'identity_mismatch' && e.statusCode === 403);
+  assert.equal(wxs.calls('POST /login'), 1, 'logged in first');
+  assert.ok(wxs.storage.get('mismatch'), 'the session stays');
+  assert.equal((await api.request({ url: '/session' })).data.elevated_until, null);
+});
+
 test('a revoked session (DELETE /session elsewhere) is renewed transparently, once', T, async () => {
   const api = createClient({ baseUrl });
   await api.request({ url: '/session' });

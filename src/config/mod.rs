@@ -140,6 +140,8 @@ pub struct SessionConfig {
     pub max_per_user: u64,
     /// A login naming a `device` ends the user's other sessions of that device.
     pub one_per_device: bool,
+    /// How long a step-up (`POST /session/elevate`) holds.
+    pub elevate_secs: u64,
     pub local_cache: bool,
     pub local_cache_capacity: u64,
     /// Unset by default; read it through [`SessionConfig::touch_interval`].
@@ -159,6 +161,7 @@ impl Default for SessionConfig {
             hash_ids: false,
             max_per_user: 0,
             one_per_device: false,
+            elevate_secs: 300,
             local_cache: false,
             local_cache_capacity: 100_000,
             touch_interval_secs: None,
@@ -341,6 +344,9 @@ impl Config {
         }
         if self.session.ttl_secs == 0 {
             return fail("session.ttl_secs", "must be at least 1");
+        }
+        if self.session.elevate_secs == 0 {
+            return fail("session.elevate_secs", "must be at least 1");
         }
         if self.session.max_lifetime_secs == 0 {
             return fail("session.max_lifetime_secs", "must be at least 1");

@@ -26,6 +26,10 @@ pub trait BodyShape: DeserializeOwned {
 /// [`MAX_BODY_BYTES`] (by `Content-Length`, or while reading a chunked body),
 /// 408 `request_timeout` when it has not fully arrived [`BODY_TIMEOUT`] after the
 /// headers, 400 `invalid_request` with [`BodyShape::SHAPE`] for anything else amiss.
+///
+/// Every body of the API is a JSON object: read as a JSON value first, anything
+/// else is refused, since serde would take an array for a struct's fields in
+/// order (`["<code>"]` for `{"code": "<code>"}`).
 pub struct JsonBody<T>(pub T);
 
 impl<T: BodyShape + 'static> FromRequest for JsonBody<T> {
@@ -33,19 +37,26 @@ impl<T: BodyShape + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<JsonBody<T>, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let body = web::JsonBody::<T>::new(req, payload, None, false).limit(MAX_BODY_BYTES);
+        let body = web::JsonBody::<serde_json::Value>::new(req, payload, None, false)
+            .limit(MAX_BODY_BYTES);
         Box::pin(async move {
             let Ok(body) = tokio::time::timeout(BODY_TIMEOUT, body).await else {
                 return Err(ApiError::RequestTimeout);
             };
-            body.map(JsonBody).map_err(|e| match e {
+            let value = body.map_err(|e| match e {
                 JsonPayloadError::Overflow { .. }
                 | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
                 JsonPayloadError::Payload(_) => {
                     ApiError::InvalidRequest("request body could not be read")
                 }
                 _ => ApiError::InvalidRequest(T::SHAPE),
-            })
+            })?;
+            if !value.is_object() {
+                return Err(ApiError::InvalidRequest(T::SHAPE));
+            }
+            serde_json::from_value(value)
+                .map(JsonBody)
+                .map_err(|_| ApiError::InvalidRequest(T::SHAPE))
         })
     }
 }

@@ -88,6 +88,12 @@ error_codes! {
     /// The user is banned (a guarded request, or a login after code2Session).
     UserBanned => (FORBIDDEN, "user_banned",
         "this user is banned until the time in until (null: until lifted)"),
+    /// A step-up code that WeChat says is another user's than the session's.
+    IdentityMismatch => (FORBIDDEN, "identity_mismatch",
+        "the code is another WeChat user's than this session's; nothing changed"),
+    /// A route behind the `Elevated` extractor, without a step-up holding now.
+    ElevationRequired => (FORBIDDEN, "elevation_required",
+        "this action needs a fresh step-up: call wx.login, then POST /session/elevate with the code"),
     /// An admin route without the right bearer token.
     AdminUnauthorized => (UNAUTHORIZED, "unauthorized",
         "admin routes need Authorization: Bearer <admin.token>"),
@@ -135,6 +141,8 @@ pub enum ApiError {
     SessionEnded(EndReason),
     /// A login of a banned user, and until when (unix seconds; `None`: no end).
     UserBanned(Option<u64>),
+    IdentityMismatch,
+    ElevationRequired,
     /// An admin route without the right bearer token.
     AdminUnauthorized,
     /// Over `login.rate_per_minute` for this client address.
@@ -173,6 +181,8 @@ impl ApiError {
             ApiError::SessionEnded(EndReason::Banned { .. }) | ApiError::UserBanned(_) => {
                 ErrorCode::UserBanned
             }
+            ApiError::IdentityMismatch => ErrorCode::IdentityMismatch,
+            ApiError::ElevationRequired => ErrorCode::ElevationRequired,
             ApiError::AdminUnauthorized => ErrorCode::AdminUnauthorized,
             ApiError::LoginRateLimited => ErrorCode::LoginRateLimited,
             ApiError::NotFound => ErrorCode::NotFound,
@@ -258,6 +268,8 @@ impl From<LoginError> for ApiError {
             LoginError::Store(e) => e.into(),
             LoginError::RateLimited => ApiError::LoginRateLimited,
             LoginError::Banned(until) => ApiError::UserBanned(until),
+            LoginError::IdentityMismatch => ApiError::IdentityMismatch,
+            LoginError::SessionGone => ApiError::InvalidSession,
         }
     }
 }
@@ -280,7 +292,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::telemetry::{LOGIN_OUTCOMES, WECHAT_OUTCOMES};
+    use crate::telemetry::{ELEVATE_OUTCOMES, LOGIN_OUTCOMES, WECHAT_OUTCOMES};
 
     /// One of each [`WechatError`]; the match stops compiling when one is added.
     fn every_wechat_error() -> Vec<WechatError> {
@@ -323,6 +335,8 @@ mod tests {
             ("invalid_code", 401),
             ("unauthorized", 401),
             ("user_blocked", 403),
+            ("identity_mismatch", 403),
+            ("elevation_required", 403),
             ("payload_too_large", 413),
             ("invalid_phone_code", 422),
             ("decrypt_failed", 422),
@@ -424,6 +438,22 @@ mod tests {
         ];
         errors.extend(every_wechat_error().into_iter().map(ApiError::Wechat));
         assert_outcomes(LOGIN_OUTCOMES, errors);
+    }
+
+    /// What `POST /session/elevate` can fail with once the guard let it in:
+    /// its body's checks, then anything `Login::elevate` returns.
+    #[test]
+    fn elevate_outcome_labels_are_the_codes_a_step_up_answers_with() {
+        let mut errors = vec![
+            ApiError::PayloadTooLarge,
+            ApiError::RequestTimeout,
+            ApiError::InvalidRequest("bad body"),
+            LoginError::Store(StoreError::Unavailable("down".into())).into(),
+            LoginError::IdentityMismatch.into(),
+            LoginError::SessionGone.into(),
+        ];
+        errors.extend(every_wechat_error().into_iter().map(ApiError::Wechat));
+        assert_outcomes(ELEVATE_OUTCOMES, errors);
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! `sessionid` header → [`SessionId::parse`] (a malformed id never reaches Redis)
 //! → [`SessionStore::touch`](crate::session::SessionStore::touch) (one command)
 //! → the handler gets its [`Session`]. Only the configured header is read.
+//!
+//! [`Elevated`] is that guard plus one check, with no Redis of its own: the
+//! session's step-up (`POST /session/elevate`) holds now.
 
 use std::{future::Future, pin::Pin};
 
@@ -56,6 +59,61 @@ impl FromRequest for Session {
                     Err(e.into())
                 }
             }
+        })
+    }
+}
+
+/// A live session whose step-up holds now: take it instead of [`Session`] in a
+/// handler for a sensitive action, and the request is answered 403
+/// `elevation_required` before the handler runs unless the client elevated
+/// its session (`POST /session/elevate` with a fresh `wx.login` code) within
+/// `session.elevate_secs`. Costs nothing beyond the [`Session`] guard: the
+/// step-up's end is part of the session value that guard reads.
+///
+/// ```no_run
+/// use actix_web::{web, App, HttpResponse, HttpServer};
+/// use wxsession::{http::AppState, Config, Elevated, Session};
+///
+/// async fn balance(session: Session) -> HttpResponse {
+///     HttpResponse::Ok().body(format!("balance of {}", session.openid()))
+/// }
+///
+/// async fn transfer(Elevated(session): Elevated) -> HttpResponse {
+///     HttpResponse::Ok().body(format!("transfer by {}", session.openid()))
+/// }
+///
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     let config = Config::load("config.toml".as_ref(), false).map_err(std::io::Error::other)?;
+///     let state = web::Data::new(AppState::new(&config).map_err(std::io::Error::other)?);
+///     HttpServer::new(move || {
+///         App::new()
+///             .app_data(state.clone())
+///             // /login, /session, /session/elevate, … as the server has them.
+///             .configure(wxsession::http::configure)
+///             .route("/balance", web::get().to(balance))
+///             .route("/transfer", web::post().to(transfer))
+///     })
+///     .bind("127.0.0.1:8080")?
+///     .run()
+///     .await
+/// }
+/// ```
+pub struct Elevated(pub Session);
+
+impl FromRequest for Elevated {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Elevated, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let session = Session::from_request(req, payload);
+        Box::pin(async move {
+            let session = session.await?;
+            if session.elevated_until().is_none() {
+                log::info!("elevation required: openid={}", session.openid());
+                return Err(ApiError::ElevationRequired);
+            }
+            Ok(Elevated(session))
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The HTTP layer: shared state ([`AppState`]), the app with its routes ([`app`],
 //! [`configure`], handlers in `routes` and `admin`), the guard (`Session`
-//! extractor, in `guard`), request bodies ([`JsonBody`], in `body`), the one
+//! and [`Elevated`] extractors, in `guard`), request bodies ([`JsonBody`], in `body`), the one
 //! table of errors and their JSON ([`ErrorCode`], [`ApiError`], in `error`),
 //! who the client is behind trusted proxies (`client_addr`), per-address limits
 //! (`limits`) and the server loop ([`serve`]).
@@ -26,6 +26,7 @@ use serde::Serialize;
 pub use body::{BodyShape, JsonBody, MAX_BODY_BYTES};
 use client_addr::TrustedProxies;
 pub use error::{ApiError, ErrorCode};
+pub use guard::Elevated;
 use limits::PerAddressWindow;
 
 use crate::{
@@ -126,6 +127,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(routes::me))
                 .route(web::delete().to(routes::logout)),
         )
+        .service(resource("/session/elevate", "POST").route(web::post().to(routes::elevate)))
         .service(resource("/session/userinfo", "POST").route(web::post().to(routes::user_info)))
         .service(resource("/session/phone", "POST").route(web::post().to(routes::phone)))
         .service(resource("/session/check", "GET").route(web::get().to(routes::check)))

@@ -49,6 +49,20 @@ struct LoginAnswer<'a> {
 }
 
 #[derive(Deserialize)]
+pub struct ElevateBody {
+    code: String,
+}
+
+impl BodyShape for ElevateBody {
+    const SHAPE: &'static str = "body must be JSON: {\"code\": \"<a fresh wx.login code>\"}";
+}
+
+#[derive(Serialize)]
+struct ElevateAnswer {
+    elevated_until: u64,
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UserInfoBody {
     raw_data: String,
@@ -165,6 +179,27 @@ async fn login_flow(
 
 pub async fn me(session: Session) -> HttpResponse {
     HttpResponse::Ok().json_bytes(session.to_json())
+}
+
+/// Step-up: a fresh login code of the session's own user elevates it for
+/// `session.elevate_secs` (what [`Elevated`](super::Elevated) asks for).
+pub async fn elevate(
+    state: web::Data<AppState>,
+    session: Session,
+    body: Result<JsonBody<ElevateBody>, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let result = async {
+        let JsonBody(body) = body?;
+        let code = LoginCode::parse(body.code).map_err(ApiError::InvalidRequest)?;
+        Ok::<_, ApiError>(state.login.elevate(&session, &code).await?)
+    }
+    .await;
+    state.metrics.elevations.inc(match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    });
+    let elevated_until = result?;
+    Ok(HttpResponse::Ok().json_body(ElevateAnswer { elevated_until }))
 }
 
 /// Verifies and decrypts what `wx.getUserProfile` returned, stores the profile

@@ -430,6 +430,7 @@ mod tests {
             unionid: None,
             created_at: 0,
             device: None,
+            elevated_until: None,
             profile: None,
         });
         CachedSession::new(Arc::new(stored), idle_deadline_ms, u64::MAX, 0)

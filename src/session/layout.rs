@@ -3,7 +3,7 @@
 //!
 //! | key | type | holds | TTL |
 //! |---|---|---|---|
-//! | `{p}s:<stored id>` | string (JSON) | `openid`, `unionid`, `created_at`, `device`, `profile` (once shared); or a tombstone (see `tombstone`) | remaining idle lifetime; a tombstone: until its `until_ms` |
+//! | `{p}s:<stored id>` | string (JSON) | `openid`, `unionid`, `created_at`, `device`, `elevated_until` (once elevated), `profile` (once shared); or a tombstone (see `tombstone`) | remaining idle lifetime; a tombstone: until its `until_ms` |
 //! | `{p}user:{<openid>}` | hash | `session_key`, `unionid`, `updated_at` | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:sessions` | sorted set | stored ids scored by creation time (ms) | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:devices` | hash | device → stored id of its session (`session.one_per_device`) | `max_lifetime_secs` from the last login on a device |
@@ -142,6 +142,10 @@ pub(super) struct StoredSession {
     /// existed have no such field).
     #[serde(default)]
     pub(super) device: Option<String>,
+    /// Unix seconds until which a step-up (`POST /session/elevate`) holds;
+    /// absent until the first one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) elevated_until: Option<u64>,
     /// A copy of the user's profile, once `/session/userinfo` has stored one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) profile: Option<serde_json::Value>,
@@ -229,6 +233,12 @@ local until_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) +
 redis.call('SET', KEYS[1], string.format('{%s,"until_ms":%d}', ARGV[1], until_ms), 'PXAT', until_ms)
 return old"#;
 
+/// Rewrites a session key (ARGV[2]) only if it still holds ARGV[1], keeping
+/// its TTL: 1 if rewritten, 0 if it changed or is gone.
+pub(super) const AMEND_SESSION: &str = r#"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1"#;
+
 /// Someone wrote something else than a session under a session key.
 fn warn_not_a_session(stored_id: &str) {
     log::warn!(
@@ -251,6 +261,9 @@ pub(super) struct SessionData {
     device: Option<Text>,
     /// Whether the JSON has a `device` field (null or not): older sessions lack it.
     device_written: bool,
+    /// `None` also when the JSON has no such field.
+    elevated_until: Option<u64>,
+    elevated_written: bool,
     profile: OnceLock<Option<serde_json::Value>>,
 }
 
@@ -271,11 +284,15 @@ struct Fields<'a> {
     /// Absent, null, or a device.
     #[serde(default, deserialize_with = "present")]
     device: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    elevated_until: Option<Option<u64>>,
 }
 
 /// A field that is there, as `Some` even when it is null.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -304,6 +321,8 @@ impl SessionData {
                 created_at: f.created_at,
                 device_written: f.device.is_some(),
                 device: f.device.flatten().map(|d| Text::Unescaped(d.into())),
+                elevated_written: f.elevated_until.is_some(),
+                elevated_until: f.elevated_until.flatten(),
             })
         });
         let Some(written) = parsed else {
@@ -317,6 +336,8 @@ impl SessionData {
             created_at: written.created_at,
             device: written.device,
             device_written: written.device_written,
+            elevated_until: written.elevated_until,
+            elevated_written: written.elevated_written,
             profile: OnceLock::new(),
         })
     }
@@ -345,6 +366,10 @@ impl SessionData {
         self.device.as_ref().map(|d| self.text(d))
     }
 
+    pub(super) fn elevated_until(&self) -> Option<u64> {
+        self.elevated_until
+    }
+
     pub(super) fn profile(&self) -> Option<&serde_json::Value> {
         self.profile
             .get_or_init(|| {
@@ -360,8 +385,22 @@ impl SessionData {
         self.created_at.saturating_add(max_lifetime_secs)
     }
 
-    /// The stored JSON object with `"expires_in":<expires_in>` added.
+    /// The stored JSON object with `"expires_in":<expires_in>` added, and
+    /// `"device"` and `"elevated_until"` as `null` where it has none. A step-up
+    /// that has run out shows as `null` too: that one answer is rebuilt, not
+    /// spliced (and only a session once elevated reads the clock).
     pub(super) fn json_with_expires_in(&self, expires_in: u64) -> Vec<u8> {
+        if self
+            .elevated_until
+            .is_some_and(|until| until <= crate::clock::unix_secs())
+        {
+            let mut object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&self.json).expect("a parsed session is a JSON object");
+            object.insert("elevated_until".into(), serde_json::Value::Null);
+            object.entry("device").or_insert(serde_json::Value::Null);
+            object.insert("expires_in".into(), expires_in.into());
+            return serde_json::to_vec(&object).expect("a JSON object serializes");
+        }
         let object = self.json.trim_end();
         let body = object[..object.len() - 1].trim_end();
         let mut out = Vec::with_capacity(body.len() + 40);
@@ -371,6 +410,9 @@ impl SessionData {
         }
         if !self.device_written {
             out.extend_from_slice(b"\"device\":null,");
+        }
+        if !self.elevated_written {
+            out.extend_from_slice(b"\"elevated_until\":null,");
         }
         out.extend_from_slice(b"\"expires_in\":");
         out.extend_from_slice(itoa::Buffer::new().format(expires_in).as_bytes());
@@ -386,11 +428,14 @@ struct Written {
     created_at: u64,
     device: Option<Text>,
     device_written: bool,
+    elevated_until: Option<u64>,
+    elevated_written: bool,
 }
 
 /// The value exactly as [`StoredSession::to_json`] writes it for a session
 /// without a profile, `{"openid":"…","unionid":null|"…","created_at":N,"device":null|"…"}`
-/// (or without `device`, as sessions were written before it), read without a
+/// and `,"elevated_until":N` before the `}` once elevated (or without `device`, as
+/// sessions were written before it), read without a
 /// JSON parser (a third of the guard's parsing cost); anything else, escapes
 /// included, is left to serde.
 fn as_written(json: &str) -> Option<Written> {
@@ -423,21 +468,26 @@ fn as_written(json: &str) -> Option<Written> {
     let openid = string(&mut at)?;
     expect(r#","unionid":"#, &mut at)?;
     let unionid = null_or_string(&mut at)?;
+    let number = |at: &mut usize| -> Option<u64> {
+        let mut n: u64 = 0;
+        let digits_from = *at;
+        while let Some(digit) = bytes.get(*at).filter(|b| b.is_ascii_digit()) {
+            n = n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
+            *at += 1;
+        }
+        (*at > digits_from).then_some(n)
+    };
     expect(r#","created_at":"#, &mut at)?;
-    let mut created_at: u64 = 0;
-    let digits_from = at;
-    while let Some(digit) = bytes.get(at).filter(|b| b.is_ascii_digit()) {
-        created_at = created_at
-            .checked_mul(10)?
-            .checked_add(u64::from(digit - b'0'))?;
-        at += 1;
-    }
-    if at == digits_from {
-        return None;
-    }
+    let created_at = number(&mut at)?;
     let device_written = expect(r#","device":"#, &mut at).is_some();
     let device = if device_written {
         null_or_string(&mut at)?
+    } else {
+        None
+    };
+    let elevated_written = expect(r#","elevated_until":"#, &mut at).is_some();
+    let elevated_until = if elevated_written {
+        Some(number(&mut at)?)
     } else {
         None
     };
@@ -447,6 +497,8 @@ fn as_written(json: &str) -> Option<Written> {
         created_at,
         device,
         device_written,
+        elevated_until,
+        elevated_written,
     })
 }
 
@@ -498,27 +550,64 @@ mod tests {
             unionid: None,
             created_at: 1_700_000_000,
             device: Some("pad".into()),
+            elevated_until: None,
             profile: Some(serde_json::json!({"nickName": "A \"b\" 中"})),
         };
         let expected = serde_json::json!({
             "openid": "o_x-1", "unionid": null, "created_at": 1_700_000_000u64,
-            "device": "pad", "profile": {"nickName": "A \"b\" 中"}, "expires_in": 7200,
+            "device": "pad", "elevated_until": null, "profile": {"nickName": "A \"b\" 中"},
+            "expires_in": 7200,
         });
         assert_eq!(answer(&stored.to_json(), 7200), expected);
         // However it was written: spaces, another order, no unionid key; a
         // session from before devices answers `"device": null`.
         assert_eq!(
             answer(" {\"created_at\": 5 , \"openid\": \"o\" }\n", 0),
-            serde_json::json!({"openid": "o", "created_at": 5, "device": null, "expires_in": 0})
+            serde_json::json!({"openid": "o", "created_at": 5, "device": null,
+                "elevated_until": null, "expires_in": 0})
         );
         assert_eq!(
             answer(r#"{"openid":"o","unionid":null,"created_at":5}"#, 1),
-            serde_json::json!({"openid": "o", "unionid": null, "created_at": 5, "device": null, "expires_in": 1})
+            serde_json::json!({"openid": "o", "unionid": null, "created_at": 5, "device": null,
+                "elevated_until": null, "expires_in": 1})
         );
         assert_eq!(
             answer(r#"{"created_at":5,"device":null,"openid":"o"}"#, 1),
-            serde_json::json!({"openid": "o", "created_at": 5, "device": null, "expires_in": 1})
+            serde_json::json!({"openid": "o", "created_at": 5, "device": null,
+                "elevated_until": null, "expires_in": 1})
         );
+    }
+
+    #[test]
+    fn a_step_up_shows_while_it_holds() {
+        let now = crate::clock::unix_secs();
+        let elevated = |until: u64, profile: Option<serde_json::Value>| StoredSession {
+            openid: "o".into(),
+            unionid: Some("u".into()),
+            created_at: 5,
+            device: None,
+            elevated_until: Some(until),
+            profile,
+        };
+        for profile in [None, Some(serde_json::json!({"nickName": "n"}))] {
+            let holding = answer(&elevated(now + 60, profile.clone()).to_json(), 3);
+            assert_eq!(holding["elevated_until"], now + 60);
+            assert_eq!(holding["expires_in"], 3);
+            assert_eq!(holding["device"], serde_json::Value::Null);
+            // Run out: null, everything else as it was.
+            let over = answer(&elevated(now - 1, profile.clone()).to_json(), 3);
+            let mut expected = holding.clone();
+            expected["elevated_until"] = serde_json::Value::Null;
+            assert_eq!(over, expected);
+            let data = SessionData::of(&elevated(now - 1, profile));
+            assert_eq!(data.elevated_until(), Some(now - 1));
+        }
+        // A hand-written null is not answered twice.
+        let written_null = r#"{"openid":"o","unionid":null,"created_at":5,"elevated_until":null}"#;
+        let data = SessionData::parse(written_null.into(), "").unwrap();
+        assert_eq!(data.elevated_until(), None);
+        let text = String::from_utf8(data.json_with_expires_in(1)).unwrap();
+        assert_eq!(text.matches("elevated_until").count(), 1, "{text}");
     }
 
     #[test]
@@ -538,6 +627,7 @@ mod tests {
             unionid: None,
             created_at: 1,
             device: Some("pc".into()),
+            elevated_until: Some(9),
             profile: None,
         });
         assert_eq!(
@@ -553,21 +643,24 @@ mod tests {
 
     #[test]
     fn the_written_layout_is_read_as_serde_reads_it() {
-        let written = |unionid: Option<&str>, device: Option<&str>| {
+        let written = |unionid: Option<&str>, device: Option<&str>, elevated_until| {
             StoredSession {
                 openid: "oAbc_12-x".into(),
                 unionid: unionid.map(str::to_string),
                 created_at: 1_700_000_123,
                 device: device.map(str::to_string),
+                elevated_until,
                 profile: None,
             }
             .to_json()
         };
         let before_devices = r#"{"openid":"oAbc_12-x","unionid":"uX","created_at":1700000123}"#;
         for json in [
-            written(None, None),
-            written(Some("uX"), Some("phone")),
-            written(Some(""), None),
+            written(None, None, None),
+            written(Some("uX"), Some("phone"), None),
+            written(Some(""), None, None),
+            written(None, Some("pc"), Some(1_700_000_500)),
+            written(None, None, Some(0)),
             before_devices.to_string(),
         ] {
             let read = as_written(&json).expect(&json);
@@ -581,6 +674,8 @@ mod tests {
             assert_eq!(read.created_at, serde.created_at);
             assert_eq!(read.device.map(|d| data.text(&d).to_string()), serde.device);
             assert_eq!(read.device_written, json.contains("\"device\""));
+            assert_eq!(read.elevated_until, serde.elevated_until);
+            assert_eq!(read.elevated_written, json.contains("\"elevated_until\""));
         }
         // Anything else goes to serde: escapes, a profile, spaces, a bad number.
         for other in [
@@ -591,6 +686,8 @@ mod tests {
             r#"{"openid":"o","unionid":null,"created_at":1"#,
             r#"{"openid":"o","unionid":null,"created_at":1,"device":"p\u0063"}"#,
             r#"{"openid":"o","unionid":null,"created_at":1,"device":1}"#,
+            r#"{"openid":"o","unionid":null,"created_at":1,"device":null,"elevated_until":}"#,
+            r#"{"openid":"o","unionid":null,"created_at":1,"device":null,"elevated_until":null}"#,
         ] {
             assert!(as_written(other).is_none(), "{other}");
         }

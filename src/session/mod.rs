@@ -129,10 +129,19 @@ impl Session {
         self.data.device()
     }
 
+    /// Unix seconds until which a step-up (`POST /session/elevate`) holds, if
+    /// it holds now.
+    pub fn elevated_until(&self) -> Option<u64> {
+        self.data
+            .elevated_until()
+            .filter(|&until| until > crate::clock::unix_secs())
+    }
+
     /// The session as `GET /session` shows it: `openid`, `unionid`,
-    /// `created_at`, `device`, `profile` (when shared) and `expires_in`, as a JSON object.
-    /// Written from the stored value as it is, not parsed and serialized again:
-    /// the guard's answer is the hottest path of the server.
+    /// `created_at`, `device`, `elevated_until`, `profile` (when shared) and
+    /// `expires_in`, as a JSON object. Written from the stored value as it is,
+    /// not parsed and serialized again: the guard's answer is the hottest path
+    /// of the server.
     pub fn to_json(&self) -> Vec<u8> {
         self.data.json_with_expires_in(self.expires_in)
     }

@@ -22,13 +22,17 @@ use super::{
     cached::CachedReader,
     layout::{
         is_tombstone, tombstone_fields, Keys, SessionData, SessionRecord, StoredSession,
-        END_SESSION,
+        AMEND_SESSION, END_SESSION,
     },
+    log_tag,
     reader::RedisReader,
     EndReason, LoginCodes, LoginRate, Lookup, NewSession, Session, SessionId, SessionPolicy,
     StoreError,
 };
-use crate::{clock, config::Config, redis_conn::RedisConn, telemetry::Metrics};
+use crate::{clock, config::Config, redis_conn::RedisConn, secret::Secret, telemetry::Metrics};
+
+/// Rewrites of one session that may each find it changed before `amend` gives up.
+const AMEND_ATTEMPTS: usize = 4;
 
 /// The guard's two ways to read a session, dispatched without boxing: straight
 /// from Redis, or through this instance's local cache.
@@ -138,6 +142,7 @@ impl SessionStore {
                     unionid: new.unionid.map(str::to_string),
                     created_at: now_millis / 1000,
                     device: new.device.map(|d| d.as_str().to_string()),
+                    elevated_until: None,
                     profile: None,
                 };
                 let ttl = self.policy.ttl_secs.min(self.policy.max_lifetime_secs);
@@ -278,27 +283,67 @@ impl SessionStore {
             .await
     }
 
-    /// Rewrites one session's value in place: `XX` never resurrects a session
-    /// logged out meanwhile, `KEEPTTL` renews nothing.
+    /// Rewrites one session's value in place if Redis still holds the value
+    /// read (`layout::AMEND_SESSION`): a session that ended meanwhile (deleted,
+    /// or turned into a tombstone) is never brought back, `KEEPTTL` renews
+    /// nothing, and a rewrite in between makes it read again. Answers whether
+    /// the session was live and rewritten.
     pub(super) async fn amend(
         &self,
         stored_id: &str,
-        change: impl FnOnce(&mut StoredSession),
-    ) -> Result<(), StoreError> {
+        change: impl Fn(&mut StoredSession),
+    ) -> Result<bool, StoreError> {
         let key = self.backend.keys.session(stored_id);
-        let raw: Option<String> = self.backend.conn().get(&key).await?;
-        let Some(mut stored) = raw.and_then(|raw| StoredSession::parse(&raw, stored_id)) else {
-            return Ok(());
-        };
-        change(&mut stored);
-        let _: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(stored.to_json())
-            .arg("XX")
-            .arg("KEEPTTL")
-            .query_async(&mut self.backend.conn())
-            .await?;
-        Ok(())
+        for _ in 0..AMEND_ATTEMPTS {
+            let raw: Option<String> = self.backend.conn().get(&key).await?;
+            let Some(raw) = raw else { return Ok(false) };
+            let Some(mut stored) = StoredSession::parse(&raw, stored_id) else {
+                return Ok(false);
+            };
+            change(&mut stored);
+            let rewritten: bool = redis::cmd("EVAL")
+                .arg(AMEND_SESSION)
+                .arg(1)
+                .arg(&key)
+                .arg(&raw)
+                .arg(stored.to_json())
+                .query_async(&mut self.backend.conn())
+                .await?;
+            if rewritten {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "session #{} changed under {AMEND_ATTEMPTS} rewrites in a row",
+            log_tag(stored_id.as_bytes())
+        )))
+    }
+
+    /// Step-up: the session is elevated until `until` (unix seconds), and its
+    /// user's `session_key` is the one the fresh `code2Session` gave (WeChat
+    /// has replaced the old one, so it is stored even if the session ended
+    /// meanwhile). Answers whether the session was still live.
+    pub async fn elevate(
+        &self,
+        session: &Session,
+        session_key: &Secret,
+        unionid: Option<&str>,
+        until: u64,
+    ) -> Result<bool, StoreError> {
+        let stored_id = self.backend.keys.stored_id(session.id());
+        let elevated = self
+            .backend
+            .bounded(async {
+                self.store_session_key(session.openid(), session_key, unionid)
+                    .await?;
+                self.amend(&stored_id, |stored| stored.elevated_until = Some(until))
+                    .await
+            })
+            .await;
+        // This instance's cache must not answer the value from before; other
+        // instances hear of the rewrite from Redis.
+        self.reader.forget(&stored_id);
+        elevated
     }
 
     /// Ends live sessions with a reason their clients learn for a while

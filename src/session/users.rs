@@ -36,17 +36,15 @@ impl SessionStore {
         let index = keys.user_sessions(new.openid);
         let keep = self.policy.max_lifetime_secs;
         let mut pipe = redis::pipe();
-        pipe.hset(&user, "session_key", new.session_key.expose())
-            .ignore()
-            .hset(&user, "updated_at", now_millis / 1000)
-            .ignore();
-        if let Some(unionid) = new.unionid {
-            pipe.hset(&user, "unionid", unionid).ignore();
-        }
-        pipe.expire(&user, keep as i64)
-            .ignore()
-            // Scored in milliseconds, so sessions made in one second keep their order.
-            .zadd(&index, stored_id, now_millis)
+        self.user_key_commands(
+            &mut pipe,
+            new.openid,
+            new.session_key,
+            new.unionid,
+            now_millis,
+        );
+        // Scored in milliseconds, so sessions made in one second keep their order.
+        pipe.zadd(&index, stored_id, now_millis)
             .ignore()
             .cmd("ZREMRANGEBYSCORE")
             .arg(&index)
@@ -65,6 +63,48 @@ impl SessionStore {
             profile: profile.and_then(|p| serde_json::from_str(&p).ok()),
             unionid,
         })
+    }
+
+    /// The user hash as a fresh `code2Session` leaves it (a login, a step-up):
+    /// the newest `session_key`, the unionid if it named one, and the absolute
+    /// lifetime from now.
+    fn user_key_commands(
+        &self,
+        pipe: &mut redis::Pipeline,
+        openid: &str,
+        session_key: &Secret,
+        unionid: Option<&str>,
+        now_millis: u64,
+    ) {
+        let user = self.backend.keys.user(openid);
+        pipe.hset(&user, "session_key", session_key.expose())
+            .ignore()
+            .hset(&user, "updated_at", now_millis / 1000)
+            .ignore();
+        if let Some(unionid) = unionid {
+            pipe.hset(&user, "unionid", unionid).ignore();
+        }
+        pipe.expire(&user, self.policy.max_lifetime_secs as i64)
+            .ignore();
+    }
+
+    /// Stores the user's newest `session_key` after a step-up.
+    pub(super) async fn store_session_key(
+        &self,
+        openid: &str,
+        session_key: &Secret,
+        unionid: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        self.user_key_commands(
+            &mut pipe,
+            openid,
+            session_key,
+            unionid,
+            clock::unix_millis(),
+        );
+        let () = pipe.query_async(&mut self.backend.conn()).await?;
+        Ok(())
     }
 
     /// A user who shared a profile before: the new session carries it, and the

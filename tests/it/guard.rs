@@ -25,7 +25,8 @@ async fn a_live_session_answers_who_am_i_and_auth() {
     assert!(me["created_at"].as_u64().unwrap() > 1_700_000_000);
     assert_eq!(me["expires_in"], 7200);
     assert_eq!(me["device"], serde_json::Value::Null);
-    assert_eq!(me.as_object().unwrap().len(), 5, "{me}");
+    assert_eq!(me["elevated_until"], serde_json::Value::Null);
+    assert_eq!(me.as_object().unwrap().len(), 6, "{me}");
 
     let auth = |id: String| client().get(h.url("/auth")).header("sessionid", id).send();
     let resp = auth(id).await.unwrap();

@@ -43,18 +43,6 @@ pub(crate) async fn warm(server: &impl Instance, id: &str) {
     }
 }
 
-/// Commands Redis served since the last `CONFIG RESETSTAT`, without the
-/// heartbeat `PING`s (4 a second), which are not guard work.
-fn commands_but_pings(redis: &RedisServer) -> u64 {
-    let info: String = redis.cmd(&["INFO", "commandstats"]);
-    let pings: u64 = info
-        .lines()
-        .find(|l| l.starts_with("cmdstat_ping:"))
-        .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
-        .unwrap_or(0);
-    redis.commands_served() - pings
-}
-
 /// `tracking_total_keys` from `INFO stats`: keys in Redis's tracking table.
 fn tracked_keys(redis: &RedisServer) -> u64 {
     let info: String = redis.cmd(&["INFO", "stats"]);
@@ -109,7 +97,7 @@ async fn warm_cache_serves_without_redis_commands() {
     for n in 0..requests {
         assert_eq!(status(&h, &ids[n % ids.len()]).await, 200);
     }
-    let per_request = commands_but_pings(&h.redis) as f64 / requests as f64;
+    let per_request = h.redis.commands_but_pings() as f64 / requests as f64;
     println!("Redis commands per guarded request, warm cache: {per_request:.4}");
     assert!(per_request <= 0.02, "{per_request}");
 }
@@ -314,7 +302,7 @@ async fn an_unknown_id_never_enters_the_tracking_table() {
     assert_eq!(tracked_keys(&h.redis), before + 1);
     h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
     assert_eq!(status(&h, &real).await, 200);
-    assert_eq!(commands_but_pings(&h.redis), 0, "served from memory");
+    assert_eq!(h.redis.commands_but_pings(), 0, "served from memory");
     h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{real}")]);
     assert!(time_to_401(&h, &real).await <= Duration::from_millis(10));
 }
@@ -499,12 +487,12 @@ async fn redis_refusing_tracking_serves_every_request_from_redis_and_warns_once(
     let other = server.login("ok:refused2").await;
 
     // Not CONFIG RESETSTAT: the refusals are counted in the same statistics.
-    let before = commands_but_pings(&h.redis);
+    let before = h.redis.commands_but_pings();
     for _ in 0..20 {
         assert_eq!(status(&server, &id).await, 200);
     }
     assert!(
-        commands_but_pings(&h.redis) - before >= 20,
+        h.redis.commands_but_pings() - before >= 20,
         "every guarded request reaches Redis"
     );
     assert_eq!(metric(&server, CACHE_HITS).await, 0, "nothing from memory");
@@ -561,7 +549,7 @@ async fn the_cache_starts_once_redis_allows_tracking_without_a_restart() {
     for _ in 0..100 {
         assert_eq!(status(&server, &id).await, 200);
     }
-    assert_eq!(commands_but_pings(&h.redis), 0, "served from memory");
+    assert_eq!(h.redis.commands_but_pings(), 0, "served from memory");
     // And coherent: a change by anyone reaches it.
     h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{id}")]);
     assert!(time_to_401(&server, &id).await <= Duration::from_millis(10));
@@ -596,7 +584,7 @@ async fn a_full_cache_keeps_its_capacity_and_the_sessions_in_use() {
     for id in hot {
         assert_eq!(status(&h, id).await, 200);
     }
-    assert_eq!(commands_but_pings(&h.redis), 0, "the ones in use stayed");
+    assert_eq!(h.redis.commands_but_pings(), 0, "the ones in use stayed");
     // Whatever was dropped is read again; whatever is held hears of changes.
     for id in ids.iter().step_by(7) {
         h.redis.cmd::<i64>(&["DEL", &format!("wxsess:s:{id}")]);

@@ -22,5 +22,6 @@ mod process;
 mod readme_zh;
 mod redis_deploy;
 mod redis_faults;
+mod step_up;
 mod userdata;
 mod wechat_api;

@@ -227,6 +227,18 @@ impl RedisServer {
             .sum()
     }
 
+    /// [`RedisServer::commands_served`] without the local cache's heartbeat
+    /// `PING`s (4 a second), which are not guard work.
+    pub fn commands_but_pings(&self) -> u64 {
+        let info: String = self.cmd(&["INFO", "commandstats"]);
+        let pings: u64 = info
+            .lines()
+            .find(|l| l.starts_with("cmdstat_ping:"))
+            .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
+            .unwrap_or(0);
+        self.commands_served() - pings
+    }
+
     /// Kills the server (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
