@@ -8,6 +8,9 @@
 #   cp target/release/wxsession /tmp/before    # then change, build, and:
 #   scripts/ab.sh /tmp/before target/release/wxsession
 #   ROUNDS=5 SECS=10 scripts/ab.sh A B C       # defaults: 3 rounds of 8 s
+#   FEATURED=1 scripts/ab.sh target/release/wxsession
+#     # the first binary once more, with session.one_per_device on, over sessions
+#     # that carry a device and a step-up holding: the guard's cost with them in use
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: scripts/ab.sh BINARY [BINARY...]"; exit 2; }
@@ -25,25 +28,44 @@ pids+=($!); redis_pid=$!
 wait_port "$redis_port"
 target/release/examples/bench_reference wechat --bind "127.0.0.1:$wx_port" &
 pids+=($!)
-names=(); ports=(); spids=()
+names=(); ports=(); spids=(); idfiles=()
 for i in $(seq $#); do
   port="$(free_port)"
   SERVER_BINARY="${!i}" start_server "$port"
-  spids+=($!); ports+=("$port"); names+=("$i:$(basename "${!i}")")
+  spids+=($!); ports+=("$port"); names+=("$i:$(basename "${!i}")"); idfiles+=("$work/ids")
 done
+if [ "${FEATURED:-0}" = 1 ]; then
+  port="$(free_port)"
+  SERVER_BINARY="$1" start_server "$port" WXSESSION_SESSION_ONE_PER_DEVICE=true
+  spids+=($!); ports+=("$port"); names+=("1:$(basename "$1")+features"); idfiles+=("$work/ids-featured")
+fi
 port="$(free_port)"
 target/release/examples/bench_reference session --bind "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" &
-pids+=($!); spids+=($!); ports+=("$port"); names+=("reference")
+pids+=($!); spids+=($!); ports+=("$port"); names+=("reference"); idfiles+=("$work/ids")
 for p in "$wx_port" "${ports[@]}"; do wait_port "$p"; done
 
 # 10,000 sessions through the first binary's POST /login.
 login_sessions 10000 "$work/ids" "${ports[0]}"
-export IDS_FILE="$work/ids"
+if [ "${FEATURED:-0}" = 1 ]; then
+  # 10,000 more, rewritten as a login naming a device and a step-up leave them
+  # (the fields in the order the server writes them), holding past the run.
+  featured_port="${ports[$#]}"
+  login_sessions 10000 "$work/ids-featured" "$featured_port"
+  until_secs=$(( $(date +%s) + 3600 ))
+  rewrite="local v = redis.call('GET', KEYS[1]) if not v then return 0 end"
+  rewrite+=" v = string.gsub(v, '\"device\":null}\$', '\"device\":\"phone\",\"elevated_until\":' .. ARGV[1] .. '}')"
+  rewrite+=" redis.call('SET', KEYS[1], v, 'KEEPTTL') return 1"
+  while read -r id; do
+    printf 'EVAL "%s" 1 wxsess:s:%s %s\n' "${rewrite//\"/\\\"}" "$id" "$until_secs"
+  done < "$work/ids-featured" | redis-cli -p "$redis_port" >/dev/null
+  sample="$(curl -s -H "sessionid: $(head -1 "$work/ids-featured")" "http://127.0.0.1:$featured_port/session")"
+  echo "$sample" | grep -q "\"elevated_until\":$until_secs" || { echo "!! featured sessions not rewritten: $sample"; exit 1; }
+fi
 
 for round in $(seq "$ROUNDS"); do
   for i in "${!names[@]}"; do
     t0="$(proc_ticks "${spids[$i]}")"; r0="$(proc_ticks "$redis_pid")"
-    out="$(timeout $((SECS + 30)) wrk -t2 -c64 -d"${SECS}s" -s scripts/bench/get.lua "http://127.0.0.1:${ports[$i]}")"
+    out="$(IDS_FILE="${idfiles[$i]}" timeout $((SECS + 30)) wrk -t2 -c64 -d"${SECS}s" -s scripts/bench/get.lua "http://127.0.0.1:${ports[$i]}")"
     t1="$(proc_ticks "${spids[$i]}")"; r1="$(proc_ticks "$redis_pid")"
     if echo "$out" | grep -q Non-2xx; then echo "!! ${names[$i]} answered non-2xx"; echo "$out"; exit 1; fi
     rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"; n="$(echo "$out" | awk '/requests in/ {print $1}')"
