@@ -1,6 +1,6 @@
 //! The `wxsession` command line: flags, and the operator's subcommands
 //! (`sessions list|show|revoke|revoke-user|stats`, `wechat token-status|refresh-token`,
-//! `check-config [--connect]`), which use the server's own configuration, store
+//! `apps list`, `check-config [--connect]`), which use the server's own configuration, store
 //! and WeChat code.
 
 mod check_config;
@@ -40,6 +40,8 @@ COMMANDS:
     wechat refresh-token [--force] fetch a new shared access_token now; --force sends
                                    force_refresh: true, which kills the old token at
                                    WeChat at once (for a leaked token)
+    apps list                      one line per configured app: name, platform, appid,
+                                   API base (or mock); never a secret
     check-config [--connect]       load and validate the configuration as the server
                                    would, then print a summary without any secret;
                                    --connect also PINGs Redis (TLS, Sentinel, Cluster
@@ -65,6 +67,8 @@ pub enum Command {
     Sessions(SessionsCommand),
     Users(UsersCommand),
     Wechat(WechatCommand),
+    /// `apps list`: the configured apps.
+    AppsList,
     /// Validate the configuration and print its summary; `connect`: also reach
     /// Redis and the WeChat API base.
     CheckConfig {
@@ -169,6 +173,7 @@ impl Args {
             ["wechat", "token-status"] => Command::Wechat(WechatCommand::TokenStatus),
             ["wechat", "refresh-token"] => Command::Wechat(WechatCommand::RefreshToken { force }),
             ["check-config"] => Command::CheckConfig { connect },
+            ["apps", "list"] => Command::AppsList,
             other => return Err(format!("unknown command {:?}", other.join(" "))),
         };
         if force && !matches!(command, Command::Wechat(WechatCommand::RefreshToken { .. })) {
@@ -182,6 +187,24 @@ impl Args {
         }
         Ok(Args { config, command })
     }
+}
+
+/// `apps list`: one tab-separated line per app, as the server resolves them.
+pub fn run_apps_list(config: &Config) -> ExitCode {
+    for app in config.apps() {
+        let api = if app.mock {
+            "mock"
+        } else {
+            app.api_base.as_str()
+        };
+        println!(
+            "{}\t{}\t{}\t{api}",
+            app.name,
+            app.platform.as_str(),
+            app.appid
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// Runs a `users` subcommand against the configured Redis, printing to stdout.
@@ -398,5 +421,7 @@ mod tests {
         assert_eq!(a.config, Some(PathBuf::from("/etc/wxsession/config.toml")));
         assert!(parse("serve --connect").is_err());
         assert!(parse("check-config --force").is_err());
+        assert_eq!(parse("apps list").unwrap().command, Command::AppsList);
+        assert!(parse("apps").is_err());
     }
 }

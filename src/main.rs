@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         | Command::Sessions(_)
         | Command::Users(_)
         | Command::Wechat(_)
+        | Command::AppsList
         | Command::CheckConfig { .. } => {}
     }
     let required = args.config.is_some();
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Command::Sessions(command) => cli::run_sessions(&config, command),
         Command::Users(command) => cli::run_users(&config, command),
         Command::Wechat(command) => cli::run_wechat(&config, command),
+        Command::AppsList => cli::run_apps_list(&config),
         Command::CheckConfig { connect } => cli::run_check_config(&config, &path, connect),
         _ => serve(config),
     }

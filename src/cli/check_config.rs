@@ -142,14 +142,13 @@ fn summary(config: &Config, path: &Path) -> Vec<String> {
             cert.as_deref().unwrap_or("none"),
         ),
     };
-    let wechat = &config.wechat;
     let on_off = |on: bool| if on { "on" } else { "off" };
     let admin = match (&config.admin.token, &config.admin.bind) {
         (None, _) => "off (no admin.token)".to_string(),
         (Some(_), None) => "on, on server.bind (admin.token set)".to_string(),
         (Some(_), Some(bind)) => format!("on, on {bind} (admin.token set)"),
     };
-    vec![
+    let mut lines = vec![
         "configuration: ok".to_string(),
         format!("  file:                {source}"),
         format!(
@@ -173,24 +172,27 @@ fn summary(config: &Config, path: &Path) -> Vec<String> {
         ),
         format!("  redis connection:    {topology}, TLS {tls}"),
         format!("  redis.key_prefix:    {:?}", redis.key_prefix),
-        format!("  wechat.appid:        {}", wechat.appid),
-        format!("  wechat.api_base:     {}", wechat.api_base),
-        format!(
-            "  wechat.secret:       {}",
-            if !wechat.secret.is_empty() {
+    ];
+    for app in config.apps() {
+        lines.push(format!(
+            "  app {}: {} {} at {}, secret {}{}",
+            app.name,
+            app.platform.as_str(),
+            app.appid,
+            app.api_base,
+            if app.secret.is_empty() {
+                "not set"
+            } else {
                 "set"
+            },
+            if app.mock {
+                ", MOCK: any code logs in (development only)"
             } else {
-                "not set (mock mode needs none)"
+                ""
             }
-        ),
-        format!(
-            "  wechat.mock:         {}",
-            if wechat.mock {
-                "ON: any code logs in (development only)"
-            } else {
-                "off"
-            }
-        ),
+        ));
+    }
+    lines.extend([
         format!(
             "  session:             ttl {} s, sliding {}, max lifetime {} s, header {:?}",
             config.session.ttl_secs,
@@ -206,7 +208,8 @@ fn summary(config: &Config, path: &Path) -> Vec<String> {
                 "off".to_string()
             }
         ),
-    ]
+    ]);
+    lines
 }
 
 /// `address` with the password of its user part (or the whole user part, when
@@ -250,7 +253,11 @@ struct Scrubber {
 
 impl Scrubber {
     fn new(config: &Config) -> Scrubber {
-        let mut secrets = vec![config.wechat.secret.expose().to_string()];
+        let mut secrets: Vec<String> = config
+            .apps()
+            .iter()
+            .map(|app| app.secret.expose().to_string())
+            .collect();
         if let Some(token) = &config.admin.token {
             secrets.push(token.expose().to_string());
         }

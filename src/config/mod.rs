@@ -7,6 +7,7 @@
 //! (see `read`), so a key means the same thing wherever it comes from and an
 //! unknown key is an error in both.
 
+mod apps;
 mod ip_range;
 mod read;
 mod redis_section;
@@ -18,6 +19,7 @@ use std::{fmt, path::Path, time::Duration};
 use serde::Deserialize;
 
 use crate::secret::Secret;
+pub use apps::{App, AppTable, Platform, DEFAULT_APP};
 pub use ip_range::IpRange;
 use read::{overlay_env, Node};
 
@@ -36,6 +38,12 @@ pub struct Config {
     pub session: SessionConfig,
     pub login: LoginConfig,
     pub admin: AdminConfig,
+    /// `[apps.<name>]` as written; [`Config::apps`] is what they mean.
+    #[serde(rename = "apps")]
+    pub app_tables: std::collections::BTreeMap<String, AppTable>,
+    /// Resolved from `[wechat]` and `app_tables` when loaded.
+    #[serde(skip)]
+    apps: Vec<App>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +285,7 @@ impl Config {
             }
         })?;
         config.normalise();
+        config.apps = apps::resolve(&config.wechat, &config.app_tables)?;
         config.validate()?;
         Ok(config)
     }
@@ -315,30 +324,6 @@ impl Config {
             return fail("server.bind", "expected host:port");
         }
         self.redis.validate()?;
-        if self.wechat.appid.is_empty() {
-            return fail(
-                "wechat.appid",
-                "is required (set it in config.toml or WXSESSION_WECHAT_APPID)",
-            );
-        }
-        if self.wechat.secret.is_empty() && !self.wechat.mock {
-            return fail(
-                "wechat.secret",
-                "is required unless wechat.mock = true (set WXSESSION_WECHAT_SECRET)",
-            );
-        }
-        let base = &self.wechat.api_base;
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return fail("wechat.api_base", "expected an http:// or https:// URL");
-        }
-        if base.starts_with("http://") && !self.wechat.mock && !self.wechat.allow_insecure_api_base
-        {
-            return fail(
-                "wechat.api_base",
-                "must be https:// (the AppSecret travels in it); for a local stand-in set \
-                 wechat.allow_insecure_api_base = true",
-            );
-        }
         if self.wechat.timeout_ms == 0 {
             return fail("wechat.timeout_ms", "must be at least 1");
         }
@@ -385,6 +370,12 @@ impl Config {
             return fail("admin.bind", "expected host:port");
         }
         Ok(())
+    }
+
+    /// Every app the server logs in for: `[wechat]`'s (named `default`) first,
+    /// then `[apps.*]` by name. Never empty once loaded.
+    pub fn apps(&self) -> &[App] {
+        &self.apps
     }
 
     pub fn redis_timeout(&self) -> Duration {

@@ -9,7 +9,7 @@ use serde::de::{
 };
 use serde::forward_to_deserialize_any;
 
-use super::{ConfigError, ENV_PREFIX};
+use super::{apps::APP_KEYS, ConfigError, ENV_PREFIX};
 
 /// Lays the `WXSESSION_<SECTION>_<KEY>` variables over `table`, each as a string;
 /// returns which variable set each dotted key, so an error about it can name it.
@@ -33,6 +33,38 @@ pub(super) fn overlay_env(
                 "not a WXSESSION_<SECTION>_<KEY> variable",
             ));
         };
+        if section == "apps" {
+            let Some((app, app_key)) = APP_KEYS.iter().find_map(|k| {
+                key.strip_suffix(k)
+                    .and_then(|app| app.strip_suffix('_'))
+                    .filter(|app| !app.is_empty())
+                    .map(|app| (app, *k))
+            }) else {
+                return Err(ConfigError::new(
+                    name,
+                    format!(
+                        "not a WXSESSION_APPS_<NAME>_<KEY> variable (KEY: {})",
+                        APP_KEYS.join(", ").to_ascii_uppercase()
+                    ),
+                ));
+            };
+            let apps = table
+                .entry("apps")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(apps) = apps {
+                let keys = apps
+                    .entry(app)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match keys {
+                    toml::Value::Table(keys) => {
+                        keys.insert(app_key.to_string(), toml::Value::String(value));
+                    }
+                    _ => return Err(ConfigError::new(format!("apps.{app}"), "expected a table")),
+                }
+            }
+            names.insert(format!("apps.{app}.{app_key}"), name);
+            continue;
+        }
         let keys = table
             .entry(section)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));

@@ -404,3 +404,161 @@ fn trusted_proxies_are_a_list_in_the_file_and_comma_separated_in_the_environment
         "{e}"
     );
 }
+
+const TWO_APPS: &str = "[wechat]\nappid = \"wx1\"\nsecret = \"s\"\n\
+[apps.shop_2]\nplatform = \"qq\"\nappid = \"1112\"\nsecret = \"qs\"\n\
+[apps.tt]\nplatform = \"douyin\"\nappid = \"tt3\"\nsecret = \"ds\"\napi_base = \"https://sandbox.example/\"\n";
+
+#[test]
+fn apps_are_wechat_as_default_then_each_table_by_name() {
+    let c = Config::from_sources(TWO_APPS, env(&[])).unwrap();
+    let summary: Vec<_> = c
+        .apps()
+        .iter()
+        .map(|a| {
+            (
+                a.name.as_str(),
+                a.platform,
+                a.appid.as_str(),
+                a.api_base.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "default",
+                Platform::Wechat,
+                "wx1",
+                "https://api.weixin.qq.com"
+            ),
+            ("shop_2", Platform::Qq, "1112", "https://api.q.qq.com"),
+            ("tt", Platform::Douyin, "tt3", "https://sandbox.example"),
+        ]
+    );
+    // Without [wechat]'s appid there is no default app; an app declared by the
+    // environment alone counts, with a name holding `_`.
+    let c = Config::from_sources(
+        "",
+        env(&[
+            ("WXSESSION_APPS_MY_SHOP_PLATFORM", "wecom"),
+            ("WXSESSION_APPS_MY_SHOP_APPID", "wxcorpapp"),
+            ("WXSESSION_APPS_MY_SHOP_SECRET", "corpsecret"),
+            ("WXSESSION_APPS_MY_SHOP_CORPID", "ww123"),
+            ("WXSESSION_APPS_MY_SHOP_API_BASE", "https://qy.example"),
+        ]),
+    )
+    .unwrap();
+    let app = &c.apps()[0];
+    assert_eq!(c.apps().len(), 1);
+    assert_eq!(
+        (
+            app.name.as_str(),
+            app.platform,
+            app.corpid.as_deref(),
+            app.secret.expose()
+        ),
+        ("my_shop", Platform::Wecom, Some("ww123"), "corpsecret")
+    );
+    // The environment overrides a table's key.
+    let c = Config::from_sources(TWO_APPS, env(&[("WXSESSION_APPS_TT_APPID", "tt9")])).unwrap();
+    assert_eq!(c.apps()[2].appid, "tt9");
+    assert!(!format!("{c:?}").contains("\"qs\""), "no secret in Debug");
+}
+
+#[test]
+fn apps_that_cannot_work_stop_the_start_naming_the_key() {
+    let err = |toml: &str, e: &[(&str, &str)]| {
+        let e = Config::from_sources(toml, env(e)).unwrap_err();
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+        e.key
+    };
+    let app = |body: &str| format!("[apps.a]\n{body}");
+    assert_eq!(err("", &[]), "wechat.appid");
+    assert_eq!(
+        err(&app("appid = \"x\"\nsecret = \"s\"\n"), &[]),
+        "apps.a.platform"
+    );
+    assert_eq!(
+        err(&app("platform = \"line\"\nappid = \"x\"\n"), &[]),
+        "apps.a.platform"
+    );
+    assert_eq!(
+        err(&app("platform = \"qq\"\nsecret = \"s\"\n"), &[]),
+        "apps.a.appid"
+    );
+    assert_eq!(
+        err(&app("platform = \"qq\"\nappid = \"x\"\n"), &[]),
+        "apps.a.secret"
+    );
+    assert!(Config::from_sources(
+        &app("platform = \"qq\"\nappid = \"x\"\nmock = true\n"),
+        env(&[])
+    )
+    .is_ok());
+    assert_eq!(
+        err(
+            &app("platform = \"wecom\"\nappid = \"x\"\nsecret = \"s\"\n"),
+            &[]
+        ),
+        "apps.a.corpid"
+    );
+    assert_eq!(
+        err(&app("platform = \"alipay\"\nappid = \"x\"\n"), &[]),
+        "apps.a.private_key_file"
+    );
+    assert_eq!(
+        err(
+            &app("platform = \"alipay\"\nappid = \"x\"\nprivate_key_file = \"/nonexistent/k\"\nalipay_public_key_file = \"/nonexistent/p\"\n"),
+            &[]
+        ),
+        "apps.a.private_key_file"
+    );
+    assert_eq!(
+        err(&app("platform = \"qq\"\nappid = \"x\"\nsecret = \"s\"\napi_base = \"http://127.0.0.1:9\"\n"), &[]),
+        "apps.a.api_base"
+    );
+    assert_eq!(
+        err(
+            &app("platform = \"qq\"\nappid = \"x\"\nsecret = \"s\"\nappsecret = \"s\"\n"),
+            &[]
+        ),
+        "apps.a.appsecret"
+    );
+    assert_eq!(
+        err(
+            "[apps.Shop]\nplatform = \"qq\"\nappid = \"x\"\nsecret = \"s\"\n",
+            &[]
+        ),
+        "apps.Shop"
+    );
+    assert_eq!(
+        err(
+            &format!("{MINIMAL}[apps.default]\nplatform = \"qq\"\nappid = \"x\"\nsecret = \"s\"\n"),
+            &[]
+        ),
+        "apps.default"
+    );
+    // Two apps with one appid.
+    let e = Config::from_sources(
+        &format!("{MINIMAL}[apps.b]\nplatform = \"qq\"\nappid = \"wx1\"\nsecret = \"s\"\n"),
+        env(&[]),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "apps.b.appid");
+    assert!(e.message.contains("wechat.appid"), "{e}");
+    // A variable that names no app key.
+    assert_eq!(
+        err(MINIMAL, &[("WXSESSION_APPS_SHOP", "1")]),
+        "WXSESSION_APPS_SHOP"
+    );
+    assert_eq!(
+        err(MINIMAL, &[("WXSESSION_APPS_SHOP_COLOUR", "red")]),
+        "WXSESSION_APPS_SHOP_COLOUR"
+    );
+    assert_eq!(
+        err(MINIMAL, &[("WXSESSION_APPS_SHOP_PLATFORM", "line")]),
+        "apps.shop.platform (WXSESSION_APPS_SHOP_PLATFORM)"
+    );
+}

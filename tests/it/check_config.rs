@@ -66,7 +66,12 @@ fn a_valid_configuration_exits_0_with_a_summary_and_no_secret() {
             .unwrap_or_else(|| panic!("a {key} line:\n{stdout}"))
             .to_string()
     };
-    assert!(line("wechat.mock:").ends_with("off"), "{stdout}");
+    let app = line("app default:");
+    assert!(
+        app.contains("wechat wx_check_app at https://api.weixin.qq.com, secret set")
+            && !app.contains("MOCK"),
+        "{stdout}"
+    );
     assert!(line("session.local_cache:").contains("on"), "{stdout}");
     // Nothing was reached without --connect.
     assert!(
@@ -157,7 +162,7 @@ fn connect_with_redis_and_wechat_answering_exits_0_and_sends_no_secret() {
     let (code, stdout, stderr) = check(&env, &["check-config", "--connect"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("wechat api_base: skipped"), "{stdout}");
-    assert!(stdout.contains("ON: any code logs in"), "{stdout}");
+    assert!(stdout.contains("MOCK: any code logs in"), "{stdout}");
 }
 
 #[test]
@@ -193,4 +198,38 @@ fn connect_with_wechat_on_a_closed_port_exits_4() {
         line.starts_with("wechat api_base: failed: cannot connect") && line.contains(&api_base),
         "{line}"
     );
+}
+
+#[test]
+fn apps_list_prints_every_app_and_no_secret() {
+    let env = [
+        ("WXSESSION_WECHAT_APPID", "wx_check_app"),
+        ("WXSESSION_WECHAT_SECRET", SECRET),
+        ("WXSESSION_APPS_QQ_SHOP_PLATFORM", "qq"),
+        ("WXSESSION_APPS_QQ_SHOP_APPID", "1109"),
+        ("WXSESSION_APPS_QQ_SHOP_SECRET", TOKEN),
+        ("WXSESSION_APPS_TT_PLATFORM", "douyin"),
+        ("WXSESSION_APPS_TT_APPID", "tt77"),
+        ("WXSESSION_APPS_TT_MOCK", "true"),
+    ];
+    let (code, stdout, stderr) = check(&env, &["apps", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "default\twechat\twx_check_app\thttps://api.weixin.qq.com\n\
+         qq_shop\tqq\t1109\thttps://api.q.qq.com\n\
+         tt\tdouyin\ttt77\tmock\n"
+    );
+    // check-config names them too; two apps with one appid stop it (exit 2).
+    let (code, stdout, _) = check(&env, &["check-config"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("app qq_shop: qq 1109 at https://api.q.qq.com, secret set"),
+        "{stdout}"
+    );
+    let mut clash = env.to_vec();
+    clash.push(("WXSESSION_APPS_TT_APPID", "1109"));
+    let (code, _, stderr) = check(&clash, &["apps", "list"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("apps.tt.appid"), "{stderr}");
 }
