@@ -72,6 +72,18 @@ impl HttpClient {
         })
     }
 
+    /// Sends an API request and answers its body as text, whatever it says,
+    /// for platforms whose errors or signatures are read from the text itself
+    /// (a non-2xx status is an error, as for [`HttpClient::send_json`]).
+    pub async fn send_text(&self, request: reqwest::RequestBuilder) -> Result<String, WechatError> {
+        let mut call = CancelOnDrop(self.runtime.handle().spawn(send_text(request)));
+        (&mut call.0).await.unwrap_or_else(|_| {
+            Err(WechatError::Upstream(
+                "the call stopped without an answer".into(),
+            ))
+        })
+    }
+
     /// Sends one `GET url` (it must carry no secret: the reason may name it)
     /// and answers its HTTP status, whatever it is; else why no answer came.
     pub async fn reach(&self, url: String) -> Result<u16, String> {
@@ -123,15 +135,27 @@ impl<T> Drop for CancelOnDrop<T> {
     }
 }
 
-async fn send_json<T: DeserializeOwned>(
-    request: reqwest::RequestBuilder,
-) -> Result<T, WechatError> {
+async fn send_text(request: reqwest::RequestBuilder) -> Result<String, WechatError> {
+    let body = send_bytes(request).await?;
+    let len = body.len();
+    String::from_utf8(body).map_err(|_| WechatError::Upstream(format!("not UTF-8 ({len} bytes)")))
+}
+
+/// One request's body, if it answered 2xx.
+async fn send_bytes(request: reqwest::RequestBuilder) -> Result<Vec<u8>, WechatError> {
     let response = request.send().await.map_err(request_error)?;
     let status = response.status();
     let body = response.bytes().await.map_err(request_error)?;
     if !status.is_success() {
         return Err(WechatError::Upstream(format!("HTTP {}", status.as_u16())));
     }
+    Ok(body.to_vec())
+}
+
+async fn send_json<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> Result<T, WechatError> {
+    let body = send_bytes(request).await?;
     let answer: Value = serde_json::from_slice(&body)
         .map_err(|_| WechatError::Upstream(format!("not JSON ({} bytes)", body.len())))?;
     let errcode = answer.get("errcode").and_then(Value::as_i64).unwrap_or(0);
