@@ -1,6 +1,7 @@
 //! WeChat's HTTP: [`HttpClient`], the one client for its APIs and the runtime
 //! its calls run on; one call sends a request and reads its JSON answer,
-//! turning a non-zero `errcode` into [`WechatError`].
+//! turning a non-zero `errcode` into [`WechatError`] (by WeChat's table, or by
+//! another platform's that shares the `errcode` envelope).
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -9,6 +10,9 @@ use serde_json::Value;
 use tokio::{runtime::Runtime, task::JoinHandle};
 
 use super::WechatError;
+
+/// A platform's non-zero `errcode` (and its `errmsg`, for logs) as a [`WechatError`].
+pub(super) type ErrcodeTable = fn(i64, &str) -> WechatError;
 
 /// The HTTP client for WeChat's APIs, and the runtime every call runs on.
 ///
@@ -64,7 +68,19 @@ impl HttpClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, WechatError> {
-        let mut call = CancelOnDrop(self.runtime.handle().spawn(send_json(request)));
+        self.send_json_with(request, WechatError::from_errcode)
+            .await
+    }
+
+    /// [`HttpClient::send_json`] for a platform whose answers share WeChat's
+    /// `errcode`/`errmsg` envelope but not its numbers (WeCom's rate limits are
+    /// 45009 and 45033, WeChat's 45011): `errors` maps a non-zero `errcode`.
+    pub async fn send_json_with<T: DeserializeOwned + Send + 'static>(
+        &self,
+        request: reqwest::RequestBuilder,
+        errors: ErrcodeTable,
+    ) -> Result<T, WechatError> {
+        let mut call = CancelOnDrop(self.runtime.handle().spawn(send_json(request, errors)));
         (&mut call.0).await.unwrap_or_else(|_| {
             Err(WechatError::Upstream(
                 "the call stopped without an answer".into(),
@@ -154,6 +170,7 @@ async fn send_bytes(request: reqwest::RequestBuilder) -> Result<Vec<u8>, WechatE
 
 async fn send_json<T: DeserializeOwned>(
     request: reqwest::RequestBuilder,
+    errors: ErrcodeTable,
 ) -> Result<T, WechatError> {
     let body = send_bytes(request).await?;
     let answer: Value = serde_json::from_slice(&body)
@@ -161,7 +178,7 @@ async fn send_json<T: DeserializeOwned>(
     let errcode = answer.get("errcode").and_then(Value::as_i64).unwrap_or(0);
     if errcode != 0 {
         let errmsg = answer.get("errmsg").and_then(Value::as_str).unwrap_or("");
-        return Err(WechatError::from_errcode(errcode, errmsg));
+        return Err(errors(errcode, errmsg));
     }
     serde_json::from_value(answer)
         .map_err(|_| WechatError::Upstream("unexpected answer shape".into()))
