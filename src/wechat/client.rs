@@ -123,6 +123,7 @@ impl Client {
                     openid,
                     unionid: answer.unionid.filter(|u| !u.is_empty()),
                     session_key: Secret::new(session_key),
+                    corpid: None,
                 })
             }
             _ => Err(WechatError::Upstream(

@@ -20,6 +20,7 @@ pub(super) fn identity(code: &str) -> Identity {
         openid: format!("mock_{}", hex::encode(&digest[..12])),
         unionid: None,
         session_key: Secret::new(base64::engine::general_purpose::STANDARD.encode(key)),
+        corpid: None,
     }
 }
 
