@@ -11,6 +11,8 @@
 //! - `token`: [`AccessTokens`], the one access_token the whole fleet shares,
 //!   kept in Redis through the [`RedisConn`](crate::redis_conn::RedisConn)
 //!   handed to the client (this module's only use of Redis);
+//! - `douyin`: Douyin's login call and its error numbers (QQ's login call is
+//!   WeChat's, at another `api_base`);
 //! - `mock`: the answers of mock mode (development only);
 //! - [`userdata`]: the signature check and decryption of user data.
 //!
@@ -20,9 +22,12 @@
 mod call;
 mod client;
 mod code;
+mod douyin;
 mod error;
 mod identity;
 mod mock;
+#[cfg(test)]
+mod one_shot;
 mod token;
 pub mod userdata;
 
