@@ -59,6 +59,7 @@ impl Client {
             },
             redis,
             key_prefix,
+            None,
             Duration::from_millis(config.timeout_ms),
             redis_timeout,
             metrics.clone(),

@@ -13,6 +13,11 @@
 //!    normal mode. While another instance holds the lock, it polls Redis,
 //!    bounded by `wechat.timeout_ms`.
 //!
+//! Those are the key names of the app without a namespace (the one WeChat app
+//! of a single-app deployment, whose token survives an upgrade); an app with
+//! namespace `<ns>` uses `{p}wechat:<ns>:access_token` and its `:lock`, which
+//! no other namespace's keys can equal.
+//!
 //! The refresh runs on the WeChat calls' runtime, so no caller's end cancels it
 //! halfway (its lock held, its token never stored). Each caller waits for it at
 //! most `wechat.timeout_ms` + `redis.timeout_ms`, and after it fails, callers get
@@ -121,6 +126,16 @@ impl TokenSource {
     }
 }
 
+/// The names of the token's key and of its lock's, in the app's namespace.
+fn key_names(key_prefix: &str, namespace: Option<&str>) -> (String, String) {
+    let key = match namespace {
+        None => format!("{key_prefix}wechat:access_token"),
+        Some(ns) => format!("{key_prefix}wechat:{ns}:access_token"),
+    };
+    let lock_key = format!("{key}:lock");
+    (key, lock_key)
+}
+
 /// A refresh's outcome as its waiters see it: `None` until it is known.
 type Outcome = Option<Result<AccessToken, WechatError>>;
 
@@ -147,19 +162,23 @@ pub struct AccessTokens {
 }
 
 impl AccessTokens {
+    /// `namespace` tells apart the tokens of several apps in one Redis; `None`
+    /// keeps the single-app key names (see the module's documentation).
     pub(super) fn new(
         source: TokenSource,
         redis: RedisConn,
         key_prefix: &str,
+        namespace: Option<&str>,
         wait: Duration,
         redis_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> AccessTokens {
+        let (key, lock_key) = key_names(key_prefix, namespace);
         AccessTokens {
             source,
             redis,
-            key: format!("{key_prefix}wechat:access_token"),
-            lock_key: format!("{key_prefix}wechat:access_token:lock"),
+            key,
+            lock_key,
             wait,
             redis_timeout,
             memory: Mutex::new(None),
@@ -448,5 +467,44 @@ impl AccessTokens {
         op: impl Future<Output = Result<T, WechatError>>,
     ) -> Result<T, WechatError> {
         redis_conn::bounded(self.redis_timeout, op).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_namespace_the_keys_keep_their_single_app_names() {
+        assert_eq!(
+            key_names("wxsess:", None),
+            (
+                "wxsess:wechat:access_token".to_string(),
+                "wxsess:wechat:access_token:lock".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn a_namespace_gives_keys_of_its_own() {
+        assert_eq!(
+            key_names("wxsess:", Some("shop")),
+            (
+                "wxsess:wechat:shop:access_token".to_string(),
+                "wxsess:wechat:shop:access_token:lock".to_string()
+            )
+        );
+        // Even names that look like parts of the key stay apart.
+        let mut all: Vec<String> = [None, Some("lock"), Some("access_token"), Some("")]
+            .into_iter()
+            .flat_map(|ns| {
+                let (key, lock) = key_names("p:", ns);
+                [key, lock]
+            })
+            .collect();
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), count, "{all:?}");
     }
 }
