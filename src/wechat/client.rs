@@ -12,7 +12,7 @@ use sha2::Sha256;
 use super::{
     call::HttpClient,
     mock,
-    token::{AccessToken, AccessTokens, TokenSource},
+    token::{AccessToken, AccessTokens, TokenKind, TokenSource},
     Identity, LoginCode, WechatError,
 };
 use crate::{config::WechatConfig, redis_conn::RedisConn, secret::Secret, telemetry::Metrics};
@@ -52,6 +52,7 @@ impl Client {
         let tokens = AccessTokens::new(
             TokenSource {
                 http: http.clone(),
+                kind: TokenKind::Wechat,
                 appid: config.appid.clone(),
                 secret: config.secret.clone(),
                 api_base: config.api_base.clone(),

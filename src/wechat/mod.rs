@@ -8,11 +8,12 @@
 //! - `call`: `HttpClient`, the HTTP client and the runtime every call runs on
 //!   (it outlives the workers), and one request and its JSON answer, errcodes
 //!   included;
-//! - `token`: [`AccessTokens`], the one access_token the whole fleet shares,
-//!   kept in Redis through the [`RedisConn`](crate::redis_conn::RedisConn)
-//!   handed to the client (this module's only use of Redis);
-//! - `douyin`: Douyin's login call and its error numbers (QQ's login call is
-//!   WeChat's, at another `api_base`);
+//! - `token`: [`AccessTokens`], the one access_token the whole fleet shares
+//!   (per app: WeChat's or a WeCom corp's), kept in Redis through the
+//!   [`RedisConn`](crate::redis_conn::RedisConn) handed to the client (this
+//!   module's only use of Redis);
+//! - `douyin`, `wecom`: the login call of those platforms and their error
+//!   numbers (QQ's login call is WeChat's, at another `api_base`);
 //! - `mock`: the answers of mock mode (development only);
 //! - [`userdata`]: the signature check and decryption of user data.
 //!
@@ -30,6 +31,7 @@ mod mock;
 mod one_shot;
 mod token;
 pub mod userdata;
+mod wecom;
 
 pub use client::Client;
 pub use code::LoginCode;

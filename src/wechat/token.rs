@@ -1,4 +1,5 @@
-//! `AccessTokens`: the one access_token the whole fleet shares.
+//! `AccessTokens`: the one access_token the whole fleet shares, per app —
+//! WeChat's from `stable_token`, or a WeCom corp app's from `gettoken`.
 //!
 //! Every instance asks this, and at most one call per refresh reaches WeChat:
 //!
@@ -10,7 +11,7 @@
 //!    (`SET NX PX`, released by compare-and-delete), looks at Redis once more
 //!    (another instance may have just refreshed: writing over a newer token is
 //!    how clusters end up with 40001s), and only then calls `stable_token` in
-//!    normal mode. While another instance holds the lock, it polls Redis,
+//!    normal mode (WeCom: `gettoken`). While another instance holds the lock, it polls Redis,
 //!    bounded by `wechat.timeout_ms`.
 //!
 //! Those are the key names of the app without a namespace (the one WeChat app
@@ -38,7 +39,7 @@ use redis::AsyncCommands;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::{call::HttpClient, mock, WechatError};
+use super::{call::HttpClient, mock, wecom, WechatError};
 use crate::{
     clock::unix_secs as now_secs,
     redis_conn::{self, RedisConn},
@@ -87,17 +88,36 @@ impl Cached {
     }
 }
 
-/// The call to WeChat itself, with the app's credentials.
+/// The call to the platform itself, with the app's credentials.
 pub(super) struct TokenSource {
     pub http: HttpClient,
+    pub kind: TokenKind,
+    /// The AppID; for WeCom, the corpid.
     pub appid: String,
+    /// The AppSecret; for WeCom, the corpsecret.
     pub secret: Secret,
     pub api_base: String,
     pub mock: bool,
 }
 
+/// Whose token it is, which decides the call that fetches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TokenKind {
+    /// `POST /cgi-bin/stable_token`.
+    Wechat,
+    /// `GET /cgi-bin/gettoken?corpid&corpsecret`. It has no `force_refresh`:
+    /// a forced refresh is an ordinary fetch (WeCom answers the token it still
+    /// holds).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "built once apps are dispatched by platform (§11)")
+    )]
+    Wecom,
+}
+
+/// Both calls answer this, besides the `errcode` envelope.
 #[derive(Deserialize)]
-struct StableTokenAnswer {
+struct TokenAnswer {
     access_token: String,
     expires_in: u64,
 }
@@ -107,19 +127,35 @@ impl TokenSource {
         if self.mock {
             return Ok(mock::access_token());
         }
-        let request = self
-            .http
-            .post(format!("{}/cgi-bin/stable_token", self.api_base))
-            .json(&serde_json::json!({
-                "grant_type": "client_credential",
-                "appid": self.appid,
-                "secret": self.secret.expose(),
-                "force_refresh": force,
-            }));
-        let answer: StableTokenAnswer = self.http.send_json(request).await?;
+        let answer: TokenAnswer = match self.kind {
+            TokenKind::Wechat => {
+                let request = self
+                    .http
+                    .post(format!("{}/cgi-bin/stable_token", self.api_base))
+                    .json(&serde_json::json!({
+                        "grant_type": "client_credential",
+                        "appid": self.appid,
+                        "secret": self.secret.expose(),
+                        "force_refresh": force,
+                    }));
+                self.http.send_json(request).await?
+            }
+            TokenKind::Wecom => {
+                let request = self
+                    .http
+                    .get(format!("{}/cgi-bin/gettoken", self.api_base))
+                    .query(&[
+                        ("corpid", self.appid.as_str()),
+                        ("corpsecret", self.secret.expose()),
+                    ]);
+                self.http
+                    .send_json_with(request, wecom::from_errcode)
+                    .await?
+            }
+        };
         if answer.access_token.is_empty() || answer.expires_in == 0 {
             return Err(WechatError::Upstream(
-                "stable_token answered no usable token".into(),
+                "the token API answered no usable token".into(),
             ));
         }
         Ok((Secret::new(answer.access_token), answer.expires_in))
@@ -473,6 +509,7 @@ impl AccessTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wechat::one_shot::OneShot;
 
     #[test]
     fn without_a_namespace_the_keys_keep_their_single_app_names() {
@@ -506,5 +543,73 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), count, "{all:?}");
+    }
+
+    fn source(kind: TokenKind, base: &str) -> TokenSource {
+        TokenSource {
+            http: HttpClient::new(Duration::from_secs(5)).unwrap(),
+            kind,
+            appid: "ww_corp".into(),
+            secret: Secret::new("corp-secret"),
+            api_base: base.into(),
+            mock: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn wecom_tokens_come_from_gettoken() {
+        let server = OneShot::answering(
+            r#"{"errcode": 0, "errmsg": "ok", "access_token": "QY-TOKEN", "expires_in": 7200}"#,
+        );
+        let (token, expires_in) = source(TokenKind::Wecom, &server.base)
+            .fetch(true)
+            .await
+            .unwrap();
+        assert_eq!((token.expose(), expires_in), ("QY-TOKEN", 7200));
+        let sent = server.received();
+        assert_eq!(
+            sent.line,
+            "GET /cgi-bin/gettoken?corpid=ww_corp&corpsecret=corp-secret HTTP/1.1"
+        );
+        assert_eq!(sent.body, "");
+    }
+
+    #[tokio::test]
+    async fn gettoken_errors_are_read_by_wecoms_table() {
+        for (answer, error) in [
+            (
+                r#"{"errcode": 40001, "errmsg": "invalid secret"}"#,
+                WechatError::TokenRejected(40001),
+            ),
+            (
+                r#"{"errcode": 45009, "errmsg": "api freq out of limit"}"#,
+                WechatError::RateLimited,
+            ),
+            (
+                r#"{"errcode": 0, "access_token": "", "expires_in": 7200}"#,
+                WechatError::Upstream("the token API answered no usable token".into()),
+            ),
+        ] {
+            let server = OneShot::answering(answer);
+            let fetched = source(TokenKind::Wecom, &server.base).fetch(false).await;
+            assert_eq!(fetched.unwrap_err(), error, "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn wechat_tokens_still_come_from_stable_token() {
+        let server = OneShot::answering(r#"{"access_token": "WX-TOKEN", "expires_in": 7200}"#);
+        let (token, _) = source(TokenKind::Wechat, &server.base)
+            .fetch(false)
+            .await
+            .unwrap();
+        assert_eq!(token.expose(), "WX-TOKEN");
+        let sent = server.received();
+        assert_eq!(sent.line, "POST /cgi-bin/stable_token HTTP/1.1");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&sent.body).unwrap(),
+            serde_json::json!({"grant_type": "client_credential", "appid": "ww_corp",
+                "secret": "corp-secret", "force_refresh": false})
+        );
     }
 }
