@@ -18,6 +18,7 @@ mod logs;
 mod nginx_lb;
 mod observability;
 mod openapi;
+mod platform_clients;
 mod process;
 mod readme_zh;
 mod redis_deploy;

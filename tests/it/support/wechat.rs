@@ -1,6 +1,8 @@
 //! A WeChat stand-in: an actix-web server on loopback, on a thread and an actix
 //! System of its own, so it keeps answering while a test blocks its own thread
 //! (`std::thread::sleep`, a synchronous Redis command, a child process it waits for).
+//! It also answers the login calls of the other platforms of §11: QQ's is
+//! WeChat's path, Douyin's and WeCom's have paths of their own.
 
 use std::{
     net::TcpListener,
@@ -48,17 +50,22 @@ pub struct StandInState {
     issued_keys: Mutex<Vec<String>>,
     /// access_tokens handed out so far; token n is `TOKEN-n`.
     pub tokens_issued: AtomicU64,
-    /// Tokens numbered below this are refused with 40001.
+    /// Tokens numbered below this are refused with 40001 (WeCom: 40014).
     pub tokens_valid_from: AtomicU64,
-    /// Refuse every token with 40001.
+    /// Refuse every token with 40001 (WeCom: 40014).
     pub reject_all_tokens: AtomicBool,
     /// `expires_in` of the tokens handed out (0 = 7200).
     pub token_expires_in: AtomicU64,
-    /// Delay before answering `stable_token`, in ms.
+    /// Delay before answering `stable_token` or `gettoken`, in ms.
     pub token_delay_ms: AtomicU64,
-    /// `stable_token` answers this errcode instead of a token (0: a token).
+    /// `stable_token` and `gettoken` answer this errcode instead of a token (0: a token).
     pub token_errcode: AtomicI64,
+    /// The WeCom corp's corpid and corpsecret (see [`WechatStandIn::set_wecom_corp`]).
+    wecom_corp: Mutex<Option<(String, String)>>,
 }
+
+/// The corpid WeCom's `jscode2session` answers for an `othercorp:` code.
+pub const OTHER_CORPID: &str = "ww_other_corp";
 
 /// A WeChat stand-in: a real HTTP/1.1 server on loopback.
 ///
@@ -86,6 +93,31 @@ pub struct StandInState {
 /// by the phone `code` (`num`/`str`: countryCode as a number/string, `other-app`,
 /// `err:<n>`, `slow`, `garbage`) and `checksession` answers 87009 for openid
 /// `stale`; both refuse tokens as the [`StandInState`] knobs say.
+///
+/// QQ's `jscode2session` is WeChat's, above (only its host differs).
+///
+/// Douyin's `POST /api/apps/v2/jscode2session` answers by the JSON body's
+/// `code`, in Douyin's envelope (`err_no`, `err_tips`, `log_id`, `data`):
+///
+/// | code | answer |
+/// |---|---|
+/// | `ok:<openid>` | `err_no` 0, `data.openid`, a fresh `data.session_key`, `data.unionid` "" |
+/// | `union:<openid>` | as `ok`, with `data.unionid` `u-<openid>` |
+/// | `err:<n>` | `{"err_no": n, "err_tips": "stand-in error n", "data": {…""}}` |
+/// | `noopenid` | `err_no` 0 with `data.openid` "" |
+/// | `garbage` | 200 with an HTML body |
+/// | anything else | `err_no` 40018, "bad code" |
+///
+/// WeCom's `GET /cgi-bin/gettoken` answers 40013 unless `corpid` is the one
+/// [`WechatStandIn::set_wecom_corp`] set, 40001 unless `corpsecret` is its
+/// secret, else hands out `WECOM-TOKEN-<n>`, numbered, delayed, failed and
+/// expiring as `stable_token`'s tokens (one count for both). Its
+/// `GET /cgi-bin/miniprogram/jscode2session` answers 40014 to a token that is
+/// not a `WECOM-TOKEN-` still valid by the knobs, else by `js_code`:
+/// `ok:<userid>` (errcode 0, the set corpid, `userid`, a fresh `session_key`),
+/// `othercorp:<userid>` (as `ok`, for [`OTHER_CORPID`]), `nouserid` (as `ok`
+/// without `userid`), `err:<n>`, anything else 40029. Each platform's tokens
+/// are refused by the other's APIs. Every code takes a `~suffix` as above.
 pub struct WechatStandIn {
     pub base: String,
     pub state: Arc<StandInState>,
@@ -145,7 +177,7 @@ impl WechatStandIn {
         self.state.received.lock().unwrap().clone()
     }
 
-    /// Calls of `jscode2session`.
+    /// Calls of WeChat's (and QQ's) `jscode2session`.
     pub fn calls(&self) -> usize {
         self.calls_to("/sns/jscode2session")
     }
@@ -158,6 +190,11 @@ impl WechatStandIn {
     /// Every session_key the stand-in has handed out.
     pub fn issued_keys(&self) -> Vec<String> {
         self.state.issued_keys.lock().unwrap().clone()
+    }
+
+    /// The WeCom corp `gettoken` accepts and `jscode2session` answers for.
+    pub fn set_wecom_corp(&self, corpid: &str, corpsecret: &str) {
+        *self.state.wecom_corp.lock().unwrap() = Some((corpid.into(), corpsecret.into()));
     }
 }
 
@@ -187,6 +224,9 @@ async fn answer(
         "/cgi-bin/stable_token" => token_answer(&state).await,
         "/wxa/business/getuserphonenumber" => phone_answer(&state, &entry).await,
         "/wxa/checksession" => check_answer(&state, &entry),
+        "/api/apps/v2/jscode2session" => douyin_answer(&state, &entry),
+        "/cgi-bin/gettoken" => gettoken_answer(&state, &entry).await,
+        "/cgi-bin/miniprogram/jscode2session" => wecom_code_answer(&state, &entry),
         _ => code2session_answer(&state, &entry).await,
     }
 }
@@ -212,29 +252,43 @@ fn errcode(n: i64) -> HttpResponse {
 }
 
 async fn token_answer(state: &StandInState) -> HttpResponse {
+    match next_token(state).await {
+        Ok((n, expires_in)) => json_ok(format!(
+            r#"{{"access_token": "TOKEN-{n}", "expires_in": {expires_in}}}"#
+        )),
+        Err(answer) => answer,
+    }
+}
+
+/// The next token's number and `expires_in`, after the knobs' delay; or the
+/// errcode answer they ask for instead.
+async fn next_token(state: &StandInState) -> Result<(u64, u64), HttpResponse> {
     sleep(Duration::from_millis(
         state.token_delay_ms.load(Ordering::SeqCst),
     ))
     .await;
     match state.token_errcode.load(Ordering::SeqCst) {
         0 => {}
-        n => return errcode(n),
+        n => return Err(errcode(n)),
     }
     let n = state.tokens_issued.fetch_add(1, Ordering::SeqCst) + 1;
     let expires_in = match state.token_expires_in.load(Ordering::SeqCst) {
         0 => 7200,
         e => e,
     };
-    json_ok(format!(
-        r#"{{"access_token": "TOKEN-{n}", "expires_in": {expires_in}}}"#
-    ))
+    Ok((n, expires_in))
 }
 
 /// 40001 for a token the knobs say is refused.
 fn refused(state: &StandInState, entry: &Received) -> bool {
+    refused_with_prefix(state, entry, "TOKEN-")
+}
+
+/// Whether the request's token is not one of `prefix`'s, or one the knobs refuse.
+fn refused_with_prefix(state: &StandInState, entry: &Received, prefix: &str) -> bool {
     let n: u64 = entry
         .param("access_token")
-        .and_then(|t| t.strip_prefix("TOKEN-"))
+        .and_then(|t| t.strip_prefix(prefix))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     state.reject_all_tokens.load(Ordering::SeqCst)
@@ -284,16 +338,9 @@ fn check_answer(state: &StandInState, entry: &Received) -> HttpResponse {
 
 async fn code2session_answer(state: &StandInState, entry: &Received) -> HttpResponse {
     let keys = &state.issued_keys;
-    let sent = entry.param("js_code").unwrap_or("").to_string();
-    // A `~suffix` makes another code with the same meaning: `ok:alice~2`.
-    let code = sent.split('~').next().unwrap_or_default().to_string();
+    let code = meaning(entry.param("js_code").unwrap_or(""));
     let ok = |openid: &str, unionid: bool| {
-        let key = {
-            let mut keys = keys.lock().unwrap();
-            let key = base64_key(openid, keys.len());
-            keys.push(key.clone());
-            key
-        };
+        let key = issue_key(state, openid);
         let mut v = serde_json::json!({"openid": openid, "session_key": key});
         if unionid {
             v["unionid"] = format!("u-{openid}").into();
@@ -338,6 +385,105 @@ async fn code2session_answer(state: &StandInState, entry: &Received) -> HttpResp
     } else {
         errcode(40029)
     }
+}
+
+/// Douyin's `jscode2session`, in its `err_no` envelope.
+fn douyin_answer(state: &StandInState, entry: &Received) -> HttpResponse {
+    let code = meaning(entry.json()["code"].as_str().unwrap_or(""));
+    let envelope = |err_no: i64, err_tips: &str, openid: &str, key: &str, unionid: &str| {
+        json_ok(
+            serde_json::json!({"err_no": err_no, "err_tips": err_tips, "log_id": "stand-in",
+                "data": {"session_key": key, "openid": openid, "anonymous_openid": "",
+                         "unionid": unionid}})
+            .to_string(),
+        )
+    };
+    if let Some(openid) = code.strip_prefix("ok:") {
+        envelope(0, "success", openid, &issue_key(state, openid), "")
+    } else if let Some(openid) = code.strip_prefix("union:") {
+        let unionid = format!("u-{openid}");
+        envelope(0, "success", openid, &issue_key(state, openid), &unionid)
+    } else if let Some(n) = code.strip_prefix("err:") {
+        let n = n.parse().unwrap_or(0);
+        envelope(n, &format!("stand-in error {n}"), "", "", "")
+    } else if code == "noopenid" {
+        envelope(0, "success", "", "c2Vzc2lvbmtleQ==", "")
+    } else if code == "garbage" {
+        reply(StatusCode::OK, "text/html", "<html></html>".into())
+    } else {
+        envelope(40018, "bad code", "", "", "")
+    }
+}
+
+/// WeCom's `gettoken`: the corp's credentials, then a token as `stable_token`'s.
+async fn gettoken_answer(state: &StandInState, entry: &Received) -> HttpResponse {
+    let corp = state.wecom_corp.lock().unwrap().clone();
+    match corp {
+        Some((corpid, _)) if entry.param("corpid") != Some(corpid.as_str()) => {
+            return errcode(40013)
+        }
+        Some((_, secret)) if entry.param("corpsecret") != Some(secret.as_str()) => {
+            return errcode(40001)
+        }
+        Some(_) => {}
+        None => return errcode(40013),
+    }
+    match next_token(state).await {
+        Ok((n, expires_in)) => json_ok(format!(
+            r#"{{"errcode": 0, "errmsg": "ok", "access_token": "WECOM-TOKEN-{n}", "expires_in": {expires_in}}}"#
+        )),
+        Err(answer) => answer,
+    }
+}
+
+/// WeCom's `miniprogram/jscode2session`, with a token from its `gettoken`.
+fn wecom_code_answer(state: &StandInState, entry: &Received) -> HttpResponse {
+    if refused_with_prefix(state, entry, "WECOM-TOKEN-") {
+        return errcode(40014);
+    }
+    let corpid = state
+        .wecom_corp
+        .lock()
+        .unwrap()
+        .as_ref()
+        .map(|(corpid, _)| corpid.clone())
+        .unwrap_or_default();
+    let code = meaning(entry.param("js_code").unwrap_or(""));
+    let ok = |corpid: &str, userid: &str| {
+        json_ok(
+            serde_json::json!({"errcode": 0, "errmsg": "ok", "corpid": corpid,
+                "userid": userid, "session_key": issue_key(state, userid)})
+            .to_string(),
+        )
+    };
+    if let Some(userid) = code.strip_prefix("ok:") {
+        ok(&corpid, userid)
+    } else if let Some(userid) = code.strip_prefix("othercorp:") {
+        ok(OTHER_CORPID, userid)
+    } else if code == "nouserid" {
+        json_ok(
+            serde_json::json!({"errcode": 0, "errmsg": "ok", "corpid": corpid,
+                "session_key": "c2Vzc2lvbmtleQ=="})
+            .to_string(),
+        )
+    } else if let Some(n) = code.strip_prefix("err:") {
+        errcode(n.parse().unwrap_or(0))
+    } else {
+        errcode(40029)
+    }
+}
+
+/// A code as sent, without its `~suffix`: `ok:alice~2` means `ok:alice`.
+fn meaning(sent: &str) -> String {
+    sent.split('~').next().unwrap_or_default().to_string()
+}
+
+/// A fresh session_key for `user`, remembered among the issued ones.
+fn issue_key(state: &StandInState, user: &str) -> String {
+    let mut keys = state.issued_keys.lock().unwrap();
+    let key = base64_key(user, keys.len());
+    keys.push(key.clone());
+    key
 }
 
 /// A session_key unique per call, recognisable in logs.
