@@ -498,8 +498,13 @@ mod tests {
             self.openssl(&["pkey", "-in", &pem, "-pubout", "-out", &spki_pem]);
             let rsapub_pem = format!("{name}-rsapub.pem");
             self.openssl(&["rsa", "-in", &pem, "-RSAPublicKey_out", "-out", &rsapub_pem]);
+            // Not `pkey -outform DER` for PKCS#8: OpenSSL 3 writes an RSA
+            // key's DER as PKCS#1.
             for (form, args) in [
-                ("pkcs8", &["pkey", "-outform", "DER"][..]),
+                (
+                    "pkcs8",
+                    &["pkcs8", "-topk8", "-nocrypt", "-outform", "DER"][..],
+                ),
                 ("pkcs1", &["rsa", "-traditional", "-outform", "DER"]),
                 ("spki", &["pkey", "-pubout", "-outform", "DER"]),
                 ("rsapub", &["rsa", "-RSAPublicKey_out", "-outform", "DER"]),
@@ -507,6 +512,28 @@ mod tests {
                 let der = self.openssl(&[args, &["-in", &pem]].concat());
                 self.write(&format!("{name}-{form}.b64"), STANDARD.encode(der));
             }
+            // Each file is in the form its name says.
+            let der = |form| {
+                STANDARD
+                    .decode(self.read(&format!("{name}-{form}.b64")))
+                    .unwrap()
+            };
+            let is_spki = |der: &[u8]| der.windows(9).any(|oid| oid == RSA_ENCRYPTION);
+            if bits >= 2048 {
+                assert!(RsaKeyPair::from_pkcs8(&der("pkcs8")).is_ok());
+                assert!(RsaKeyPair::from_pkcs8(&der("pkcs1")).is_err());
+                assert!(RsaKeyPair::from_der(&der("pkcs1")).is_ok());
+            }
+            assert!(is_spki(&der("spki")) && !is_spki(&der("rsapub")));
+            let label = |file, label| {
+                assert!(self
+                    .read(file)
+                    .starts_with(&format!("-----BEGIN {label}-----")))
+            };
+            label(&pem, "PRIVATE KEY");
+            label(&pkcs1_pem, "RSA PRIVATE KEY");
+            label(&spki_pem, "PUBLIC KEY");
+            label(&rsapub_pem, "RSA PUBLIC KEY");
         }
 
         /// base64 of `openssl dgst -sha256 -sign name.pem` over `text`.
