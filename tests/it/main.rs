@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod alipay_stand_in;
 mod check_config;
 mod cluster;
 mod devices;

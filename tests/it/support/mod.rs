@@ -1,8 +1,10 @@
 //! Real components for the integration tests: a `redis-server` of each test's own
-//! on a free loopback port, a WeChat stand-in speaking real HTTP on loopback, and
-//! wxsession itself, in-process or as the binary, on a free port. Redis also
-//! over TLS, as a Cluster, behind Sentinel, or behind a proxy that can stall.
+//! on a free loopback port, WeChat and Alipay stand-ins speaking real HTTP on
+//! loopback (Alipay's with RSA key files made by `openssl`), and wxsession
+//! itself, in-process or as the binary, on a free port. Redis also over TLS, as a
+//! Cluster, behind Sentinel, or behind a proxy that can stall.
 
+mod alipay;
 mod harness;
 mod proxy;
 mod redis_server;
@@ -20,7 +22,7 @@ use std::{
 };
 
 pub use self::{
-    harness::*, proxy::*, redis_server::*, sentinel::*, tls::*, wechat::*, wxsession::*,
+    alipay::*, harness::*, proxy::*, redis_server::*, sentinel::*, tls::*, wechat::*, wxsession::*,
 };
 
 /// An admin token long enough for the server to accept (32 characters at least).

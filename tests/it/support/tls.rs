@@ -172,7 +172,8 @@ fn signed_leaf(dir: &Path, name: &str, usage: &str, san: &str) {
     );
 }
 
-fn openssl(dir: &Path, args: &[&[&str]]) {
+/// Runs `openssl` in `dir` with `args` (concatenated), which must succeed.
+pub(super) fn openssl(dir: &Path, args: &[&[&str]]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args.concat())
