@@ -298,7 +298,8 @@ fn signing_string(params: &[(&str, String)]) -> String {
     pairs.join("&")
 }
 
-/// `yyyy-MM-dd HH:mm:ss` in GMT+8, the only time Alipay's gateway reads.
+/// `yyyy-MM-dd HH:mm:ss` in GMT+8: the format and zone Alipay's gateway reads,
+/// wherever the server runs.
 fn china_time(unix_secs: u64) -> String {
     let local = unix_secs.saturating_add(8 * 3600);
     let (year, month, day) = civil_date(local / 86_400);
@@ -314,7 +315,7 @@ fn china_time(unix_secs: u64) -> String {
 /// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`, in unsigned arithmetic: nothing here is before 1970).
 fn civil_date(days: u64) -> (u64, u64, u64) {
-    // Counted from 0000-03-01, so a leap day ends its 400-year era's years.
+    // Years counted from 1 March, so a leap day is the last day of its year.
     let days = days + 719_468;
     let era = days / 146_097;
     let day_of_era = days % 146_097;
