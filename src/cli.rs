@@ -9,7 +9,13 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 pub use check_config::run_check_config;
 
-use crate::{clock, config::Config, session::SessionStore, telemetry::Metrics, wechat};
+use crate::{
+    clock,
+    config::{App, Config, Platform},
+    session::SessionStore,
+    telemetry::Metrics,
+    wechat,
+};
 
 pub const HELP: &str = "\
 wxsession — session server for WeChat Mini Programs
@@ -21,6 +27,8 @@ FLAGS:
     -c, --config PATH   configuration file (default: config.toml in the working
                         directory; if that default is missing, built-in defaults
                         and WXSESSION_* variables are used)
+    --appid APPID       the app a per-user or wechat command is about (may be
+                        left out when only one app could be meant)
     -h, --help          print this help
     -V, --version       print the version
 
@@ -101,16 +109,19 @@ pub enum SessionsCommand {
     Stats,
 }
 
-/// The parsed command line: the configuration path (if given) and the command.
+/// The parsed command line: the configuration path (if given), the app (if
+/// given) and the command.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Args {
     pub config: Option<PathBuf>,
+    pub appid: Option<String>,
     pub command: Command,
 }
 
 impl Args {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         let mut config = None;
+        let mut appid = None;
         let mut force = false;
         let mut connect = false;
         let mut for_secs = None;
@@ -122,18 +133,21 @@ impl Args {
                 "-h" | "--help" => {
                     return Ok(Args {
                         config,
+                        appid,
                         command: Command::Help,
                     })
                 }
                 "-V" | "--version" => {
                     return Ok(Args {
                         config,
+                        appid,
                         command: Command::Version,
                     })
                 }
                 "-c" | "--config" => {
                     config = Some(args.next().ok_or("--config needs a PATH")?.into());
                 }
+                "--appid" => appid = Some(args.next().ok_or("--appid needs an APPID")?),
                 "--force" => force = true,
                 "--connect" => connect = true,
                 "--for" => {
@@ -185,7 +199,22 @@ impl Args {
         if for_secs.is_some() || reason.is_some() {
             return Err("--for and --reason go only with 'users ban'".into());
         }
-        Ok(Args { config, command })
+        let per_app = matches!(
+            command,
+            Command::Users(_)
+                | Command::Wechat(_)
+                | Command::Sessions(SessionsCommand::List(_) | SessionsCommand::RevokeUser(_))
+        );
+        if appid.is_some() && !per_app {
+            return Err(
+                "--appid goes only with 'sessions list|revoke-user', 'users' and 'wechat'".into(),
+            );
+        }
+        Ok(Args {
+            config,
+            appid,
+            command,
+        })
     }
 }
 
@@ -207,16 +236,41 @@ pub fn run_apps_list(config: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The app `--appid` names, or the only one of `platforms` (`None`: any).
+fn app_named<'a>(
+    config: &'a Config,
+    appid: Option<&str>,
+    platforms: Option<&[Platform]>,
+) -> Result<&'a App, ExitCode> {
+    let mut candidates = config.apps().iter().filter(|app| match appid {
+        Some(appid) => app.appid == appid,
+        None => platforms.is_none_or(|p| p.contains(&app.platform)),
+    });
+    match (candidates.next(), candidates.next()) {
+        (Some(app), None) => Ok(app),
+        (None, _) if appid.is_some() => Err(fail(2, "--appid names no configured app")),
+        _ => Err(fail(
+            2,
+            "several apps are configured: name one with --appid",
+        )),
+    }
+}
+
 /// Runs a `users` subcommand against the configured Redis, printing to stdout.
-pub fn run_users(config: &Config, command: UsersCommand) -> ExitCode {
+pub fn run_users(config: &Config, appid: Option<&str>, command: UsersCommand) -> ExitCode {
+    let app = match app_named(config, appid, None) {
+        Ok(app) => app,
+        Err(code) => return code,
+    };
     with_store(config, |store| async move {
+        let user = |openid: &str| store.user_key(&app.appid, openid);
         let result = match command {
             UsersCommand::Ban {
                 openid,
                 for_secs,
                 reason,
             } => store
-                .ban(&openid, for_secs, reason.as_deref())
+                .ban(&user(&openid), for_secs, reason.as_deref())
                 .await
                 .map(|(ban, ended)| {
                     match ban.until {
@@ -226,7 +280,7 @@ pub fn run_users(config: &Config, command: UsersCommand) -> ExitCode {
                     println!("ended {ended} sessions");
                     ExitCode::SUCCESS
                 }),
-            UsersCommand::Unban(openid) => store.unban(&openid).await.map(|was| {
+            UsersCommand::Unban(openid) => store.unban(&user(&openid)).await.map(|was| {
                 if was {
                     println!("unbanned");
                     ExitCode::SUCCESS
@@ -240,11 +294,23 @@ pub fn run_users(config: &Config, command: UsersCommand) -> ExitCode {
 }
 
 /// Runs a `sessions` subcommand against the configured Redis, printing to stdout.
-pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
+pub fn run_sessions(config: &Config, appid: Option<&str>, command: SessionsCommand) -> ExitCode {
+    let app = match &command {
+        SessionsCommand::List(_) | SessionsCommand::RevokeUser(_) => {
+            match app_named(config, appid, None) {
+                Ok(app) => Some(app),
+                Err(code) => return code,
+            }
+        }
+        _ => None,
+    };
     with_store(config, |store| async move {
         let handle = |text: &str| store.parse_stored_id(text);
+        let user = |openid: &str| {
+            store.user_key(&app.expect("a per-user command has its app").appid, openid)
+        };
         let result = match command {
-            SessionsCommand::List(openid) => store.list_user(&openid).await.map(|records| {
+            SessionsCommand::List(openid) => store.list_user(&user(&openid)).await.map(|records| {
                 for r in records {
                     let device = r.device.as_deref().unwrap_or("-");
                     println!(
@@ -280,10 +346,12 @@ pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
                     }
                 }),
             },
-            SessionsCommand::RevokeUser(openid) => store.revoke_user(&openid).await.map(|n| {
-                println!("revoked {n}");
-                ExitCode::SUCCESS
-            }),
+            SessionsCommand::RevokeUser(openid) => {
+                store.revoke_user(&user(&openid)).await.map(|n| {
+                    println!("revoked {n}");
+                    ExitCode::SUCCESS
+                })
+            }
             SessionsCommand::Stats => store.stats().await.map(|s| {
                 println!("sessions: {}", s.sessions);
                 println!("users:    {}", s.users);
@@ -294,20 +362,26 @@ pub fn run_sessions(config: &Config, command: SessionsCommand) -> ExitCode {
     })
 }
 
-/// Runs a `wechat` subcommand with the server's configuration and shared Redis.
-pub fn run_wechat(config: &Config, command: WechatCommand) -> ExitCode {
+/// Runs a `wechat` subcommand (an app's shared access_token: a WeChat or
+/// WeCom app) with the server's configuration and shared Redis.
+pub fn run_wechat(config: &Config, appid: Option<&str>, command: WechatCommand) -> ExitCode {
+    let with_token = [Platform::Wechat, Platform::Wecom];
+    let app = match app_named(config, appid, Some(&with_token)) {
+        Ok(app) => app,
+        Err(code) => return code,
+    };
     with_store(config, |store| async move {
-        let client = match wechat::Client::new(
-            &config.wechat,
-            store.connection(),
-            &config.redis.key_prefix,
-            config.redis_timeout(),
-            Arc::new(Metrics::default()),
-        ) {
-            Ok(client) => client,
+        let apps = match wechat::Apps::new(config, store.connection(), Arc::new(Metrics::default()))
+        {
+            Ok(apps) => apps,
             Err(e) => return fail(2, &format!("wechat: {e}")),
         };
-        let tokens = client.access_tokens();
+        let Some(tokens) = apps.get(&app.appid).and_then(|c| c.access_tokens()) else {
+            return fail(
+                2,
+                "--appid: a qq, douyin or alipay app has no access_token here",
+            );
+        };
         let now = clock::unix_secs();
         match command {
             WechatCommand::TokenStatus => match tokens.status().await {

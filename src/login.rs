@@ -16,7 +16,7 @@ use crate::{
         CodeClaim, Device, LoginCodes, LoginRate, Lookup, NewSession, Session, SessionStore,
         StoreError,
     },
-    wechat::{Client, Identity, LoginCode, WechatError},
+    wechat::{Apps, Client, Identity, LoginCode, WechatError},
 };
 
 /// Why a login failed.
@@ -51,7 +51,7 @@ const STORE_FAILED: &str = "store_unavailable";
 
 #[derive(Clone)]
 pub struct Login {
-    wechat: Client,
+    apps: Apps,
     store: SessionStore,
     codes: LoginCodes,
     /// `login.rate_per_minute`, when set.
@@ -70,7 +70,7 @@ pub struct Login {
 }
 
 impl Login {
-    pub fn new(wechat: Client, store: SessionStore, config: &Config) -> Login {
+    pub fn new(apps: Apps, store: SessionStore, config: &Config) -> Login {
         let cap = config.wechat.max_in_flight;
         Login {
             codes: store.login_codes(),
@@ -78,7 +78,7 @@ impl Login {
                 0 => None,
                 per_minute => Some(store.login_rate(per_minute)),
             },
-            wechat,
+            apps,
             store,
             wait: config.wechat_timeout() + 2 * config.redis_timeout() + Duration::from_secs(1),
             repeat_window: config.login.repeat_window(),
@@ -87,14 +87,17 @@ impl Login {
         }
     }
 
-    /// Logs in with `code` on behalf of `client` (the address the rate limit
-    /// counts; `None` counts nothing).
+    /// Logs in to `app` with `code` on behalf of `client` (the address the
+    /// rate limit counts; `None` counts nothing).
     pub async fn login(
         &self,
+        app: &Client,
         code: &LoginCode,
         client: Option<IpAddr>,
         device: Option<&Device>,
     ) -> Result<Session, LoginError> {
+        // A code is one app's: recorded under both, so two apps' codes never meet.
+        let code_record = [app.appid(), ":", code.as_str()].concat();
         if let (Some(rate), Some(client)) = (&self.rate, client) {
             if !rate.admit(client).await? {
                 return Err(LoginError::RateLimited);
@@ -105,7 +108,7 @@ impl Login {
         let _permit = self.wechat_permit("login")?;
         match self
             .codes
-            .claim(code.as_str(), self.wait, self.repeat_window)
+            .claim(&code_record, self.wait, self.repeat_window)
             .await?
         {
             CodeClaim::First => {}
@@ -129,28 +132,28 @@ impl Login {
             CodeClaim::Failed(tag) => return Err(WechatError::from_tag(&tag).into()),
             CodeClaim::StillPending => return Err(WechatError::Timeout.into()),
         }
-        let identity = match self.wechat.code_to_session(code).await {
+        let identity = match app.code_to_session(code).await {
             Ok(identity) => identity,
             Err(e) => {
-                self.record_failure(code, e.tag()).await;
+                self.record_failure(&code_record, e.tag()).await;
                 return Err(e.into());
             }
         };
         // The code is spent at WeChat from here on: whatever ends the login is
         // recorded, so a repeat gets that answer, not a second call. A ban's
         // repeat is invalid_code: the record does not know whose code it was.
-        let session = match self.session_for(&identity, device).await {
+        let session = match self.session_for(app, &identity, device).await {
             Ok(session) => session,
             Err(e) => {
                 let tag = match e {
                     LoginError::Banned(_) => WechatError::InvalidCode(40163).tag(),
                     _ => STORE_FAILED,
                 };
-                self.record_failure(code, tag).await;
+                self.record_failure(&code_record, tag).await;
                 return Err(e);
             }
         };
-        if let Err(e) = self.codes.settle_session(code.as_str(), session.id()).await {
+        if let Err(e) = self.codes.settle_session(&code_record, session.id()).await {
             log::warn!("could not record a login code's session: {e}");
         }
         Ok(session)
@@ -162,8 +165,13 @@ impl Login {
     /// (unix seconds). Codes are not recorded as a login's are: WeChat refuses
     /// a spent one, and a step-up has no session to hand a repeat.
     pub async fn elevate(&self, session: &Session, code: &LoginCode) -> Result<u64, LoginError> {
+        // The guard answered for this session, so its app is configured.
+        let app = self
+            .apps
+            .get(session.appid())
+            .ok_or(LoginError::SessionGone)?;
         let _permit = self.wechat_permit("step-up")?;
-        let identity = self.wechat.code_to_session(code).await?;
+        let identity = app.code_to_session(code).await?;
         if identity.openid != session.openid() {
             log::warn!(
                 "step-up refused: the code is another user's than openid={}",
@@ -205,17 +213,21 @@ impl Login {
     /// (checked only now: only WeChat says whose code it was).
     async fn session_for(
         &self,
+        app: &Client,
         identity: &Identity,
         device: Option<&Device>,
     ) -> Result<Session, LoginError> {
-        if let Some(ban) = self.store.ban_of(&identity.openid).await? {
-            log::info!("login refused: openid={} is banned", identity.openid);
+        let user = self.store.user_key(app.appid(), &identity.openid);
+        if let Some(ban) = self.store.ban_of(&user).await? {
+            log::info!("login refused: user {} is banned", user.as_str());
             return Err(LoginError::Banned(ban.until));
         }
         Ok(self
             .store
             .create(&NewSession {
+                appid: app.appid(),
                 openid: &identity.openid,
+                corpid: identity.corpid.as_deref(),
                 unionid: identity.unionid.as_deref(),
                 session_key: &identity.session_key,
                 device,
@@ -223,9 +235,10 @@ impl Login {
             .await?)
     }
 
-    /// Records how an attempt with `code` failed, for its repeats.
-    async fn record_failure(&self, code: &LoginCode, tag: &str) {
-        if let Err(store) = self.codes.settle_failure(code.as_str(), tag).await {
+    /// Records how an attempt with a code (its record, as `login` names it)
+    /// failed, for its repeats.
+    async fn record_failure(&self, code_record: &str, tag: &str) {
+        if let Err(store) = self.codes.settle_failure(code_record, tag).await {
             log::warn!("could not record a failed login code ({tag}): {store}");
         }
     }

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 use wxsession::{
     cli::{self, Args, Command},
     config::Config,
-    telemetry,
+    telemetry, wechat,
 };
 
 fn main() -> ExitCode {
@@ -44,11 +44,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // What only the platform clients can check (an Alipay app's keys) stops
+    // the start the same way.
+    if let Err(e) = wechat::Apps::check(&config) {
+        eprintln!("wxsession: configuration error: {e}");
+        return ExitCode::from(2);
+    }
     telemetry::init_logging();
     match args.command {
-        Command::Sessions(command) => cli::run_sessions(&config, command),
-        Command::Users(command) => cli::run_users(&config, command),
-        Command::Wechat(command) => cli::run_wechat(&config, command),
+        Command::Sessions(command) => cli::run_sessions(&config, args.appid.as_deref(), command),
+        Command::Users(command) => cli::run_users(&config, args.appid.as_deref(), command),
+        Command::Wechat(command) => cli::run_wechat(&config, args.appid.as_deref(), command),
         Command::AppsList => cli::run_apps_list(&config),
         Command::CheckConfig { connect } => cli::run_check_config(&config, &path, connect),
         _ => serve(config),
@@ -56,9 +62,13 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    if config.wechat.mock {
+    for app in config.apps().iter().filter(|app| app.mock) {
         log::warn!("==================================================================");
-        log::warn!("wechat.mock = true: logins are NOT checked with WeChat. Any code");
+        log::warn!(
+            "app {}: mock = true: logins are NOT checked with {}. Any code",
+            app.name,
+            app.platform.as_str()
+        );
         log::warn!("logs in. For development only; never run this in production.");
         log::warn!("==================================================================");
     }

@@ -90,9 +90,10 @@ pub const LOGIN_OUTCOMES: &[&str] = &login_outcomes();
 
 const LOGIN_EARLY_ENDS: [&str; 3] = ["invalid_request", "payload_too_large", "request_timeout"];
 
-/// Ends found after the WeChat call; listed after its outcomes (before the
-/// catch-all), so the series older versions had keep their order.
-const LOGIN_LATE_ENDS: [&str; 1] = ["user_banned"];
+/// Ends found after the WeChat call (a ban), or added later (an unknown app,
+/// found before it); listed after its outcomes (before the catch-all), so the
+/// series older versions had keep their order.
+const LOGIN_LATE_ENDS: [&str; 2] = ["user_banned", "unknown_app"];
 
 const fn login_outcomes(
 ) -> [&'static str; WECHAT_OUTCOMES.len() + LOGIN_EARLY_ENDS.len() + LOGIN_LATE_ENDS.len()] {
@@ -603,7 +604,7 @@ mod tests {
             series("wxsession_logins_total").join(" "),
             "ok invalid_request payload_too_large request_timeout invalid_code user_blocked \
              rate_limited \
-             wechat_error wechat_busy wechat_timeout store_unavailable user_banned other"
+             wechat_error wechat_busy wechat_timeout store_unavailable user_banned unknown_app other"
         );
         for name in [
             "wxsession_wechat_token_fetches_total",

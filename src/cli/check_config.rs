@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::future::join_all;
 use redis::IntoConnectionInfo;
 
 use crate::{config::Config, session::SessionStore, telemetry::Metrics, wechat};
@@ -32,7 +33,7 @@ pub fn run_check_config(config: &Config, path: &Path, connect: bool) -> ExitCode
     if !connect {
         return ExitCode::SUCCESS;
     }
-    let (redis, wechat) = reach(config);
+    let (redis, apps) = reach(config);
     let mut code = 0;
     match redis {
         Ok(took) => println!("redis: ok (PING answered in {})", millis(took)),
@@ -41,21 +42,23 @@ pub fn run_check_config(config: &Config, path: &Path, connect: bool) -> ExitCode
             code = REDIS_UNREACHABLE;
         }
     }
-    match wechat {
-        None => println!("wechat api_base: skipped (wechat.mock = true: no WeChat call is made)"),
-        Some(Ok((status, took))) => println!(
-            "wechat api_base: ok (HTTP {status} from {} in {})",
-            scrub.clean(&config.wechat.api_base),
-            millis(took)
-        ),
-        Some(Err(reason)) => {
-            println!(
-                "wechat api_base: failed: {} ({})",
-                scrub.clean(&reason),
-                scrub.clean(&config.wechat.api_base)
-            );
-            if code == 0 {
-                code = WECHAT_UNREACHABLE;
+    for (name, base, reached) in apps {
+        match reached {
+            None => println!("app {name}: api_base skipped (mock = true: no call is made)"),
+            Some(Ok((status, took))) => println!(
+                "app {name}: api_base ok (HTTP {status} from {} in {})",
+                scrub.clean(&base),
+                millis(took)
+            ),
+            Some(Err(reason)) => {
+                println!(
+                    "app {name}: api_base failed: {} ({})",
+                    scrub.clean(&reason),
+                    scrub.clean(&base)
+                );
+                if code == 0 {
+                    code = WECHAT_UNREACHABLE;
+                }
             }
         }
     }
@@ -68,16 +71,20 @@ fn millis(took: Duration) -> String {
 
 type Reached<T> = Result<T, String>;
 
+/// One app's API base: its name, the base, and (`None` in mock mode) what
+/// one `GET` of it answered.
+type AppReached = (String, String, Option<Reached<(u16, Duration)>>);
+
 /// `PING` through the server's store (its Redis handle: TLS, Sentinel, Cluster
-/// as configured, bounded by `redis.timeout_ms`), and one `GET` of the API base
-/// through the server's WeChat client (`None` in mock mode), side by side.
-fn reach(config: &Config) -> (Reached<Duration>, Option<Reached<(u16, Duration)>>) {
+/// as configured, bounded by `redis.timeout_ms`), and one `GET` of each app's
+/// API base through the server's own clients, all side by side.
+fn reach(config: &Config) -> (Reached<Duration>, Vec<AppReached>) {
     let (config, runtime) = super::one_shot(config);
     runtime.block_on(async {
         let metrics = Arc::new(Metrics::default());
         let store = match SessionStore::new(&config, metrics.clone()) {
             Ok(store) => store,
-            Err(e) => return (Err(e.to_string()), None),
+            Err(e) => return (Err(e.to_string()), Vec::new()),
         };
         let redis = async {
             let started = Instant::now();
@@ -87,29 +94,29 @@ fn reach(config: &Config) -> (Reached<Duration>, Option<Reached<(u16, Duration)>
                 .map(|()| started.elapsed())
                 .map_err(|e| e.to_string())
         };
-        let wechat = async {
-            if config.wechat.mock {
-                return None;
-            }
-            let client = match wechat::Client::new(
-                &config.wechat,
-                store.connection(),
-                &config.redis.key_prefix,
-                config.redis_timeout(),
-                metrics.clone(),
-            ) {
-                Ok(client) => client,
-                Err(e) => return Some(Err(e)),
-            };
-            let started = Instant::now();
-            Some(
-                client
-                    .reach_api_base()
-                    .await
-                    .map(|status| (status, started.elapsed())),
-            )
+        let apps = match wechat::Apps::new(&config, store.connection(), metrics) {
+            Ok(apps) => apps,
+            Err(e) => return (Err(e), Vec::new()),
         };
-        tokio::join!(redis, wechat)
+        let reached = join_all(apps.iter().map(|client| async move {
+            let outcome = if client.is_mock() {
+                None
+            } else {
+                let started = Instant::now();
+                Some(
+                    client
+                        .reach_api_base()
+                        .await
+                        .map(|status| (status, started.elapsed())),
+                )
+            };
+            (
+                client.name().to_string(),
+                client.api_base().to_string(),
+                outcome,
+            )
+        }));
+        tokio::join!(redis, reached)
     })
 }
 

@@ -17,6 +17,7 @@ use super::{
     error::ApiError,
     AppState, JsonAnswer as _,
 };
+use crate::{config::Platform, session::UserKey};
 
 /// Proof that the request carries the admin token; take it as a handler argument.
 pub struct AdminAccess;
@@ -107,13 +108,15 @@ async fn ban(
     _: AdminAccess,
     state: web::Data<AppState>,
     openid: web::Path<String>,
+    req: HttpRequest,
     JsonBody(body): JsonBody<BanBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let openid = path_id(&openid)?;
+    let user = path_user(&state, &req, &openid)?;
     let (for_secs, reason) = body.fields()?;
-    let (ban, ended) = state.store.ban(openid, for_secs, reason.as_deref()).await?;
+    let (ban, ended) = state.store.ban(&user, for_secs, reason.as_deref()).await?;
     log::info!(
-        "admin banned openid={openid} until={:?}, ending {ended} sessions",
+        "admin banned user {} until={:?}, ending {ended} sessions",
+        user.as_str(),
         ban.until
     );
     Ok(HttpResponse::Ok().json_body(serde_json::json!({
@@ -127,19 +130,32 @@ async fn unban(
     _: AdminAccess,
     state: web::Data<AppState>,
     openid: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let openid = path_id(&openid)?;
-    let unbanned = state.store.unban(openid).await?;
-    log::info!("admin unbanned openid={openid} (was banned: {unbanned})");
+    let user = path_user(&state, &req, &openid)?;
+    let unbanned = state.store.unban(&user).await?;
+    log::info!(
+        "admin unbanned user {} (was banned: {unbanned})",
+        user.as_str()
+    );
     Ok(HttpResponse::Ok().json_body(serde_json::json!({ "unbanned": unbanned })))
 }
 
-/// The fleet's one access_token, for the deployment's other services.
+/// An app's fleet-shared access_token (`?appid=`, which may be left out with
+/// one WeChat or WeCom app), for the deployment's other services.
 async fn access_token(
     _: AdminAccess,
     state: web::Data<AppState>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let token = state.wechat.access_token().await?;
+    let with_token = [Platform::Wechat, Platform::Wecom];
+    let app = state
+        .apps
+        .select(app_param(&req)?.as_deref(), Some(&with_token))?;
+    if app.access_tokens().is_none() {
+        return Err(ApiError::UnsupportedPlatform);
+    }
+    let token = app.access_token().await?;
     Ok(HttpResponse::Ok().json_body(serde_json::json!({
         "access_token": token.token.expose(),
         "expires_in": token.expires_in,
@@ -153,15 +169,35 @@ async fn user_sessions(
     openid: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let openid = path_id(&openid)?;
+    let user = path_user(&state, &req, &openid)?;
     let answer = if req.method() == Method::DELETE {
-        let revoked = state.store.revoke_user(openid).await?;
-        log::info!("admin revoked {revoked} sessions of openid={openid}");
+        let revoked = state.store.revoke_user(&user).await?;
+        log::info!("admin revoked {revoked} sessions of user {}", user.as_str());
         serde_json::json!({ "revoked": revoked })
     } else {
-        serde_json::json!({ "sessions": state.store.list_user(openid).await? })
+        serde_json::json!({ "sessions": state.store.list_user(&user).await? })
     };
     Ok(HttpResponse::Ok().json_body(answer))
+}
+
+/// `?appid=`: the app a per-user or token route is about.
+#[derive(Deserialize)]
+struct AppParam {
+    appid: Option<String>,
+}
+
+fn app_param(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    web::Query::<AppParam>::from_query(req.query_string())
+        .map(|q| q.into_inner().appid)
+        .map_err(|_| ApiError::InvalidRequest("the only query parameter is appid=<appid>"))
+}
+
+/// The user an `{openid}` path segment names in the app `?appid=` names (which
+/// may be left out with one app).
+fn path_user(state: &AppState, req: &HttpRequest, openid: &str) -> Result<UserKey, ApiError> {
+    let openid = path_id(openid)?;
+    let app = state.apps.select(app_param(req)?.as_deref(), None)?;
+    Ok(state.store.user_key(app.appid(), openid))
 }
 
 /// What an `{openid}` path segment may hold: WeChat's ids are base64url-like.

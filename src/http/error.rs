@@ -14,7 +14,7 @@ use super::JsonAnswer as _;
 use crate::{
     login::LoginError,
     session::{EndReason, StoreError},
-    wechat::{userdata::DataError, WechatError},
+    wechat::{userdata::DataError, UnknownApp, WechatError},
 };
 
 /// Defines [`ErrorCode`] and its table from one list, so a row cannot be left out
@@ -49,6 +49,12 @@ error_codes! {
     /// with it bring their own message, saying what; this one is a fallback.
     InvalidRequest => (BAD_REQUEST, "invalid_request",
         "the request is not what this route takes"),
+    /// `appid` names no configured app, or is left out with several.
+    UnknownApp => (BAD_REQUEST, "unknown_app",
+        "appid names no configured app (it may be left out only when one app could be meant)"),
+    /// The session's (or the named) app is on a platform without this API.
+    UnsupportedPlatform => (BAD_REQUEST, "unsupported_platform",
+        "this app's platform has no such API"),
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload_too_large",
         "request body is larger than 16 KiB"),
     /// A body still incomplete 5 s after its headers (a slow-loris client).
@@ -133,6 +139,8 @@ impl ErrorCode {
 pub enum ApiError {
     /// The body or a field is not what the route takes; the text says what is wrong.
     InvalidRequest(&'static str),
+    UnknownApp,
+    UnsupportedPlatform,
     PayloadTooLarge,
     RequestTimeout,
     SessionRequired,
@@ -172,6 +180,8 @@ impl ApiError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             ApiError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            ApiError::UnknownApp => ErrorCode::UnknownApp,
+            ApiError::UnsupportedPlatform => ErrorCode::UnsupportedPlatform,
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             ApiError::RequestTimeout => ErrorCode::RequestTimeout,
             ApiError::SessionRequired => ErrorCode::SessionRequired,
@@ -274,6 +284,12 @@ impl From<LoginError> for ApiError {
     }
 }
 
+impl From<UnknownApp> for ApiError {
+    fn from(UnknownApp: UnknownApp) -> Self {
+        ApiError::UnknownApp
+    }
+}
+
 impl From<DataError> for ApiError {
     fn from(e: DataError) -> Self {
         ApiError::UserData(e)
@@ -331,6 +347,8 @@ mod tests {
     fn the_table_keeps_the_contracts_statuses() {
         for (code, status) in [
             ("invalid_request", 400),
+            ("unknown_app", 400),
+            ("unsupported_platform", 400),
             ("invalid_session", 401),
             ("invalid_code", 401),
             ("unauthorized", 401),
@@ -430,6 +448,7 @@ mod tests {
     fn login_outcome_labels_are_the_codes_a_login_answers_with() {
         let mut errors = vec![
             ApiError::LoginRateLimited,
+            ApiError::UnknownApp,
             ApiError::PayloadTooLarge,
             ApiError::RequestTimeout,
             ApiError::InvalidRequest("bad body"),

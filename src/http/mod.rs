@@ -36,7 +36,8 @@ use crate::{
 /// What every handler and the guard share, in `web::Data<AppState>`.
 pub struct AppState {
     pub store: SessionStore,
-    pub wechat: wechat::Client,
+    /// Every configured app's platform client.
+    pub apps: wechat::Apps,
     pub login: Login,
     pub metrics: Arc<Metrics>,
     session_header: HeaderName,
@@ -53,20 +54,14 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let store =
             SessionStore::new(config, metrics.clone()).map_err(|e| format!("redis.url: {e}"))?;
-        let wechat = wechat::Client::new(
-            &config.wechat,
-            store.connection(),
-            &config.redis.key_prefix,
-            config.redis_timeout(),
-            metrics.clone(),
-        )
-        .map_err(|e| format!("wechat: {e}"))?;
+        let apps = wechat::Apps::new(config, store.connection(), metrics.clone())
+            .map_err(|e| format!("wechat: {e}"))?;
         let session_header = HeaderName::from_bytes(config.session.header.as_bytes())
             .map_err(|_| "session.header: not a valid HTTP header name".to_string())?;
         Ok(AppState {
-            login: Login::new(wechat.clone(), store.clone(), config),
+            login: Login::new(apps.clone(), store.clone(), config),
             store,
-            wechat,
+            apps,
             metrics,
             session_header,
             admin_token: config.admin.token.clone(),
@@ -205,12 +200,22 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         .map_err(|e| bind_error("server.bind", &config.server.bind, e))?
         .run();
     log::info!(
-        "wxsession {} listening on {} (redis {}, prefix {:?}, wechat {}, session ttl {}s sliding={} max {}s, local cache {})",
+        "wxsession {} listening on {} (redis {}, prefix {:?}, apps {}, session ttl {}s sliding={} max {}s, local cache {})",
         env!("CARGO_PKG_VERSION"),
         config.server.bind,
         redacted_url(config.redis.url.expose()),
         config.redis.key_prefix,
-        if config.wechat.mock { "MOCK" } else { config.wechat.api_base.as_str() },
+        config
+            .apps()
+            .iter()
+            .map(|app| format!(
+                "{}={} {}",
+                app.name,
+                app.platform.as_str(),
+                if app.mock { "MOCK" } else { app.api_base.as_str() }
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
         config.session.ttl_secs,
         config.session.sliding,
         config.session.max_lifetime_secs,

@@ -13,13 +13,14 @@ use super::{
     AppState, JsonAnswer as _,
 };
 use crate::{
+    config::Platform,
     secret::Secret,
     session::{Device, InvalidDevice, Session},
     wechat::{
         userdata::{
             check_watermark, profile_of, verify_signature, DataError, EncryptedData, PhoneNumber,
         },
-        LoginCode, WechatError,
+        Client, LoginCode, WechatError,
     },
 };
 
@@ -30,6 +31,9 @@ pub struct LoginBody {
     /// (`null` included) is refused.
     #[serde(default, deserialize_with = "present")]
     device: Option<serde_json::Value>,
+    /// The same: absent is the only app, anything but a string is refused.
+    #[serde(default, deserialize_with = "present")]
+    appid: Option<serde_json::Value>,
 }
 
 /// A field that is there, `null` included, as `Some`.
@@ -39,7 +43,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
 
 impl BodyShape for LoginBody {
     const SHAPE: &'static str =
-        "body must be JSON: {\"code\": \"<wx.login code>\", \"device\"?: \"<device type>\"}";
+        "body must be JSON: {\"code\": \"<wx.login code>\", \"appid\"?: \"<app>\", \"device\"?: \"<device type>\"}";
 }
 
 #[derive(Serialize)]
@@ -173,8 +177,17 @@ async fn login_flow(
     }
     .transpose()
     .map_err(|InvalidDevice| ApiError::InvalidRequest(InvalidDevice::MESSAGE))?;
+    let appid = match &body.appid {
+        None => None,
+        Some(serde_json::Value::String(appid)) => Some(appid.as_str()),
+        Some(_) => return Err(ApiError::InvalidRequest("appid must be a string")),
+    };
+    let app = state.apps.select(appid, None)?;
     let client = state.proxies.client_of(req);
-    Ok(state.login.login(&code, client, device.as_ref()).await?)
+    Ok(state
+        .login
+        .login(app, &code, client, device.as_ref())
+        .await?)
 }
 
 pub async fn me(session: Session) -> HttpResponse {
@@ -209,15 +222,20 @@ pub async fn user_info(
     session: Session,
     JsonBody(body): JsonBody<UserInfoBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let app = session_app(
+        &state,
+        &session,
+        &[Platform::Wechat, Platform::Qq, Platform::Douyin],
+    )?;
     let encrypted = EncryptedData::parse(&body.encrypted_data, &body.iv)?;
     let key = current_session_key(&state, &session).await?;
     verify_signature(&body.raw_data, &body.signature, &key)?;
-    let user = encrypted.open(&key, state.wechat.appid())?;
+    let user = encrypted.open(&key, app.appid())?;
     let unionid = user.get("unionId").and_then(serde_json::Value::as_str);
     state
         .store
         .save_profile(
-            session.openid(),
+            &state.store.user_of(&session),
             &serde_json::Value::Object(profile_of(&user)),
             unionid,
         )
@@ -233,19 +251,22 @@ pub async fn phone(
     session: Session,
     JsonBody(body): JsonBody<PhoneBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let appid = state.wechat.appid();
+    // The code form is WeChat's server API; the encrypted form is also
+    // Douyin's (QQ has no phone number at all).
+    let platforms: &[Platform] = match body {
+        PhoneBody::Code { .. } => &[Platform::Wechat],
+        PhoneBody::Legacy { .. } => &[Platform::Wechat, Platform::Douyin],
+    };
+    let app = session_app(&state, &session, platforms)?;
+    let appid = app.appid();
     let object = match body {
         PhoneBody::Code { code } => {
             // Phone codes have the shape of login codes.
             let code = LoginCode::parse(code).map_err(ApiError::InvalidRequest)?;
-            let info = state
-                .wechat
-                .phone_info(code.as_str())
-                .await
-                .map_err(|e| match e {
-                    WechatError::InvalidCode(_) => ApiError::InvalidPhoneCode,
-                    e => e.into(),
-                })?;
+            let info = app.phone_info(code.as_str()).await.map_err(|e| match e {
+                WechatError::InvalidCode(_) => ApiError::InvalidPhoneCode,
+                e => e.into(),
+            })?;
             check_watermark(&info, appid)?;
             info
         }
@@ -261,9 +282,27 @@ pub async fn phone(
 
 /// Is this session's `session_key` still the user's current one at WeChat?
 pub async fn check(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
+    let app = session_app(&state, &session, &[Platform::Wechat])?;
     let key = current_session_key(&state, &session).await?;
-    let valid = state.wechat.check_session(session.openid(), &key).await?;
+    let valid = app.check_session(session.openid(), &key).await?;
     Ok(HttpResponse::Ok().json_body(serde_json::json!({ "valid": valid })))
+}
+
+/// The session's app, if its platform is one of `platforms` (else 400
+/// `unsupported_platform`: the route's API does not exist there).
+fn session_app<'a>(
+    state: &'a AppState,
+    session: &Session,
+    platforms: &[Platform],
+) -> Result<&'a Client, ApiError> {
+    if !platforms.contains(&session.platform()) {
+        return Err(ApiError::UnsupportedPlatform);
+    }
+    // The guard answered for the session, so its app is configured.
+    state
+        .apps
+        .get(session.appid())
+        .ok_or(ApiError::InvalidSession)
 }
 
 /// The key this session decrypts with: its user's newest `session_key`. Missing
@@ -271,7 +310,7 @@ pub async fn check(state: web::Data<AppState>, session: Session) -> Result<HttpR
 async fn current_session_key(state: &AppState, session: &Session) -> Result<Secret, ApiError> {
     Ok(state
         .store
-        .session_key(session.openid())
+        .session_key(&state.store.user_of(session))
         .await?
         .ok_or(DataError::DecryptFailed)?)
 }
@@ -289,6 +328,7 @@ pub async fn auth(session: Session) -> HttpResponse {
     let mut answer = HttpResponse::NoContent();
     answer.insert_header((header::CACHE_CONTROL, "no-store"));
     answer.insert_header(("X-WX-OpenID", session.openid()));
+    answer.insert_header(("X-WX-AppID", session.appid()));
     if let Some(unionid) = session.unionid() {
         answer.insert_header(("X-WX-UnionID", unionid));
     }

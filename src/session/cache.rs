@@ -421,18 +421,23 @@ impl LocalCache {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout::StoredSession;
+    use super::super::layout::{AppIndex, StoredSession};
     use super::*;
 
     fn session(idle_deadline_ms: u64) -> CachedSession {
-        let stored = SessionData::of(&StoredSession {
-            openid: "o".into(),
-            unionid: None,
-            created_at: 0,
-            device: None,
-            elevated_until: None,
-            profile: None,
-        });
+        let stored = SessionData::of(
+            &StoredSession {
+                openid: "o".into(),
+                unionid: None,
+                created_at: 0,
+                device: None,
+                appid: None,
+                corpid: None,
+                elevated_until: None,
+                profile: None,
+            },
+            &AppIndex::for_tests(),
+        );
         CachedSession::new(Arc::new(stored), idle_deadline_ms, u64::MAX, 0)
     }
 

@@ -195,7 +195,7 @@ impl CachedReader {
                 },
             );
         }
-        let Some(stored) = SessionData::parse(raw, stored_id) else {
+        let Some(stored) = SessionData::parse(raw, stored_id, &self.redis.backend.keys.apps) else {
             return Ok(Entry::Gone);
         };
         if pttl < 0 {

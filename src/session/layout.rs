@@ -3,7 +3,7 @@
 //!
 //! | key | type | holds | TTL |
 //! |---|---|---|---|
-//! | `{p}s:<stored id>` | string (JSON) | `openid`, `unionid`, `created_at`, `device`, `elevated_until` (once elevated), `profile` (once shared); or a tombstone (see `tombstone`) | remaining idle lifetime; a tombstone: until its `until_ms` |
+//! | `{p}s:<stored id>` | string (JSON) | `openid`, `unionid`, `created_at`, `device`, `appid`, `corpid` (WeCom), `elevated_until` (once elevated), `profile` (once shared); or a tombstone (see `tombstone`) | remaining idle lifetime; a tombstone: until its `until_ms` |
 //! | `{p}user:{<openid>}` | hash | `session_key`, `unionid`, `updated_at` | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:sessions` | sorted set | stored ids scored by creation time (ms) | `max_lifetime_secs` from the last login |
 //! | `{p}user:{<openid>}:devices` | hash | device → stored id of its session (`session.one_per_device`) | `max_lifetime_secs` from the last login on a device |
@@ -20,10 +20,19 @@
 //! itself, or with `session.hash_ids` the hex SHA-256 of the id, so that a Redis
 //! dump, replica or `SCAN` holds no usable bearer token.
 //!
-//! The user keys share a `{<openid>}` hash tag so a Redis Cluster keeps them in
-//! one slot; a session key lives in a slot of its own.
+//! A *user* is one openid of one app ([`UserKey`]): `<openid>` for the app
+//! named `default` (`[wechat]`'s, whose keys kept their names from before apps
+//! existed), `<appid>/<openid>` for any other, so users of two apps never share
+//! a key. The user keys share a `{<user>}` hash tag so a Redis Cluster keeps
+//! them in one slot; a session key lives in a slot of its own.
 
-use std::{borrow::Cow, io::Write, ops::Range, sync::OnceLock};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    io::Write,
+    ops::Range,
+    sync::{Arc, OnceLock},
+};
 
 use redis::{RedisWrite, ToRedisArgs, ToSingleRedisArg};
 
@@ -31,6 +40,75 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{log_tag, EndReason, SessionId};
+use crate::config::{App, Platform, DEFAULT_APP};
+
+/// The apps whose sessions the store answers for: each appid's platform, and
+/// the app that owns sessions written before apps existed (`default`).
+#[derive(Debug)]
+pub(super) struct AppIndex {
+    platforms: HashMap<String, Platform>,
+    default_appid: Option<String>,
+}
+
+impl AppIndex {
+    pub(super) fn new(apps: &[App]) -> AppIndex {
+        AppIndex {
+            platforms: apps.iter().map(|a| (a.appid.clone(), a.platform)).collect(),
+            default_appid: apps
+                .iter()
+                .find(|a| a.name == DEFAULT_APP)
+                .map(|a| a.appid.clone()),
+        }
+    }
+
+    /// `wxd`, the default app's, and `tt1`, a Douyin app's.
+    #[cfg(test)]
+    pub(super) fn for_tests() -> AppIndex {
+        let app = |name: &str, platform, appid: &str| App {
+            name: name.into(),
+            platform,
+            appid: appid.into(),
+            secret: Default::default(),
+            api_base: String::new(),
+            mock: true,
+            corpid: None,
+            private_key_file: None,
+            alipay_public_key_file: None,
+            section: String::new(),
+        };
+        AppIndex::new(&[
+            app(DEFAULT_APP, Platform::Wechat, "wxd"),
+            app("tt", Platform::Douyin, "tt1"),
+        ])
+    }
+
+    /// The app a stored session names, or for one from before apps the
+    /// `default` app's appid (empty without one).
+    pub(super) fn appid_of(&self, written: Option<String>) -> String {
+        written
+            .or_else(|| self.default_appid.clone())
+            .unwrap_or_default()
+    }
+
+    /// A session's app (`None`: written before apps, so `default`'s) and its
+    /// platform; `None` when that app is not configured (any more): such a
+    /// session is no session.
+    fn resolve<'a>(&'a self, appid: Option<&'a str>) -> Option<(&'a str, Platform)> {
+        let appid = appid.or(self.default_appid.as_deref())?;
+        self.platforms.get(appid).map(|&p| (appid, p))
+    }
+}
+
+/// One user of one app, as the per-user keys name them (see the module's doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKey(String);
+
+impl UserKey {
+    /// The user's part of its key names (inside the `{…}` hash tag).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Names of the keys the server writes. Joined with `concat`, not `format!`:
 /// key names are built on every guarded request, and the formatting machinery
@@ -39,11 +117,26 @@ use super::{log_tag, EndReason, SessionId};
 pub(super) struct Keys {
     pub(super) prefix: String,
     hash_ids: bool,
+    pub(super) apps: Arc<AppIndex>,
 }
 
 impl Keys {
-    pub(super) fn new(prefix: String, hash_ids: bool) -> Keys {
-        Keys { prefix, hash_ids }
+    pub(super) fn new(prefix: String, hash_ids: bool, apps: AppIndex) -> Keys {
+        Keys {
+            prefix,
+            hash_ids,
+            apps: Arc::new(apps),
+        }
+    }
+
+    /// The user `openid` of app `appid` (`None`: a session from before apps).
+    pub(super) fn user_key(&self, appid: Option<&str>, openid: &str) -> UserKey {
+        match appid {
+            Some(appid) if self.apps.default_appid.as_deref() != Some(appid) => {
+                UserKey([appid, "/", openid].concat())
+            }
+            _ => UserKey(openid.to_string()),
+        }
     }
 
     /// The name of a session in Redis and in the admin tools.
@@ -80,23 +173,23 @@ impl Keys {
     pub(super) fn session_pattern(&self) -> String {
         [&self.prefix, "s:*"].concat()
     }
-    pub(super) fn user(&self, openid: &str) -> String {
-        [&self.prefix, "user:{", openid, "}"].concat()
+    pub(super) fn user(&self, user: &UserKey) -> String {
+        [&self.prefix, "user:{", user.as_str(), "}"].concat()
     }
-    pub(super) fn user_sessions(&self, openid: &str) -> String {
-        [&self.prefix, "user:{", openid, "}:sessions"].concat()
+    pub(super) fn user_sessions(&self, user: &UserKey) -> String {
+        [&self.prefix, "user:{", user.as_str(), "}:sessions"].concat()
     }
     pub(super) fn user_sessions_pattern(&self) -> String {
         [&self.prefix, "user:{*}:sessions"].concat()
     }
-    pub(super) fn user_devices(&self, openid: &str) -> String {
-        [&self.prefix, "user:{", openid, "}:devices"].concat()
+    pub(super) fn user_devices(&self, user: &UserKey) -> String {
+        [&self.prefix, "user:{", user.as_str(), "}:devices"].concat()
     }
-    pub(super) fn user_ban(&self, openid: &str) -> String {
-        [&self.prefix, "user:{", openid, "}:ban"].concat()
+    pub(super) fn user_ban(&self, user: &UserKey) -> String {
+        [&self.prefix, "user:{", user.as_str(), "}:ban"].concat()
     }
-    pub(super) fn user_profile(&self, openid: &str) -> String {
-        [&self.prefix, "user:{", openid, "}:profile"].concat()
+    pub(super) fn user_profile(&self, user: &UserKey) -> String {
+        [&self.prefix, "user:{", user.as_str(), "}:profile"].concat()
     }
     pub(super) fn login_code(&self, code_hash: &str) -> String {
         [&self.prefix, "code:", code_hash].concat()
@@ -142,6 +235,13 @@ pub(super) struct StoredSession {
     /// existed have no such field).
     #[serde(default)]
     pub(super) device: Option<String>,
+    /// The app it was made for (sessions written before apps have none: they
+    /// are the `default` app's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) appid: Option<String>,
+    /// `wecom`: the corporation of its user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) corpid: Option<String>,
     /// Unix seconds until which a step-up (`POST /session/elevate`) holds;
     /// absent until the first one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +339,13 @@ pub(super) const AMEND_SESSION: &str = r#"if redis.call('GET', KEYS[1]) ~= ARGV[
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1"#;
 
+fn text_of<'a>(json: &'a str, field: &'a Text) -> &'a str {
+    match field {
+        Text::At(range) => &json[range.start as usize..range.end as usize],
+        Text::Unescaped(s) => s,
+    }
+}
+
 /// Someone wrote something else than a session under a session key.
 fn warn_not_a_session(stored_id: &str) {
     log::warn!(
@@ -261,6 +368,12 @@ pub(super) struct SessionData {
     device: Option<Text>,
     /// Whether the JSON has a `device` field (null or not): older sessions lack it.
     device_written: bool,
+    /// Its app; for a session from before apps, the `default` app's appid
+    /// (then `app_written` is false).
+    appid: Text,
+    app_written: bool,
+    platform: Platform,
+    corpid: Option<Text>,
     /// `None` also when the JSON has no such field.
     elevated_until: Option<u64>,
     elevated_written: bool,
@@ -284,6 +397,10 @@ struct Fields<'a> {
     /// Absent, null, or a device.
     #[serde(default, deserialize_with = "present")]
     device: Option<Option<String>>,
+    #[serde(borrow, default)]
+    appid: Option<Cow<'a, str>>,
+    #[serde(default)]
+    corpid: Option<String>,
     #[serde(default, deserialize_with = "present")]
     elevated_until: Option<Option<u64>>,
 }
@@ -302,9 +419,9 @@ struct ProfileOnly {
 }
 
 impl SessionData {
-    /// A session value, or `None` (with a warning) if someone wrote something
-    /// else there.
-    pub(super) fn parse(json: String, stored_id: &str) -> Option<SessionData> {
+    /// A session value, or `None`: with a warning if someone wrote something
+    /// else there, quietly for a session of an app no longer configured.
+    pub(super) fn parse(json: String, stored_id: &str, apps: &AppIndex) -> Option<SessionData> {
         let text = |field: Cow<'_, str>| match field {
             Cow::Borrowed(s) => {
                 let start = s.as_ptr() as usize - json.as_ptr() as usize;
@@ -321,6 +438,8 @@ impl SessionData {
                 created_at: f.created_at,
                 device_written: f.device.is_some(),
                 device: f.device.flatten().map(|d| Text::Unescaped(d.into())),
+                appid: f.appid.map(text),
+                corpid: f.corpid.map(|c| Text::Unescaped(c.into())),
                 elevated_written: f.elevated_until.is_some(),
                 elevated_until: f.elevated_until.flatten(),
             })
@@ -329,6 +448,18 @@ impl SessionData {
             warn_not_a_session(stored_id);
             return None;
         };
+        let written_appid = written.appid.as_ref().map(|a| text_of(&json, a));
+        let Some((appid, platform)) = apps.resolve(written_appid) else {
+            log::debug!(
+                "session #{} is of an app not configured; treated as invalid",
+                log_tag(stored_id.as_bytes())
+            );
+            return None;
+        };
+        let (appid, app_written) = match written.appid {
+            Some(appid) => (appid, true),
+            None => (Text::Unescaped(appid.into()), false),
+        };
         Some(SessionData {
             json,
             openid: written.openid,
@@ -336,22 +467,35 @@ impl SessionData {
             created_at: written.created_at,
             device: written.device,
             device_written: written.device_written,
+            appid,
+            app_written,
+            platform,
+            corpid: written.corpid,
             elevated_until: written.elevated_until,
             elevated_written: written.elevated_written,
             profile: OnceLock::new(),
         })
     }
 
-    /// What a new session holds, as it was just written.
-    pub(super) fn of(stored: &StoredSession) -> SessionData {
-        SessionData::parse(stored.to_json(), "").expect("a stored session parses")
+    /// What a new session holds, as it was just written (for an app in `apps`).
+    pub(super) fn of(stored: &StoredSession, apps: &AppIndex) -> SessionData {
+        SessionData::parse(stored.to_json(), "", apps).expect("a new session parses")
     }
 
     fn text<'a>(&'a self, field: &'a Text) -> &'a str {
-        match field {
-            Text::At(range) => &self.json[range.start as usize..range.end as usize],
-            Text::Unescaped(s) => s,
-        }
+        text_of(&self.json, field)
+    }
+
+    pub(super) fn appid(&self) -> &str {
+        self.text(&self.appid)
+    }
+
+    pub(super) fn platform(&self) -> Platform {
+        self.platform
+    }
+
+    pub(super) fn corpid(&self) -> Option<&str> {
+        self.corpid.as_ref().map(|c| self.text(c))
     }
 
     pub(super) fn openid(&self) -> &str {
@@ -398,6 +542,8 @@ impl SessionData {
                 serde_json::from_str(&self.json).expect("a parsed session is a JSON object");
             object.insert("elevated_until".into(), serde_json::Value::Null);
             object.entry("device").or_insert(serde_json::Value::Null);
+            object.insert("appid".into(), self.appid().into());
+            object.insert("platform".into(), self.platform.as_str().into());
             object.insert("expires_in".into(), expires_in.into());
             return serde_json::to_vec(&object).expect("a JSON object serializes");
         }
@@ -414,7 +560,14 @@ impl SessionData {
         if !self.elevated_written {
             out.extend_from_slice(b"\"elevated_until\":null,");
         }
-        out.extend_from_slice(b"\"expires_in\":");
+        if !self.app_written {
+            out.extend_from_slice(b"\"appid\":");
+            serde_json::to_writer(&mut out, self.appid()).expect("a string serializes");
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"platform\":\"");
+        out.extend_from_slice(self.platform.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"expires_in\":");
         out.extend_from_slice(itoa::Buffer::new().format(expires_in).as_bytes());
         out.push(b'}');
         out
@@ -428,14 +581,17 @@ struct Written {
     created_at: u64,
     device: Option<Text>,
     device_written: bool,
+    appid: Option<Text>,
+    corpid: Option<Text>,
     elevated_until: Option<u64>,
     elevated_written: bool,
 }
 
 /// The value exactly as [`StoredSession::to_json`] writes it for a session
-/// without a profile, `{"openid":"…","unionid":null|"…","created_at":N,"device":null|"…"}`
-/// and `,"elevated_until":N` before the `}` once elevated (or without `device`, as
-/// sessions were written before it), read without a
+/// without a profile, `{"openid":"…","unionid":null|"…","created_at":N,"device":null|"…"`,
+/// `,"appid":"…"`, `,"corpid":"…"` (WeCom) and `,"elevated_until":N` (once
+/// elevated), then `}` (or without `device` and `appid`, as sessions were
+/// written before them), read without a
 /// JSON parser (a third of the guard's parsing cost); anything else, escapes
 /// included, is left to serde.
 fn as_written(json: &str) -> Option<Written> {
@@ -485,6 +641,14 @@ fn as_written(json: &str) -> Option<Written> {
     } else {
         None
     };
+    let appid = match expect(r#","appid":""#, &mut at) {
+        Some(()) => Some(string(&mut at)?),
+        None => None,
+    };
+    let corpid = match expect(r#","corpid":""#, &mut at) {
+        Some(()) => Some(string(&mut at)?),
+        None => None,
+    };
     let elevated_written = expect(r#","elevated_until":"#, &mut at).is_some();
     let elevated_until = if elevated_written {
         Some(number(&mut at)?)
@@ -497,6 +661,8 @@ fn as_written(json: &str) -> Option<Written> {
         created_at,
         device,
         device_written,
+        appid,
+        corpid,
         elevated_until,
         elevated_written,
     })
@@ -523,6 +689,8 @@ pub struct SessionRecord {
     /// The session id, or its SHA-256 with `session.hash_ids`.
     #[serde(rename = "sessionid")]
     pub stored_id: String,
+    /// The app it was made for.
+    pub appid: String,
     #[serde(skip)]
     pub openid: String,
     #[serde(skip)]
@@ -538,8 +706,12 @@ pub struct SessionRecord {
 mod tests {
     use super::*;
 
+    fn apps() -> AppIndex {
+        AppIndex::for_tests()
+    }
+
     fn answer(json: &str, expires_in: u64) -> serde_json::Value {
-        let data = SessionData::parse(json.to_string(), "").unwrap();
+        let data = SessionData::parse(json.to_string(), "", &apps()).unwrap();
         serde_json::from_slice(&data.json_with_expires_in(expires_in)).unwrap()
     }
 
@@ -550,32 +722,45 @@ mod tests {
             unionid: None,
             created_at: 1_700_000_000,
             device: Some("pad".into()),
+            appid: None,
+            corpid: None,
             elevated_until: None,
             profile: Some(serde_json::json!({"nickName": "A \"b\" 中"})),
         };
         let expected = serde_json::json!({
             "openid": "o_x-1", "unionid": null, "created_at": 1_700_000_000u64,
             "device": "pad", "elevated_until": null, "profile": {"nickName": "A \"b\" 中"},
-            "expires_in": 7200,
+            "appid": "wxd", "platform": "wechat", "expires_in": 7200,
         });
+        // A session from before apps is the default app's.
         assert_eq!(answer(&stored.to_json(), 7200), expected);
         // However it was written: spaces, another order, no unionid key; a
         // session from before devices answers `"device": null`.
         assert_eq!(
             answer(" {\"created_at\": 5 , \"openid\": \"o\" }\n", 0),
             serde_json::json!({"openid": "o", "created_at": 5, "device": null,
-                "elevated_until": null, "expires_in": 0})
+                "elevated_until": null, "appid": "wxd", "platform": "wechat", "expires_in": 0})
         );
         assert_eq!(
             answer(r#"{"openid":"o","unionid":null,"created_at":5}"#, 1),
             serde_json::json!({"openid": "o", "unionid": null, "created_at": 5, "device": null,
-                "elevated_until": null, "expires_in": 1})
+                "elevated_until": null, "appid": "wxd", "platform": "wechat", "expires_in": 1})
         );
         assert_eq!(
-            answer(r#"{"created_at":5,"device":null,"openid":"o"}"#, 1),
+            answer(
+                r#"{"created_at":5,"device":null,"openid":"o","appid":"tt1"}"#,
+                1
+            ),
             serde_json::json!({"openid": "o", "created_at": 5, "device": null,
-                "elevated_until": null, "expires_in": 1})
+                "elevated_until": null, "appid": "tt1", "platform": "douyin", "expires_in": 1})
         );
+        // An app no longer configured: no session.
+        assert!(SessionData::parse(
+            r#"{"openid":"o","unionid":null,"created_at":5,"device":null,"appid":"gone"}"#.into(),
+            "",
+            &apps()
+        )
+        .is_none());
     }
 
     #[test]
@@ -586,6 +771,8 @@ mod tests {
             unionid: Some("u".into()),
             created_at: 5,
             device: None,
+            appid: Some("tt1".into()),
+            corpid: None,
             elevated_until: Some(until),
             profile,
         };
@@ -599,12 +786,12 @@ mod tests {
             let mut expected = holding.clone();
             expected["elevated_until"] = serde_json::Value::Null;
             assert_eq!(over, expected);
-            let data = SessionData::of(&elevated(now - 1, profile));
+            let data = SessionData::of(&elevated(now - 1, profile), &apps());
             assert_eq!(data.elevated_until(), Some(now - 1));
         }
         // A hand-written null is not answered twice.
         let written_null = r#"{"openid":"o","unionid":null,"created_at":5,"elevated_until":null}"#;
-        let data = SessionData::parse(written_null.into(), "").unwrap();
+        let data = SessionData::parse(written_null.into(), "", &apps()).unwrap();
         assert_eq!(data.elevated_until(), None);
         let text = String::from_utf8(data.json_with_expires_in(1)).unwrap();
         assert_eq!(text.matches("elevated_until").count(), 1, "{text}");
@@ -615,6 +802,7 @@ mod tests {
         let data = SessionData::parse(
             r#"{"openid":"o\u0041b","unionid":"u1","created_at":7,"profile":{"a":1}}"#.into(),
             "",
+            &apps(),
         )
         .unwrap();
         assert_eq!(data.openid(), "oAb");
@@ -622,14 +810,19 @@ mod tests {
         assert_eq!(data.created_at, 7);
         assert_eq!(data.profile(), Some(&serde_json::json!({"a": 1})));
         assert_eq!(data.device(), None);
-        let plain = SessionData::of(&StoredSession {
-            openid: "o2".into(),
-            unionid: None,
-            created_at: 1,
-            device: Some("pc".into()),
-            elevated_until: Some(9),
-            profile: None,
-        });
+        let plain = SessionData::of(
+            &StoredSession {
+                openid: "o2".into(),
+                unionid: None,
+                created_at: 1,
+                device: Some("pc".into()),
+                appid: Some("wxd".into()),
+                corpid: None,
+                elevated_until: Some(9),
+                profile: None,
+            },
+            &apps(),
+        );
         assert_eq!(
             (
                 plain.openid(),
@@ -643,12 +836,14 @@ mod tests {
 
     #[test]
     fn the_written_layout_is_read_as_serde_reads_it() {
-        let written = |unionid: Option<&str>, device: Option<&str>, elevated_until| {
+        let written = |unionid: Option<&str>, device: Option<&str>, elevated_until: Option<u64>| {
             StoredSession {
                 openid: "oAbc_12-x".into(),
                 unionid: unionid.map(str::to_string),
                 created_at: 1_700_000_123,
                 device: device.map(str::to_string),
+                appid: device.map(|_| "tt1".to_string()),
+                corpid: elevated_until.map(|_| "ww-corp".to_string()),
                 elevated_until,
                 profile: None,
             }
@@ -664,7 +859,7 @@ mod tests {
             before_devices.to_string(),
         ] {
             let read = as_written(&json).expect(&json);
-            let data = SessionData::parse(json.clone(), "").unwrap();
+            let data = SessionData::parse(json.clone(), "", &apps()).unwrap();
             let serde: StoredSession = serde_json::from_str(&json).unwrap();
             assert_eq!(data.text(&read.openid), serde.openid);
             assert_eq!(
@@ -675,6 +870,8 @@ mod tests {
             assert_eq!(read.device.map(|d| data.text(&d).to_string()), serde.device);
             assert_eq!(read.device_written, json.contains("\"device\""));
             assert_eq!(read.elevated_until, serde.elevated_until);
+            assert_eq!(read.appid.map(|a| data.text(&a).to_string()), serde.appid);
+            assert_eq!(read.corpid.map(|c| data.text(&c).to_string()), serde.corpid);
             assert_eq!(read.elevated_written, json.contains("\"elevated_until\""));
         }
         // Anything else goes to serde: escapes, a profile, spaces, a bad number.
@@ -707,7 +904,7 @@ mod tests {
 
     #[test]
     fn a_session_key_argument_is_the_session_key() {
-        let keys = Keys::new("wxsess:".into(), false);
+        let keys = Keys::new("wxsess:".into(), false, apps());
         let key = keys.session_arg("ab12");
         let mut cmd = redis::cmd("GET");
         cmd.arg(key).arg("x");
@@ -728,7 +925,10 @@ mod tests {
             r#"{"openid":1,"created_at":1}"#,
             "null",
         ] {
-            assert!(SessionData::parse(bad.into(), "").is_none(), "{bad}");
+            assert!(
+                SessionData::parse(bad.into(), "", &apps()).is_none(),
+                "{bad}"
+            );
         }
     }
 }

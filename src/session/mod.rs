@@ -39,11 +39,11 @@ pub use codes::{CodeClaim, LoginCodes};
 pub use device::{Device, InvalidDevice};
 pub use id::{log_tag, MalformedId, SessionId};
 use layout::SessionData;
-pub use layout::{Ban, SessionRecord};
+pub use layout::{Ban, SessionRecord, UserKey};
 pub use login_rate::LoginRate;
 pub use store::{SessionStore, StoreStats};
 
-use crate::secret::Secret;
+use crate::{config::Platform, secret::Secret};
 
 /// Lifetimes of a session, from `[session]` in the configuration.
 #[derive(Debug, Clone)]
@@ -71,9 +71,13 @@ impl SessionPolicy {
     }
 }
 
-/// A verified WeChat identity about to get a session.
+/// A verified identity of one app's user, about to get a session.
 pub struct NewSession<'a> {
+    /// The app it logged in to.
+    pub appid: &'a str,
     pub openid: &'a str,
+    /// `wecom`: the user's corporation.
+    pub corpid: Option<&'a str>,
     pub unionid: Option<&'a str>,
     pub session_key: &'a Secret,
     /// The device type the login named, if any.
@@ -127,6 +131,21 @@ impl Session {
     /// The device type its login named, if any.
     pub fn device(&self) -> Option<&str> {
         self.data.device()
+    }
+
+    /// The app it was made for (a session from before apps: the `default` app's).
+    pub fn appid(&self) -> &str {
+        self.data.appid()
+    }
+
+    /// Its app's platform.
+    pub fn platform(&self) -> Platform {
+        self.data.platform()
+    }
+
+    /// `wecom`: the corporation of its user (whose `userid` is the openid).
+    pub fn corpid(&self) -> Option<&str> {
+        self.data.corpid()
     }
 
     /// Unix seconds until which a step-up (`POST /session/elevate`) holds, if

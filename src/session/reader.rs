@@ -56,7 +56,7 @@ impl RedisReader {
         if let Some((reason, until_ms)) = tombstone(&raw) {
             return Box::pin(self.ended(&mut conn, key, reason, until_ms)).await;
         }
-        let Some(stored) = SessionData::parse(raw, &stored_id) else {
+        let Some(stored) = SessionData::parse(raw, &stored_id, &self.backend.keys.apps) else {
             return Ok(Lookup::Unknown);
         };
         let deadline = stored.absolute_deadline(self.policy.max_lifetime_secs);

@@ -21,8 +21,8 @@ use super::{
     backend::Backend,
     cached::CachedReader,
     layout::{
-        is_tombstone, tombstone_fields, Keys, SessionData, SessionRecord, StoredSession,
-        AMEND_SESSION, END_SESSION,
+        is_tombstone, tombstone_fields, AppIndex, Keys, SessionData, SessionRecord, StoredSession,
+        UserKey, AMEND_SESSION, END_SESSION,
     },
     log_tag,
     reader::RedisReader,
@@ -90,7 +90,11 @@ impl SessionStore {
     /// Must be called inside a Tokio runtime (the connection's driver task lives there).
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<SessionStore, StoreError> {
         let redis = RedisConn::connect(config).map_err(|e| StoreError::Config(e.to_string()))?;
-        let keys = Keys::new(config.redis.key_prefix.clone(), config.session.hash_ids);
+        let keys = Keys::new(
+            config.redis.key_prefix.clone(),
+            config.session.hash_ids,
+            AppIndex::new(config.apps()),
+        );
         let backend = Backend::new(redis, keys, config.redis_timeout());
         let policy = SessionPolicy::from_config(config);
         let redis_reader = RedisReader {
@@ -119,6 +123,16 @@ impl SessionStore {
         &self.policy
     }
 
+    /// The user `openid` of app `appid`, as the per-user keys name them.
+    pub fn user_key(&self, appid: &str, openid: &str) -> UserKey {
+        self.backend.keys.user_key(Some(appid), openid)
+    }
+
+    /// The user a session belongs to.
+    pub fn user_of(&self, session: &Session) -> UserKey {
+        self.user_key(session.appid(), session.openid())
+    }
+
     /// What an operator typed as a session: a session id, or (with
     /// `session.hash_ids`) its stored id. `None` if it is neither.
     pub fn parse_stored_id(&self, text: &str) -> Option<String> {
@@ -142,22 +156,27 @@ impl SessionStore {
                     unionid: new.unionid.map(str::to_string),
                     created_at: now_millis / 1000,
                     device: new.device.map(|d| d.as_str().to_string()),
+                    appid: Some(new.appid.to_string()),
+                    corpid: new.corpid.map(str::to_string),
                     elevated_until: None,
                     profile: None,
                 };
                 let ttl = self.policy.ttl_secs.min(self.policy.max_lifetime_secs);
                 let id = self.insert(&stored, ttl).await?;
                 let stored_id = self.backend.keys.stored_id(&id);
-                let mut user = self.index_login(new, &stored_id, now_millis).await?;
+                let user_key = self.backend.keys.user_key(Some(new.appid), new.openid);
+                let mut user = self
+                    .index_login(new, &user_key, &stored_id, now_millis)
+                    .await?;
                 let stored = self.carry_user_data(&stored_id, stored, &user).await?;
                 if let (Some(device), true) = (new.device, self.policy.one_per_device) {
-                    self.replace_on_device(new.openid, device, &stored_id, &mut user.live)
+                    self.replace_on_device(&user_key, device, &stored_id, &mut user.live)
                         .await?;
                 }
-                self.enforce_max_per_user(new.openid, user.live).await?;
+                self.enforce_max_per_user(&user_key, user.live).await?;
                 Ok(Session {
                     id,
-                    data: Arc::new(SessionData::of(&stored)),
+                    data: Arc::new(SessionData::of(&stored, &self.backend.keys.apps)),
                     expires_in: ttl,
                 })
             })
@@ -246,7 +265,11 @@ impl SessionStore {
                     return Ok(false);
                 };
                 if let Some(stored) = StoredSession::parse(&raw, stored_id) {
-                    self.unindex(&stored.openid, stored_id).await?;
+                    let user = self
+                        .backend
+                        .keys
+                        .user_key(stored.appid.as_deref(), &stored.openid);
+                    self.unindex(&user, stored_id).await?;
                 }
                 Ok(true)
             })
@@ -273,6 +296,7 @@ impl SessionStore {
                     .and_then(|raw| StoredSession::parse(&raw, stored_id))
                     .map(|stored| SessionRecord {
                         stored_id: stored_id.to_string(),
+                        appid: self.backend.keys.apps.appid_of(stored.appid),
                         openid: stored.openid,
                         unionid: stored.unionid,
                         created_at: stored.created_at,
@@ -334,7 +358,7 @@ impl SessionStore {
         let elevated = self
             .backend
             .bounded(async {
-                self.store_session_key(session.openid(), session_key, unionid)
+                self.store_session_key(&self.user_of(session), session_key, unionid)
                     .await?;
                 self.amend(&stored_id, |stored| stored.elevated_until = Some(until))
                     .await

@@ -7,8 +7,8 @@ use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 
 use super::{
-    layout::SessionRecord, layout::StoredSession, Ban, Device, EndReason, NewSession, SessionStore,
-    StoreError,
+    layout::SessionRecord, layout::StoredSession, layout::UserKey, Ban, Device, EndReason,
+    NewSession, SessionStore, StoreError,
 };
 use crate::{clock, secret::Secret};
 
@@ -28,21 +28,15 @@ impl SessionStore {
     pub(super) async fn index_login(
         &self,
         new: &NewSession<'_>,
+        user: &UserKey,
         stored_id: &str,
         now_millis: u64,
     ) -> Result<UserAtLogin, StoreError> {
         let keys = &self.backend.keys;
-        let user = keys.user(new.openid);
-        let index = keys.user_sessions(new.openid);
+        let index = keys.user_sessions(user);
         let keep = self.policy.max_lifetime_secs;
         let mut pipe = redis::pipe();
-        self.user_key_commands(
-            &mut pipe,
-            new.openid,
-            new.session_key,
-            new.unionid,
-            now_millis,
-        );
+        self.user_key_commands(&mut pipe, user, new.session_key, new.unionid, now_millis);
         // Scored in milliseconds, so sessions made in one second keep their order.
         pipe.zadd(&index, stored_id, now_millis)
             .ignore()
@@ -54,8 +48,8 @@ impl SessionStore {
             .expire(&index, keep as i64)
             .ignore()
             .zrange(&index, 0, -1)
-            .get(keys.user_profile(new.openid))
-            .hget(&user, "unionid");
+            .get(keys.user_profile(user))
+            .hget(keys.user(user), "unionid");
         let (members, profile, unionid): (Vec<String>, Option<String>, Option<String>) =
             pipe.query_async(&mut self.backend.conn()).await?;
         Ok(UserAtLogin {
@@ -71,16 +65,18 @@ impl SessionStore {
     fn user_key_commands(
         &self,
         pipe: &mut redis::Pipeline,
-        openid: &str,
+        user: &UserKey,
         session_key: &Secret,
         unionid: Option<&str>,
         now_millis: u64,
     ) {
-        let user = self.backend.keys.user(openid);
-        pipe.hset(&user, "session_key", session_key.expose())
-            .ignore()
-            .hset(&user, "updated_at", now_millis / 1000)
-            .ignore();
+        let user = self.backend.keys.user(user);
+        // Alipay's login gives none: the hash then holds no session_key.
+        if !session_key.is_empty() {
+            pipe.hset(&user, "session_key", session_key.expose())
+                .ignore();
+        }
+        pipe.hset(&user, "updated_at", now_millis / 1000).ignore();
         if let Some(unionid) = unionid {
             pipe.hset(&user, "unionid", unionid).ignore();
         }
@@ -91,18 +87,12 @@ impl SessionStore {
     /// Stores the user's newest `session_key` after a step-up.
     pub(super) async fn store_session_key(
         &self,
-        openid: &str,
+        user: &UserKey,
         session_key: &Secret,
         unionid: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
-        self.user_key_commands(
-            &mut pipe,
-            openid,
-            session_key,
-            unionid,
-            clock::unix_millis(),
-        );
+        self.user_key_commands(&mut pipe, user, session_key, unionid, clock::unix_millis());
         let () = pipe.query_async(&mut self.backend.conn()).await?;
         Ok(())
     }
@@ -139,12 +129,12 @@ impl SessionStore {
     /// `live`, so `max_per_user` does not count it again.
     pub(super) async fn replace_on_device(
         &self,
-        openid: &str,
+        user: &UserKey,
         device: &Device,
         stored_id: &str,
         live: &mut Vec<String>,
     ) -> Result<(), StoreError> {
-        let devices = self.backend.keys.user_devices(openid);
+        let devices = self.backend.keys.user_devices(user);
         let (replaced,): (Option<String>,) = redis::pipe()
             .atomic()
             .hget(&devices, device.as_str())
@@ -159,10 +149,11 @@ impl SessionStore {
         };
         self.end(std::slice::from_ref(&replaced), EndReason::Replaced)
             .await?;
-        self.unindex(openid, &replaced).await?;
+        self.unindex(user, &replaced).await?;
         live.retain(|id| *id != replaced);
         log::info!(
-            "openid={openid} new session on device {}: replaced the previous one",
+            "user {} new session on device {}: replaced the previous one",
+            user.as_str(),
             device.as_str()
         );
         Ok(())
@@ -171,7 +162,7 @@ impl SessionStore {
     /// Over `session.max_per_user`: revokes the oldest of `live` (index order).
     pub(super) async fn enforce_max_per_user(
         &self,
-        openid: &str,
+        user: &UserKey,
         live: Vec<String>,
     ) -> Result<(), StoreError> {
         let limit = self.policy.max_per_user as usize;
@@ -183,28 +174,29 @@ impl SessionStore {
         let _: i64 = self
             .backend
             .conn()
-            .zrem(self.backend.keys.user_sessions(openid), excess)
+            .zrem(self.backend.keys.user_sessions(user), excess)
             .await?;
         log::info!(
-            "openid={openid} over max_per_user: revoked {} oldest",
+            "user {} over max_per_user: revoked {} oldest",
+            user.as_str(),
             excess.len()
         );
         Ok(())
     }
 
     /// Takes one ended session out of its user's index.
-    pub(super) async fn unindex(&self, openid: &str, stored_id: &str) -> Result<(), StoreError> {
+    pub(super) async fn unindex(&self, user: &UserKey, stored_id: &str) -> Result<(), StoreError> {
         let _: i64 = self
             .backend
             .conn()
-            .zrem(self.backend.keys.user_sessions(openid), stored_id)
+            .zrem(self.backend.keys.user_sessions(user), stored_id)
             .await?;
         Ok(())
     }
 
     /// The live sessions of an openid, oldest first; dead index entries are pruned.
-    pub async fn list_user(&self, openid: &str) -> Result<Vec<SessionRecord>, StoreError> {
-        let index = self.backend.keys.user_sessions(openid);
+    pub async fn list_user(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError> {
+        let index = self.backend.keys.user_sessions(user);
         let members: Vec<String> = self
             .backend
             .bounded(async { Ok(self.backend.conn().zrange(&index, 0, -1).await?) })
@@ -233,8 +225,8 @@ impl SessionStore {
     /// `ZADD`) is either among them, and revoked, or stays indexed, so no live
     /// session is ever lost from the index. Each step is one single-key command
     /// (or one per session key), as a Redis Cluster requires.
-    pub async fn revoke_user(&self, openid: &str) -> Result<u64, StoreError> {
-        self.end_user(openid, EndReason::Revoked).await
+    pub async fn revoke_user(&self, user: &UserKey) -> Result<u64, StoreError> {
+        self.end_user(user, EndReason::Revoked).await
     }
 
     /// Bans an openid: its ban key (expiring with the ban), then every session
@@ -242,7 +234,7 @@ impl SessionStore {
     /// sessions it ended. A login after `code2Session` checks the key.
     pub async fn ban(
         &self,
-        openid: &str,
+        user: &UserKey,
         for_secs: Option<u64>,
         reason: Option<&str>,
     ) -> Result<(Ban, u64), StoreError> {
@@ -251,7 +243,7 @@ impl SessionStore {
             reason: reason.map(str::to_string),
         };
         let value = serde_json::to_string(&ban).expect("plain struct serializes");
-        let key = self.backend.keys.user_ban(openid);
+        let key = self.backend.keys.user_ban(user);
         self.backend
             .bounded(async {
                 let mut set = redis::cmd("SET");
@@ -264,14 +256,14 @@ impl SessionStore {
             })
             .await?;
         let ended = self
-            .end_user(openid, EndReason::Banned { until: ban.until })
+            .end_user(user, EndReason::Banned { until: ban.until })
             .await?;
         Ok((ban, ended))
     }
 
     /// Lifts a ban; `false` if there was none.
-    pub async fn unban(&self, openid: &str) -> Result<bool, StoreError> {
-        let key = self.backend.keys.user_ban(openid);
+    pub async fn unban(&self, user: &UserKey) -> Result<bool, StoreError> {
+        let key = self.backend.keys.user_ban(user);
         self.backend
             .bounded(async {
                 let removed: i64 = self.backend.conn().del(&key).await?;
@@ -281,8 +273,8 @@ impl SessionStore {
     }
 
     /// The openid's ban, while it lasts.
-    pub async fn ban_of(&self, openid: &str) -> Result<Option<Ban>, StoreError> {
-        let key = self.backend.keys.user_ban(openid);
+    pub async fn ban_of(&self, user: &UserKey) -> Result<Option<Ban>, StoreError> {
+        let key = self.backend.keys.user_ban(user);
         self.backend
             .bounded(async {
                 let raw: Option<String> = self.backend.conn().get(&key).await?;
@@ -298,8 +290,8 @@ impl SessionStore {
 
     /// Ends every session of an openid at once with `reason`; answers how many
     /// were live.
-    async fn end_user(&self, openid: &str, reason: EndReason) -> Result<u64, StoreError> {
-        let index = self.backend.keys.user_sessions(openid);
+    async fn end_user(&self, user: &UserKey, reason: EndReason) -> Result<u64, StoreError> {
+        let index = self.backend.keys.user_sessions(user);
         self.backend
             .bounded(async {
                 let members: Vec<String> = self.backend.conn().zrange(&index, 0, -1).await?;
@@ -315,13 +307,13 @@ impl SessionStore {
 
     /// The user's current `session_key`: the one from their latest login, which
     /// every live session of theirs decrypts with.
-    pub async fn session_key(&self, openid: &str) -> Result<Option<Secret>, StoreError> {
+    pub async fn session_key(&self, user: &UserKey) -> Result<Option<Secret>, StoreError> {
         self.backend
             .bounded(async {
                 let key: Option<String> = self
                     .backend
                     .conn()
-                    .hget(self.backend.keys.user(openid), "session_key")
+                    .hget(self.backend.keys.user(user), "session_key")
                     .await?;
                 Ok(key.map(Secret::new))
             })
@@ -333,7 +325,7 @@ impl SessionStore {
     /// a `unionid` learnt from it fills theirs when WeChat's login gave none.
     pub async fn save_profile(
         &self,
-        openid: &str,
+        user: &UserKey,
         profile: &serde_json::Value,
         unionid: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -342,17 +334,17 @@ impl SessionStore {
             .bounded(async {
                 let keep = self.policy.max_lifetime_secs;
                 let mut pipe = redis::pipe();
-                pipe.set_ex(keys.user_profile(openid), profile.to_string(), keep)
+                pipe.set_ex(keys.user_profile(user), profile.to_string(), keep)
                     .ignore();
                 if let Some(unionid) = unionid {
                     // Only where none is known: HSETNX.
                     pipe.cmd("HSETNX")
-                        .arg(keys.user(openid))
+                        .arg(keys.user(user))
                         .arg("unionid")
                         .arg(unionid)
                         .ignore();
                 }
-                pipe.zrange(keys.user_sessions(openid), 0, -1);
+                pipe.zrange(keys.user_sessions(user), 0, -1);
                 let (members,): (Vec<String>,) = pipe.query_async(&mut self.backend.conn()).await?;
                 try_join_all(members.iter().map(|stored_id| async move {
                     self.amend(stored_id, |stored| {

@@ -62,7 +62,7 @@ impl std::error::Error for KeyError {}
 
 impl AlipayKeys {
     /// Reads both key files: PEM or the bare base64 Alipay's key tool and
-    /// console give (see [`AlipayKeys::from_text`]).
+    /// console give (see `AlipayKeys::from_text`).
     pub fn load(
         private_key_file: &Path,
         alipay_public_key_file: &Path,
@@ -80,7 +80,8 @@ impl AlipayKeys {
     /// Both keys from their text. The private key: PKCS#8 (`BEGIN PRIVATE
     /// KEY`) or PKCS#1 (`BEGIN RSA PRIVATE KEY`), PEM or bare base64; the public
     /// key: SPKI (`BEGIN PUBLIC KEY`) or PKCS#1 (`BEGIN RSA PUBLIC KEY`), PEM or
-    /// bare base64.
+    /// bare base64. (The server reads files; the tests hand in text.)
+    #[cfg(test)]
     pub fn from_text(private: &str, public: &str) -> Result<AlipayKeys, KeyError> {
         let error = |key| {
             move |reason| KeyError {
@@ -401,6 +402,7 @@ fn identity_of(raw: &str, keys: &AlipayKeys) -> Result<Identity, WechatError> {
         unionid: non_empty(node.union_id),
         // Alipay has none: the store keeps no session_key for its sessions.
         session_key: Secret::new(""),
+        corpid: None,
     })
 }
 

@@ -1,6 +1,7 @@
-//! `Client`: the WeChat server API calls — `code2Session`, the phone number by
-//! code, the session-key check — over one shared [`HttpClient`], with the
-//! fleet's shared access_token, or answered by the mock.
+//! `Client`: one app's platform API calls — the login call of its platform
+//! (`code2Session` and its kin), and on WeChat the phone number by code and
+//! the session-key check — over the [`HttpClient`] every app shares, with the
+//! app's fleet-shared access_token (WeChat, WeCom), or answered by the mock.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,12 +11,18 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use super::{
+    alipay::{self, AlipayKeys},
     call::HttpClient,
-    mock,
+    douyin, mock,
     token::{AccessToken, AccessTokens, TokenKind, TokenSource},
-    Identity, LoginCode, WechatError,
+    wecom, Identity, LoginCode, WechatError,
 };
-use crate::{config::WechatConfig, redis_conn::RedisConn, secret::Secret, telemetry::Metrics};
+use crate::{
+    config::{App, Platform, DEFAULT_APP},
+    redis_conn::RedisConn,
+    secret::Secret,
+    telemetry::Metrics,
+};
 
 /// The answer of `jscode2session` (errors are handled by `HttpClient::send_json`).
 #[derive(Deserialize)]
@@ -25,55 +32,106 @@ struct Code2SessionAnswer {
     unionid: Option<String>,
 }
 
-/// The WeChat API client: one shared HTTP client and the fleet's shared
-/// access_token, or the in-process mock.
+/// One app's API client: the HTTP client all apps share, the app's own
+/// fleet-shared access_token where its platform has one, or the in-process mock.
 #[derive(Clone)]
 pub struct Client {
     http: HttpClient,
+    name: String,
+    platform: Platform,
     appid: String,
     secret: Secret,
     api_base: String,
     mock: bool,
-    tokens: Arc<AccessTokens>,
+    /// `wecom`: the corporation whose members log in.
+    corpid: Option<String>,
+    /// `wechat` and `wecom` apps.
+    tokens: Option<Arc<AccessTokens>>,
+    /// `alipay` apps (but in mock mode): the keys its calls are signed and
+    /// its answers checked with.
+    alipay_keys: Option<Arc<AlipayKeys>>,
     metrics: Arc<Metrics>,
 }
 
+/// What every app's client shares: one HTTP client (and its runtime), the
+/// Redis handle and key prefix of the shared access_tokens, the bounds.
+pub(super) struct Shared<'a> {
+    pub http: &'a HttpClient,
+    pub redis: &'a RedisConn,
+    pub key_prefix: &'a str,
+    pub wechat_timeout: Duration,
+    pub redis_timeout: Duration,
+    pub metrics: &'a Arc<Metrics>,
+}
+
+/// An `alipay` app's keys, read and checked (`None` for other platforms and in
+/// mock mode); the error names the app's section and the file.
+pub(super) fn alipay_keys(app: &App) -> Result<Option<AlipayKeys>, String> {
+    if app.platform != Platform::Alipay || app.mock {
+        return Ok(None);
+    }
+    let (Some(private), Some(public)) = (&app.private_key_file, &app.alipay_public_key_file) else {
+        return Err(format!(
+            "{}: an alipay app needs both key files",
+            app.section
+        ));
+    };
+    AlipayKeys::load(private.as_ref(), public.as_ref())
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", app.section))
+}
+
 impl Client {
-    /// `redis` is the storage handle for the shared access_token (the server's
-    /// own connection, passed in at start-up), `key_prefix` its key prefix.
-    pub fn new(
-        config: &WechatConfig,
-        redis: RedisConn,
-        key_prefix: &str,
-        redis_timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Result<Client, String> {
-        let http = HttpClient::new(Duration::from_millis(config.timeout_ms))?;
-        let tokens = AccessTokens::new(
-            TokenSource {
-                http: http.clone(),
-                kind: TokenKind::Wechat,
-                appid: config.appid.clone(),
-                secret: config.secret.clone(),
-                api_base: config.api_base.clone(),
-                mock: config.mock,
-            },
-            redis,
-            key_prefix,
-            None,
-            Duration::from_millis(config.timeout_ms),
-            redis_timeout,
-            metrics.clone(),
-        );
+    pub(super) fn new(app: &App, shared: &Shared<'_>) -> Result<Client, String> {
+        let token_kind = match app.platform {
+            Platform::Wechat => Some(TokenKind::Wechat),
+            Platform::Wecom => Some(TokenKind::Wecom),
+            Platform::Qq | Platform::Douyin | Platform::Alipay => None,
+        };
+        let tokens = token_kind.map(|kind| {
+            Arc::new(AccessTokens::new(
+                TokenSource {
+                    http: shared.http.clone(),
+                    kind,
+                    appid: match kind {
+                        TokenKind::Wecom => app.corpid.clone().unwrap_or_default(),
+                        TokenKind::Wechat => app.appid.clone(),
+                    },
+                    secret: app.secret.clone(),
+                    api_base: app.api_base.clone(),
+                    mock: app.mock,
+                },
+                shared.redis.clone(),
+                shared.key_prefix,
+                // The default app keeps the token keys from before apps existed.
+                (app.name != DEFAULT_APP).then_some(app.appid.as_str()),
+                shared.wechat_timeout,
+                shared.redis_timeout,
+                shared.metrics.clone(),
+            ))
+        });
         Ok(Client {
-            http,
-            appid: config.appid.clone(),
-            secret: config.secret.clone(),
-            api_base: config.api_base.clone(),
-            mock: config.mock,
-            tokens: Arc::new(tokens),
-            metrics,
+            alipay_keys: alipay_keys(app)?.map(Arc::new),
+            http: shared.http.clone(),
+            name: app.name.clone(),
+            platform: app.platform,
+            appid: app.appid.clone(),
+            secret: app.secret.clone(),
+            api_base: app.api_base.clone(),
+            mock: app.mock,
+            corpid: app.corpid.clone(),
+            tokens,
+            metrics: shared.metrics.clone(),
         })
+    }
+
+    /// The app's name in the configuration.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn platform(&self) -> Platform {
+        self.platform
     }
 
     /// Whether `api_base` answers over HTTP at all, through the client every
@@ -83,7 +141,12 @@ impl Client {
         self.http.reach(format!("{}/", self.api_base)).await
     }
 
-    /// Our AppID, which every decrypted watermark must carry.
+    /// Where its platform's APIs are (no secret in it).
+    pub fn api_base(&self) -> &str {
+        &self.api_base
+    }
+
+    /// The app's AppID, which every decrypted watermark must carry.
     pub fn appid(&self) -> &str {
         &self.appid
     }
@@ -92,23 +155,68 @@ impl Client {
         self.mock
     }
 
-    /// The fleet's shared access_token source (for other handlers of an embedding
-    /// app, the admin token route and the CLI).
-    pub fn access_tokens(&self) -> &Arc<AccessTokens> {
-        &self.tokens
+    /// The app's fleet-shared access_token source (for other handlers of an
+    /// embedding app, the admin token route and the CLI); `None` on platforms
+    /// without one here (QQ, Douyin, Alipay).
+    pub fn access_tokens(&self) -> Option<&Arc<AccessTokens>> {
+        self.tokens.as_ref()
     }
 
     /// The current access_token: one fetch per refresh for the whole fleet.
     pub async fn access_token(&self) -> Result<AccessToken, WechatError> {
-        self.tokens.get().await
+        self.tokens().get().await
     }
 
-    /// Exchanges a login code for the user's identity: one call, never retried
-    /// (WeChat accepts each code once).
+    /// The token of an app whose platform has one; the routes that need it
+    /// are refused on the others before they get here.
+    fn tokens(&self) -> &Arc<AccessTokens> {
+        self.tokens
+            .as_ref()
+            .expect("only wechat and wecom apps call APIs with an access_token")
+    }
+
+    /// Exchanges a login code for the user's identity on the app's platform:
+    /// one call, never retried (each code is accepted once) — but a WeCom call
+    /// refused for its access_token, which never reached the code.
     pub async fn code_to_session(&self, code: &LoginCode) -> Result<Identity, WechatError> {
         if self.mock {
-            return Ok(mock::identity(code.as_str()));
+            let mut identity = mock::identity(code.as_str());
+            identity.corpid = self.corpid.clone();
+            return Ok(identity);
         }
+        match self.platform {
+            Platform::Wechat | Platform::Qq => self.jscode2session(code).await,
+            Platform::Douyin => {
+                douyin::code_to_session(&self.http, &self.api_base, &self.appid, &self.secret, code)
+                    .await
+            }
+            Platform::Wecom => {
+                let corpid = self.corpid.as_deref().unwrap_or_default();
+                self.with_token(|token| async move {
+                    wecom::code_to_session(&self.http, &self.api_base, corpid, &token, code).await
+                })
+                .await
+            }
+            Platform::Alipay => {
+                let keys = self
+                    .alipay_keys
+                    .as_ref()
+                    .expect("a non-mock alipay app has its keys");
+                alipay::code_to_session(
+                    &self.http,
+                    &self.api_base,
+                    &self.appid,
+                    keys,
+                    code,
+                    crate::clock::unix_secs(),
+                )
+                .await
+            }
+        }
+    }
+
+    /// WeChat's (and QQ's) `jscode2session`.
+    async fn jscode2session(&self, code: &LoginCode) -> Result<Identity, WechatError> {
         let request = self
             .http
             .get(format!("{}/sns/jscode2session", self.api_base))
@@ -204,12 +312,13 @@ impl Client {
         F: Fn(Secret) -> Fut,
         Fut: std::future::Future<Output = Result<T, WechatError>>,
     {
-        let token = self.tokens.get().await?.token;
+        let tokens = self.tokens();
+        let token = tokens.get().await?.token;
         match call(token.clone()).await {
             Err(WechatError::TokenRejected(code)) => {
-                log::warn!("WeChat refused the access_token (errcode {code}); fetching a fresh one, retrying once");
-                self.tokens.drop_if_current(&token).await?;
-                let fresh = self.tokens.get().await?.token;
+                log::warn!("app {}: the access_token was refused (errcode {code}); fetching a fresh one, retrying once", self.name);
+                tokens.drop_if_current(&token).await?;
+                let fresh = tokens.get().await?.token;
                 let result = call(fresh).await;
                 self.metrics
                     .token_recoveries

@@ -29,13 +29,6 @@ struct Data {
 
 /// `POST {api_base}/api/apps/v2/jscode2session`: one call, never retried
 /// (Douyin accepts each code once).
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "called once apps are dispatched by platform (§11)"
-    )
-)]
 pub(super) async fn code_to_session(
     http: &HttpClient,
     api_base: &str,

@@ -3,8 +3,10 @@
 //! - `code`: [`LoginCode`], a `wx.login` code checked before it goes anywhere;
 //! - `identity`: [`Identity`], what `code2Session` says a code belongs to;
 //! - `error`: [`WechatError`], WeChat's errcodes by what the caller should do;
-//! - `client`: [`Client`], the API calls (`code2Session`, phone number by code,
-//!   session-key check) over one shared HTTP client;
+//! - `apps`: [`Apps`], every configured app's client by appid;
+//! - `client`: [`Client`], one app's API calls (its platform's login call;
+//!   on WeChat the phone number by code and the session-key check) over the
+//!   HTTP client all apps share;
 //! - `call`: `HttpClient`, the HTTP client and the runtime every call runs on
 //!   (it outlives the workers), and one request and its JSON answer, errcodes
 //!   included;
@@ -22,9 +24,8 @@
 //! It knows no HTTP routes and no sessions; the HTTP layer maps [`WechatError`]
 //! to the contract's statuses.
 
-// Wired to the apps of §11 by their registry; until then only its tests use it.
-#[cfg_attr(not(test), expect(dead_code, reason = "no app calls Alipay yet"))]
 mod alipay;
+mod apps;
 mod call;
 mod client;
 mod code;
@@ -38,6 +39,7 @@ mod token;
 pub mod userdata;
 mod wecom;
 
+pub use apps::{Apps, UnknownApp};
 pub use client::Client;
 pub use code::LoginCode;
 pub use error::WechatError;

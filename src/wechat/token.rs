@@ -108,10 +108,6 @@ pub(super) enum TokenKind {
     /// `GET /cgi-bin/gettoken?corpid&corpsecret`. It has no `force_refresh`:
     /// a forced refresh is an ordinary fetch (WeCom answers the token it still
     /// holds).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "built once apps are dispatched by platform (§11)")
-    )]
     Wecom,
 }
 

@@ -20,13 +20,6 @@ struct Answer {
 /// access_token: one call (the caller retries it once with a fresh token after
 /// [`WechatError::TokenRejected`]). The identity's `openid` is the `userid`,
 /// its `corpid` is `corpid`, which the answer must name.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "called once apps are dispatched by platform (§11)"
-    )
-)]
 pub(super) async fn code_to_session(
     http: &HttpClient,
     api_base: &str,

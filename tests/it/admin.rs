@@ -56,8 +56,9 @@ async fn admin_routes_list_and_revoke_a_users_sessions() {
         .collect();
     assert_eq!(ids, vec![a.as_str(), b.as_str()], "oldest first");
     for s in sessions {
-        assert_eq!(s.as_object().unwrap().len(), 4, "{s}");
+        assert_eq!(s.as_object().unwrap().len(), 5, "{s}");
         assert_eq!(s["device"], serde_json::Value::Null);
+        assert_eq!(s["appid"], "wx_test_app");
         assert!(s["created_at"].as_u64().unwrap() > 1_700_000_000);
         assert!((7190..=7200).contains(&s["expires_in"].as_u64().unwrap()));
     }

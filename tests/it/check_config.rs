@@ -141,7 +141,10 @@ fn connect_with_redis_and_wechat_answering_exits_0_and_sends_no_secret() {
     let (code, stdout, stderr) = check(&env, &["check-config", "--connect"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("redis: ok"), "{stdout}");
-    assert!(stdout.contains("wechat api_base: ok (HTTP "), "{stdout}");
+    assert!(
+        stdout.contains("app default: api_base ok (HTTP "),
+        "{stdout}"
+    );
     assert!(stdout.contains("redis://:***@127.0.0.1:"), "{stdout}");
     // One plain GET of the base, without the AppSecret or anything else.
     let received = wechat.received();
@@ -161,7 +164,7 @@ fn connect_with_redis_and_wechat_answering_exits_0_and_sends_no_secret() {
     env.push(("WXSESSION_WECHAT_MOCK", "true"));
     let (code, stdout, stderr) = check(&env, &["check-config", "--connect"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("wechat api_base: skipped"), "{stdout}");
+    assert!(stdout.contains("app default: api_base skipped"), "{stdout}");
     assert!(stdout.contains("MOCK: any code logs in"), "{stdout}");
 }
 
@@ -178,7 +181,7 @@ fn connect_with_redis_on_a_closed_port_exits_3() {
         .unwrap_or_else(|| panic!("a redis line:\n{stdout}"));
     assert!(line.starts_with("redis: failed: "), "{line}");
     // WeChat is still checked and reported.
-    assert!(stdout.contains("wechat api_base: ok"), "{stdout}");
+    assert!(stdout.contains("app default: api_base ok"), "{stdout}");
 }
 
 #[test]
@@ -192,10 +195,11 @@ fn connect_with_wechat_on_a_closed_port_exits_4() {
     assert!(stdout.contains("redis: ok"), "{stdout}");
     let line = stdout
         .lines()
-        .find(|l| l.starts_with("wechat api_base: "))
+        .find(|l| l.starts_with("app default: api_base "))
         .unwrap_or_else(|| panic!("a wechat line:\n{stdout}"));
     assert!(
-        line.starts_with("wechat api_base: failed: cannot connect") && line.contains(&api_base),
+        line.starts_with("app default: api_base failed: cannot connect")
+            && line.contains(&api_base),
         "{line}"
     );
 }

@@ -26,12 +26,15 @@ async fn a_live_session_answers_who_am_i_and_auth() {
     assert_eq!(me["expires_in"], 7200);
     assert_eq!(me["device"], serde_json::Value::Null);
     assert_eq!(me["elevated_until"], serde_json::Value::Null);
-    assert_eq!(me.as_object().unwrap().len(), 6, "{me}");
+    assert_eq!(me["appid"], "wx_test_app");
+    assert_eq!(me["platform"], "wechat");
+    assert_eq!(me.as_object().unwrap().len(), 8, "{me}");
 
     let auth = |id: String| client().get(h.url("/auth")).header("sessionid", id).send();
     let resp = auth(id).await.unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(resp.headers()["x-wx-openid"], "alice");
+    assert_eq!(resp.headers()["x-wx-appid"], "wx_test_app");
     assert_eq!(resp.headers()["x-wx-unionid"], "u-alice");
 
     // Without a unionid there is no X-WX-UnionID header.

@@ -177,7 +177,10 @@ async fn a_claimed_code_and_the_token_lock_outlive_the_worst_case_of_their_holde
         .start();
     let code_key = format!(
         "wxsess:code:{}",
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"silent"))
+        // A code is recorded under its app: the hash of `<appid>:<code>`.
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            b"wx_test_app:silent"
+        ))
     );
     let login = h.try_login("silent");
     let watch = pttl_once_set(&h, &code_key);

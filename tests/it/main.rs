@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod alipay_stand_in;
+mod apps;
 mod check_config;
 mod cluster;
 mod devices;
