@@ -1,5 +1,5 @@
 //! The `wxsession` command line: flags, and the operator's subcommands
-//! (`sessions list|show|revoke|revoke-user|stats`, `wechat token-status|refresh-token`,
+//! (`sessions list|show|revoke|revoke-user|revoke-union|stats`, `wechat token-status|refresh-token`,
 //! `apps list`, `check-config [--connect]`), which use the server's own configuration, store
 //! and WeChat code.
 
@@ -39,6 +39,8 @@ COMMANDS:
     sessions show <sessionid>      openid, unionid, created_at and TTL of one session
     sessions revoke <sessionid>    end one session on every instance at once
     sessions revoke-user <openid>  end every session of one openid
+    sessions revoke-union <unionid>
+                                   end every session of one person, in every app
     sessions stats                 count live sessions and users (SCAN, never KEYS)
     users ban <openid> [--for SECS] [--reason TEXT]
                                    end every session of one openid (403 user_banned)
@@ -106,6 +108,7 @@ pub enum SessionsCommand {
     Show(String),
     Revoke(String),
     RevokeUser(String),
+    RevokeUnion(String),
     Stats,
 }
 
@@ -176,6 +179,9 @@ impl Args {
             }
             ["sessions", "revoke-user", openid] => {
                 Command::Sessions(SessionsCommand::RevokeUser(openid.to_string()))
+            }
+            ["sessions", "revoke-union", unionid] => {
+                Command::Sessions(SessionsCommand::RevokeUnion(unionid.to_string()))
             }
             ["sessions", "stats"] => Command::Sessions(SessionsCommand::Stats),
             ["users", "ban", openid] => Command::Users(UsersCommand::Ban {
@@ -352,6 +358,10 @@ pub fn run_sessions(config: &Config, appid: Option<&str>, command: SessionsComma
                     ExitCode::SUCCESS
                 })
             }
+            SessionsCommand::RevokeUnion(unionid) => store.revoke_union(&unionid).await.map(|n| {
+                println!("revoked {n}");
+                ExitCode::SUCCESS
+            }),
             SessionsCommand::Stats => store.stats().await.map(|s| {
                 println!("sessions: {}", s.sessions);
                 println!("users:    {}", s.users);

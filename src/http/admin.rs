@@ -58,6 +58,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(unban)),
     )
     .service(
+        super::resource("/admin/unionids/{unionid}/sessions", "GET, DELETE")
+            .route(web::get().to(union_sessions))
+            .route(web::delete().to(union_sessions)),
+    )
+    .service(
         super::resource("/admin/wechat/access-token", "GET").route(web::get().to(access_token)),
     );
 }
@@ -180,6 +185,39 @@ async fn user_sessions(
     Ok(HttpResponse::Ok().json_body(answer))
 }
 
+/// GET lists one person's live sessions in every app (found by unionid);
+/// DELETE ends them all at once (their clients learn `session_revoked`).
+async fn union_sessions(
+    _: AdminAccess,
+    state: web::Data<AppState>,
+    unionid: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let unionid = path_id(&unionid)?;
+    let answer = if req.method() == Method::DELETE {
+        let revoked = state.store.revoke_union(unionid).await?;
+        log::info!("admin revoked {revoked} sessions of unionid={unionid}");
+        serde_json::json!({ "revoked": revoked })
+    } else {
+        let sessions: Vec<_> = state
+            .store
+            .list_union(unionid)
+            .await?
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "sessionid": r.stored_id,
+                    "appid": r.appid,
+                    "created_at": r.created_at,
+                    "expires_in": r.expires_in,
+                })
+            })
+            .collect();
+        serde_json::json!({ "sessions": sessions })
+    };
+    Ok(HttpResponse::Ok().json_body(answer))
+}
+
 /// `?appid=`: the app a per-user or token route is about.
 #[derive(Deserialize)]
 struct AppParam {
@@ -200,7 +238,8 @@ fn path_user(state: &AppState, req: &HttpRequest, openid: &str) -> Result<UserKe
     Ok(state.store.user_key(app.appid(), openid))
 }
 
-/// What an `{openid}` path segment may hold: WeChat's ids are base64url-like.
+/// What an `{openid}` or `{unionid}` path segment may hold: WeChat's ids are
+/// base64url-like.
 /// Anything else (a `%0A` that would forge a log line, say) never reaches the
 /// store or the log.
 fn path_id(text: &str) -> Result<&str, ApiError> {
@@ -212,7 +251,7 @@ fn path_id(text: &str) -> Result<&str, ApiError> {
         Ok(text)
     } else {
         Err(ApiError::InvalidRequest(
-            "openid must be 1 to 128 characters of A-Z, a-z, 0-9, _ and -",
+            "an openid or unionid is 1 to 128 characters of A-Z, a-z, 0-9, _ and -",
         ))
     }
 }

@@ -9,7 +9,8 @@
 //! | `{p}user:{<openid>}:devices` | hash | device → stored id of its session (`session.one_per_device`) | `max_lifetime_secs` from the last login on a device |
 //! | `{p}user:{<openid>}:ban` | string (JSON) | `until` (unix secs or null), `reason` | until the ban ends (none for a ban without end) |
 //! | `{p}user:{<openid>}:profile` | string (JSON) | the decrypted profile (nickName, avatarUrl, …) | `max_lifetime_secs` from when it was stored |
-//! | `{p}code:<sha256 of code>` | string | a login code's outcome (see `codes`) | 300 s |
+//! | `{p}union:{<unionid>}:sessions` | sorted set | stored ids of every session with that unionid, in any app, scored by creation time (ms) | `max_lifetime_secs` from the newest |
+//! | `{p}code:<sha256 of appid:code>` | string | a login code's outcome (see `codes`) | 300 s |
 //! | `{p}login_rate:<address>` | string | logins from one client address in its window (see `login_rate`) | 60 s from its first login |
 //!
 //! The one other pair of keys the server writes, the shared WeChat access_token's
@@ -190,6 +191,9 @@ impl Keys {
     }
     pub(super) fn user_profile(&self, user: &UserKey) -> String {
         [&self.prefix, "user:{", user.as_str(), "}:profile"].concat()
+    }
+    pub(super) fn union_sessions(&self, unionid: &str) -> String {
+        [&self.prefix, "union:{", unionid, "}:sessions"].concat()
     }
     pub(super) fn login_code(&self, code_hash: &str) -> String {
         [&self.prefix, "code:", code_hash].concat()

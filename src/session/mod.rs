@@ -11,6 +11,7 @@
 //! - `backend`: the connection, key layout and time bound the parts below share.
 //! - `store`: [`SessionStore`]: create (where every TTL is set), touch, revoke, look up.
 //! - `users`: the per-user index, `session_key` and profile.
+//! - `unions`: the per-unionid index: one person's sessions in every app.
 //! - `reader` and `cached`: the guard's read, straight from Redis or through the
 //!   local cache (`store` dispatches between them).
 //! - `cache` and `tracking`: the local cache and its `CLIENT TRACKING` connection.
@@ -31,6 +32,7 @@ mod login_rate;
 mod reader;
 mod store;
 mod tracking;
+mod unions;
 mod users;
 
 use std::sync::Arc;

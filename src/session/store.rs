@@ -169,6 +169,9 @@ impl SessionStore {
                     .index_login(new, &user_key, &stored_id, now_millis)
                     .await?;
                 let stored = self.carry_user_data(&stored_id, stored, &user).await?;
+                if let Some(unionid) = &stored.unionid {
+                    self.index_union(unionid, &stored_id, now_millis).await?;
+                }
                 if let (Some(device), true) = (new.device, self.policy.one_per_device) {
                     self.replace_on_device(&user_key, device, &stored_id, &mut user.live)
                         .await?;
@@ -270,6 +273,9 @@ impl SessionStore {
                         .keys
                         .user_key(stored.appid.as_deref(), &stored.openid);
                     self.unindex(&user, stored_id).await?;
+                    if let Some(unionid) = &stored.unionid {
+                        self.unindex_union(unionid, stored_id).await?;
+                    }
                 }
                 Ok(true)
             })

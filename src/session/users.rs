@@ -196,10 +196,16 @@ impl SessionStore {
 
     /// The live sessions of an openid, oldest first; dead index entries are pruned.
     pub async fn list_user(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError> {
-        let index = self.backend.keys.user_sessions(user);
+        self.list_index(&self.backend.keys.user_sessions(user))
+            .await
+    }
+
+    /// The live sessions an index (a user's, a unionid's) names, oldest first;
+    /// dead entries are taken out of it.
+    pub(super) async fn list_index(&self, index: &str) -> Result<Vec<SessionRecord>, StoreError> {
         let members: Vec<String> = self
             .backend
-            .bounded(async { Ok(self.backend.conn().zrange(&index, 0, -1).await?) })
+            .bounded(async { Ok(self.backend.conn().zrange(index, 0, -1).await?) })
             .await?;
         let records = self
             .backend
@@ -212,7 +218,7 @@ impl SessionStore {
             .collect();
         if !dead.is_empty() {
             self.backend
-                .bounded(async { Ok(self.backend.conn().zrem::<_, _, i64>(&index, dead).await?) })
+                .bounded(async { Ok(self.backend.conn().zrem::<_, _, i64>(index, dead).await?) })
                 .await?;
         }
         Ok(records.into_iter().flatten().collect())
@@ -347,13 +353,23 @@ impl SessionStore {
                 pipe.zrange(keys.user_sessions(user), 0, -1);
                 let (members,): (Vec<String>,) = pipe.query_async(&mut self.backend.conn()).await?;
                 try_join_all(members.iter().map(|stored_id| async move {
-                    self.amend(stored_id, |stored| {
-                        stored.profile = Some(profile.clone());
-                        if stored.unionid.is_none() {
-                            stored.unionid = unionid.map(str::to_string);
+                    let live = self
+                        .amend(stored_id, |stored| {
+                            stored.profile = Some(profile.clone());
+                            if stored.unionid.is_none() {
+                                stored.unionid = unionid.map(str::to_string);
+                            }
+                        })
+                        .await?;
+                    // A unionid learnt only now: the session joins its index
+                    // (again, if it was there: ZADD keeps one entry).
+                    match (live, unionid) {
+                        (true, Some(unionid)) => {
+                            self.index_union(unionid, stored_id, clock::unix_millis())
+                                .await
                         }
-                    })
-                    .await
+                        _ => Ok(()),
+                    }
                 }))
                 .await?;
                 Ok(())

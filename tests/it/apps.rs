@@ -388,3 +388,79 @@ async fn a_mock_app_logs_in_without_its_platform() {
     assert!(me["openid"].as_str().unwrap().starts_with("mock_"));
     assert!(h.wechat.received().is_empty());
 }
+
+#[actix_web::test]
+async fn one_person_is_found_and_ended_across_apps_by_unionid() {
+    let f = five_platforms(&[]);
+    let h = &f.h;
+    // One person (unionid u-una) in WeChat and in QQ, and someone else.
+    let in_wechat = session_of(h, "wx_test_app", "union:una").await;
+    let in_qq = session_of(h, QQ, "union:una").await;
+    let other = session_of(h, DOUYIN, "union:ole").await;
+    let logged_out = session_of(h, "wx_test_app", "union:una~2").await;
+    assert_eq!(h.logout(&logged_out).await.0, 204);
+    let admin = |req: reqwest::RequestBuilder| req.bearer_auth(TOKEN);
+    let (status, body) = send(admin(client().get(h.url("/admin/unionids/u-una/sessions")))).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<(String, String)> = body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s.as_object().unwrap().len(), 4, "{s}");
+            (
+                s["sessionid"].as_str().unwrap().to_string(),
+                s["appid"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (in_wechat.clone(), "wx_test_app".to_string()),
+            (in_qq.clone(), QQ.to_string())
+        ]
+    );
+    // The logged-out one left the index.
+    let index: Vec<String> = h
+        .redis
+        .cmd(&["ZRANGE", "wxsess:union:{u-una}:sessions", "0", "-1"]);
+    assert_eq!(index, [in_wechat.clone(), in_qq.clone()]);
+    let ttl: i64 = h.redis.cmd(&["TTL", "wxsess:union:{u-una}:sessions"]);
+    assert!(ttl > 0, "the index expires");
+
+    let (status, body) = send(admin(
+        client().delete(h.url("/admin/unionids/u-una/sessions")),
+    ))
+    .await;
+    assert_eq!((status, body["revoked"].as_u64()), (200, Some(2)), "{body}");
+    for id in [&in_wechat, &in_qq] {
+        let (status, body) = h.get_session(id).await;
+        assert_eq!(status, 401);
+        assert_error(&body, "session_revoked");
+    }
+    assert_eq!(h.get_session(&other).await.0, 200);
+    assert!(h.redis.keys("wxsess:union:{u-una}:sessions").is_empty());
+    // Nor do they stay in their users' indexes.
+    let users: Vec<String> = h
+        .redis
+        .cmd(&["ZRANGE", "wxsess:user:{una}:sessions", "0", "-1"]);
+    assert!(users.is_empty(), "{users:?}");
+    // A bad unionid reaches nothing.
+    let (status, body) = send(admin(client().get(h.url("/admin/unionids/u%0Ax/sessions")))).await;
+    assert_eq!(status, 400);
+    assert_error(&body, "invalid_request");
+}
+
+#[actix_web::test]
+async fn the_cli_ends_one_person_across_apps() {
+    let h = Harness::start();
+    let a = h.login("union:cli").await;
+    let b = h.login("union:cli~2").await;
+    let (code, stdout, stderr) = run_cli(&h.redis, &[], &["sessions", "revoke-union", "u-cli"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "revoked 2");
+    for id in [&a, &b] {
+        assert_eq!(h.get_session(id).await.0, 401);
+    }
+}

@@ -240,7 +240,11 @@ async fn key_prefix_is_applied_to_every_key() {
     let h = Harness::with(&[("redis.key_prefix", "app1:")]);
     h.login("union:erin").await;
     let keys = h.redis.keys("*");
-    assert_eq!(keys.len(), 4, "session, user, index, code: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        5,
+        "session, user, user index, unionid index, code: {keys:?}"
+    );
     assert!(keys.iter().all(|k| k.starts_with("app1:")), "{keys:?}");
 }
 
