@@ -464,3 +464,35 @@ async fn the_cli_ends_one_person_across_apps() {
         assert_eq!(h.get_session(id).await.0, 401);
     }
 }
+
+#[actix_web::test]
+async fn the_local_cache_serves_every_apps_sessions() {
+    let f = five_platforms(&[("session.local_cache", "true")]);
+    let h = &f.h;
+    let mut ids = Vec::new();
+    for (appid, code) in [
+        ("wx_test_app", "ok:c1"),
+        (QQ, "ok:c2"),
+        (DOUYIN, "ok:c3"),
+        (WECOM, "ok:c4"),
+        (ALIPAY, "ok:2088004"),
+    ] {
+        ids.push((appid, session_of(h, appid, code).await));
+    }
+    // Warm: each read once fills the cache.
+    for (_, id) in &ids {
+        assert_eq!(h.get_session(id).await.0, 200);
+    }
+    h.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    for (appid, id) in &ids {
+        for _ in 0..5 {
+            let (status, me) = h.get_session(id).await;
+            assert_eq!((status, me["appid"].as_str()), (200, Some(*appid)), "{me}");
+        }
+    }
+    assert_eq!(
+        h.redis.commands_but_pings(),
+        0,
+        "every app's sessions from memory"
+    );
+}

@@ -430,3 +430,78 @@ async fn legacy_phone_payloads_decrypt_and_are_never_stored() {
         "phone stored: {dump}"
     );
 }
+
+/// QQ and Douyin apps decrypt user data as WeChat does (their keys, their
+/// appids in the watermark); a watermark of another app is refused.
+#[actix_web::test]
+async fn qq_and_douyin_apps_decrypt_user_data_as_wechat_does() {
+    let h = Harness::bare();
+    let base = h.wechat.base.clone();
+    let env = [
+        ("WXSESSION_APPS_QQ_PLATFORM", "qq"),
+        ("WXSESSION_APPS_QQ_APPID", "1109000001"),
+        ("WXSESSION_APPS_QQ_SECRET", "qq-secret"),
+        ("WXSESSION_APPS_QQ_API_BASE", base.as_str()),
+        ("WXSESSION_APPS_TT_PLATFORM", "douyin"),
+        ("WXSESSION_APPS_TT_APPID", "tt0000001"),
+        ("WXSESSION_APPS_TT_SECRET", "tt-secret"),
+        ("WXSESSION_APPS_TT_API_BASE", base.as_str()),
+    ];
+    let server = TestServer::start(&h.config(&env));
+    // The stand-in's keys are "SK<n:04><openid>": 16 bytes for a 10-character openid.
+    for (appid, code) in [
+        ("1109000001", "ok:qquser0001"),
+        ("tt0000001", "ok:ttuser0001"),
+    ] {
+        let (status, body) = send(
+            client()
+                .post(server.url("/login"))
+                .json(&json!({"code": code, "appid": appid})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let id = body["sessionid"].as_str().unwrap();
+        let key = h.wechat.issued_keys().last().unwrap().clone();
+        let raw = "{}";
+        let body = userinfo_body(
+            raw,
+            &key,
+            encrypt(&key, IV, user_json(appid).as_bytes()),
+            IV,
+        );
+        let (status, user) = server.post_as(id, "/session/userinfo", &body).await;
+        assert_eq!(status, 200, "{appid}: {user}");
+        assert_eq!(user["nickName"], "Band");
+        // Another app's watermark (here WeChat's default app's) is not this app's data.
+        let body = userinfo_body(
+            raw,
+            &key,
+            encrypt(&key, IV, user_json(APPID).as_bytes()),
+            IV,
+        );
+        let (status, answer) = server.post_as(id, "/session/userinfo", &body).await;
+        assert_eq!(status, 422, "{answer}");
+        assert_error(&answer, "appid_mismatch");
+    }
+    // Douyin's legacy phone payload too.
+    let (_, body) = send(
+        client()
+            .post(server.url("/login"))
+            .json(&json!({"code": "ok:ttphone001", "appid": "tt0000001"})),
+    )
+    .await;
+    let id = body["sessionid"].as_str().unwrap();
+    let key = h.wechat.issued_keys().last().unwrap().clone();
+    let plain = json!({"phoneNumber": "13800000000", "purePhoneNumber": "13800000000",
+                       "countryCode": "86", "watermark": {"appid": "tt0000001", "timestamp": 1}});
+    let encrypted = encrypt(&key, IV, plain.to_string().as_bytes());
+    let (status, phone) = server
+        .post_as(
+            id,
+            "/session/phone",
+            &json!({"encryptedData": encrypted, "iv": IV}),
+        )
+        .await;
+    assert_eq!(status, 200, "{phone}");
+    assert_eq!(phone["purePhoneNumber"], "13800000000");
+}
