@@ -3,7 +3,9 @@
 // redis-server, both started here on 127.0.0.1. A fake `wx` global does real
 // HTTP with node's http module and counts what it was asked to do. A few cases
 // that the real server cannot produce on demand (a server that answers 401
-// forever, odd /login answers) use a small stub HTTP server instead.
+// forever, odd /login answers) use a small stub HTTP server instead. A second
+// wxsession serves several mock apps, one per platform, for the client's
+// `appid` and its fake `qq`, `tt` and `my` globals.
 const { test, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
@@ -11,7 +13,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const { spawn, execFileSync } = require('node:child_process');
 const { createClient } = require('../wxsession');
-const { sleep, freePort, raw, portOpen, stop, stub, fakeWx } = require('../test-support/helpers');
+const { sleep, freePort, raw, portOpen, stop, stub, fakeWx, fakePlatform } = require('../test-support/helpers');
 
 const root = path.resolve(__dirname, '..', '..');
 const bin = process.env.WXSESSION_BIN
@@ -20,6 +22,9 @@ const bin = process.env.WXSESSION_BIN
 
 let redis;
 let server;
+let multiServer;
+let multiUrl;
+const started = []; // every child, for cleanupNow, from the moment it is spawned
 let serverEnv;
 let serverLog = '';
 let redisPort;
@@ -28,7 +33,7 @@ const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'wxsession-client-'));
 
 // An interrupted run (Ctrl-C, a CI timeout) still leaves no process or folder behind.
 function cleanupNow() {
-  for (const child of [server, redis]) if (child && child.exitCode === null) child.kill('SIGKILL');
+  for (const child of started) if (child.exitCode === null) child.kill('SIGKILL');
   fs.rmSync(scratch, { recursive: true, force: true });
 }
 process.once('exit', cleanupNow);
@@ -66,11 +71,42 @@ function startRedis() {
     ['--bind', '127.0.0.1', '--port', String(redisPort), '--save', '', '--appendonly', 'no', '--dir', scratch],
     { stdio: 'ignore' }
   );
+  started.push(redis);
   return waitFor('redis-server', () => portOpen(redisPort), redis);
 }
 
 function redisCli(...args) {
   return execFileSync('redis-cli', ['-h', '127.0.0.1', '-p', String(redisPort), ...args], { encoding: 'utf8', timeout: 5000 }).trim();
+}
+
+/** The multi-app server's mock apps, one per platform but WeCom, by environment alone (no [wechat] app). */
+const APPIDS = { wechat: 'wx_multi_test', qq: '1109000001', douyin: 'tt0a1b2c3d4e5f6a7b', alipay: '2021000000000001' };
+const MULTI_APPS = {
+  WXSESSION_APPS_WX_SHOP_PLATFORM: 'wechat',
+  WXSESSION_APPS_WX_SHOP_APPID: APPIDS.wechat,
+  WXSESSION_APPS_WX_SHOP_MOCK: 'true',
+  WXSESSION_APPS_QQ_SHOP_PLATFORM: 'qq',
+  WXSESSION_APPS_QQ_SHOP_APPID: APPIDS.qq,
+  WXSESSION_APPS_QQ_SHOP_MOCK: 'true',
+  WXSESSION_APPS_TT_SHOP_PLATFORM: 'douyin',
+  WXSESSION_APPS_TT_SHOP_APPID: APPIDS.douyin,
+  WXSESSION_APPS_TT_SHOP_MOCK: 'true',
+  WXSESSION_APPS_ALI_SHOP_PLATFORM: 'alipay',
+  WXSESSION_APPS_ALI_SHOP_APPID: APPIDS.alipay,
+  WXSESSION_APPS_ALI_SHOP_MOCK: 'true',
+};
+
+/** Starts the server with `env` (every setting from it) and waits until `url` is ready. */
+async function startServer(env, url) {
+  const child = spawn(bin, ['--config', path.join(scratch, 'empty.toml')], {
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  started.push(child);
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (t) => (serverLog = (serverLog + t).slice(-4000)));
+  await waitFor('wxsession', async () => (await raw('GET', `${url}/readyz`)).status === 200, child);
+  return child;
 }
 
 before(
@@ -96,18 +132,23 @@ before(
       WXSESSION_REDIS_TIMEOUT_MS: '300',
       WXSESSION_SERVER_BIND: `127.0.0.1:${port}`,
     };
-    server = spawn(bin, ['--config', path.join(scratch, 'empty.toml')], {
-      env: serverEnv,
-      stdio: ['ignore', 'ignore', 'pipe'],
+    server = await startServer(serverEnv, baseUrl);
+    // Several apps, so a login must name its own; its own Redis database.
+    const multiPort = await freePort();
+    multiUrl = `http://127.0.0.1:${multiPort}`;
+    const multiEnv = Object.assign({}, serverEnv, MULTI_APPS, {
+      WXSESSION_REDIS_URL: `redis://127.0.0.1:${redisPort}/1`,
+      WXSESSION_SERVER_BIND: `127.0.0.1:${multiPort}`,
     });
-    server.stderr.setEncoding('utf8');
-    server.stderr.on('data', (t) => (serverLog = (serverLog + t).slice(-4000)));
-    await waitFor('wxsession', async () => (await raw('GET', `${baseUrl}/readyz`)).status === 200, server);
+    delete multiEnv.WXSESSION_WECHAT_APPID;
+    delete multiEnv.WXSESSION_WECHAT_MOCK;
+    multiServer = await startServer(multiEnv, multiUrl);
   },
   { timeout: 30 * 60 * 1000 }
 );
 
 after(async () => {
+  await stop(multiServer, 'SIGTERM');
   await stop(server, 'SIGTERM');
   await stop(redis, 'SIGKILL');
   fs.rmSync(scratch, { recursive: true, force: true });
@@ -386,6 +427,158 @@ test('other 401s (not a session error) are handed back without a re-login', T, a
   await s.close();
   assert.equal(res.statusCode, 401);
   assert.deepEqual(s.hits, { '/login': 1, '/admin/x': 1 });
+});
+
+// ---- appid, and the platforms: mostly against the multi-app server ----
+
+/** The bodies of the POST /logins `fake` sent (Alipay's as the JSON text they are). */
+function loginBodies(fake) {
+  return fake.counts.requests
+    .filter((r) => r.what === 'POST /login')
+    .map((r) => (typeof r.options.data === 'string' ? JSON.parse(r.options.data) : r.options.data));
+}
+
+test("the mini-program's own appid (getAccountInfoSync) is sent, and GET /session names that app and platform", T, async () => {
+  const fake = fakeWx({ appid: APPIDS.wechat });
+  const api = createClient({ baseUrl: multiUrl });
+  const res = await api.request({ url: '/session' });
+  assert.equal(res.statusCode, 200);
+  assert.equal(res.data.appid, APPIDS.wechat);
+  assert.equal(res.data.platform, 'wechat');
+  assert.deepEqual(loginBodies(fake), [{ code: loginBodies(fake)[0].code, appid: APPIDS.wechat }]);
+});
+
+test('an explicit appid wins over the running one; null or empty sends none (unknown_app with several apps)', T, async () => {
+  const fake = fakeWx({ appid: APPIDS.wechat });
+  const other = createClient({ baseUrl: multiUrl, appid: APPIDS.qq, storageKey: 'explicit' });
+  const res = await other.request({ url: '/session' });
+  assert.equal(res.data.appid, APPIDS.qq);
+  assert.equal(res.data.platform, 'qq');
+  for (const appid of [null, '']) {
+    const none = createClient({ baseUrl: multiUrl, appid, storageKey: `none-${appid}` });
+    await assert.rejects(none.request({ url: '/session' }), (e) => e.code === 'unknown_app' && e.statusCode === 400);
+  }
+  assert.deepEqual(
+    loginBodies(fake).map((b) => ('appid' in b ? b.appid : 'none')),
+    [APPIDS.qq, 'none', 'none']
+  );
+  assert.deepEqual([...fake.storage.keys()], ['explicit']);
+});
+
+test('no getAccountInfoSync, or one that throws: no appid is sent, and a one-app server takes that', T, async () => {
+  for (const options of [{}, { accountInfoThrows: true }]) {
+    const fake = fakeWx(options);
+    const api = createClient({ baseUrl });
+    const res = await api.request({ url: '/session' });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.data.appid, 'wx_client_test');
+    assert.equal(res.data.platform, 'wechat');
+    assert.deepEqual(Object.keys(loginBodies(fake)[0]), ['code'], JSON.stringify(options));
+  }
+});
+
+test('an appid the server does not serve rejects with unknown_app; nothing is stored or requested', T, async () => {
+  for (const url of [multiUrl, baseUrl]) {
+    const api = createClient({ baseUrl: url, appid: 'wx_nobody', storageKey: 'unknown' });
+    await assert.rejects(api.request({ url: '/session' }), (e) => e.code === 'unknown_app' && e.statusCode === 400);
+  }
+  assert.equal(wxs.calls('POST /login'), 2);
+  assert.equal(wxs.calls('GET /session'), 0);
+  assert.ok(!wxs.storage.has('unknown'));
+});
+
+/**
+ * One client on the global `fake` stands for, against its app on the
+ * multi-app server: login and a guarded request, a step-up, a session revoked
+ * behind its back and renewed, a logout.
+ */
+async function roundTrip(fake, appid, platform, storageKey) {
+  fake.asUser(`${platform}-${storageKey}-${process.pid}`); // the step-up needs the session's user
+  const api = createClient({ baseUrl: multiUrl, storageKey });
+  const res = await api.request({ url: '/session' });
+  assert.equal(res.statusCode, 200, JSON.stringify(res.data));
+  assert.equal(res.data.appid, appid);
+  assert.equal(res.data.platform, platform);
+  assert.deepEqual(loginBodies(fake).map((b) => b.appid), [appid]);
+  const id = fake.storage.get(storageKey);
+  assert.match(id, /^[0-9a-f]{32}$/);
+  const sent = fake.counts.requests.find((r) => r.what === 'GET /session');
+  assert.equal(sent.header.sessionid, id);
+
+  const until = await api.elevate();
+  assert.ok(until > Date.now() / 1000, String(until));
+  assert.equal((await api.request({ url: '/session' })).data.elevated_until, until);
+
+  // Revoked behind its back: the 401 is seen, one re-login (a new user's code
+  // now: a login code is good once), one retry.
+  fake.asUser('');
+  assert.equal((await raw('DELETE', `${multiUrl}/session`, { sessionid: id })).status, 204);
+  const renewed = await api.request({ url: '/session' });
+  assert.equal(renewed.statusCode, 200);
+  assert.equal(renewed.data.appid, appid);
+  const newId = fake.storage.get(storageKey);
+  assert.match(newId, /^[0-9a-f]{32}$/);
+  assert.notEqual(newId, id);
+  assert.equal(fake.counts.login, 3, 'the login, the step-up, the re-login');
+  assert.equal(fake.calls('GET /session'), 4, 'two, one failed try, one retry');
+
+  await api.logout();
+  assert.ok(!fake.storage.get(storageKey), 'forgotten');
+  assert.equal(fake.calls('DELETE /session'), 1);
+  assert.equal((await raw('GET', `${multiUrl}/session`, { sessionid: newId })).status, 401, 'dead on the server');
+}
+
+test('a qq global: the unchanged client logs in to the QQ app and makes guarded requests', T, async () => {
+  const fake = fakePlatform('qq', { appid: APPIDS.qq });
+  assert.equal(typeof global.wx, 'undefined');
+  await roundTrip(fake, APPIDS.qq, 'qq', 'qq-key');
+  assert.equal(wxs.counts.login + wxs.counts.requests.length, 0, 'the earlier fake wx saw nothing');
+});
+
+test("a tt global: Douyin's appid from getEnvInfoSync, its login and requests", T, async () => {
+  const fake = fakePlatform('tt', { appid: APPIDS.douyin });
+  assert.equal(typeof fake.api.getAccountInfoSync, 'undefined');
+  await roundTrip(fake, APPIDS.douyin, 'douyin', 'tt-key');
+});
+
+for (const httpErrorsFail of [false, true]) {
+  test(`a my global (Alipay's shapes${httpErrorsFail ? ', HTTP errors through fail' : ''}): getAuthCode, headers/status, storage objects`, T, async () => {
+    const fake = fakePlatform('my', { appid: APPIDS.alipay, httpErrorsFail });
+    await roundTrip(fake, APPIDS.alipay, 'alipay', `my-key-${httpErrorsFail}`);
+    assert.equal(fake.counts.scopes, 'auth_base', 'the silent scope');
+    for (const r of fake.counts.requests) {
+      assert.ok(!('header' in r.options), `${r.what}: headers, not header`);
+      assert.equal(r.options.dataType, 'text', `${r.what}: text, parsed by the client`);
+    }
+    const login = fake.counts.requests.find((r) => r.what === 'POST /login').options;
+    assert.equal(typeof login.data, 'string', 'the JSON body as text');
+    assert.equal(login.headers['content-type'], 'application/json');
+    assert.deepEqual(Object.keys(JSON.parse(login.data)), ['code', 'appid']);
+  });
+}
+
+test('Alipay: a failed getAuthCode rejects login_failed; a caller\'s dataType is left alone', T, async () => {
+  const fake = fakePlatform('my', { appid: APPIDS.alipay });
+  const api = createClient({ baseUrl: multiUrl });
+  fake.failLogin(true);
+  await assert.rejects(api.request({ url: '/session' }), (e) => e.code === 'login_failed' && /取消/.test(e.message));
+  fake.failLogin(false);
+  const res = await api.request({ url: '/session', dataType: 'json' });
+  assert.equal(res.statusCode, 200);
+  assert.equal(res.data.platform, 'alipay');
+  assert.equal(fake.counts.requests.find((r) => r.what === 'GET /session').options.dataType, 'json');
+});
+
+test('createClient({ api }) is used instead of the globals; with neither, createClient throws', T, async () => {
+  const ali = fakePlatform('my', { appid: APPIDS.alipay });
+  delete global.my;
+  global.wx = wxs.api; // a global that is not the one asked for
+  const api = createClient({ baseUrl: multiUrl, api: ali.api }); // told apart by its shape: getAuthCode, no login
+  assert.equal((await api.request({ url: '/session' })).data.platform, 'alipay');
+  assert.equal(ali.counts.login, 1);
+  assert.equal(wxs.counts.login + wxs.counts.requests.length, 0);
+  delete global.wx;
+  assert.throws(() => createClient({ baseUrl }), (e) => e instanceof TypeError && /pass createClient\({ api }\)/.test(e.message));
 });
 
 // Last against the real server: it stops and restarts Redis.
