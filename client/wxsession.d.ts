@@ -3,7 +3,7 @@ export interface ClientOptions {
   baseUrl: string;
   /** Request header that carries the session id (the server's session.header). Default "sessionid". */
   header?: string;
-  /** wx storage key under which the session id is kept. Default "wxsession". */
+  /** Storage key under which the session id is kept. Default "wxsession". */
   storageKey?: string;
   /**
    * The device type logins are for ("phone", "pad", "pc", …: 1–32 of a-z, 0-9, _ and -).
@@ -17,6 +17,22 @@ export interface ClientOptions {
    * request rejects with that code. The client does not log in again by itself.
    */
   onSessionEnded?: (reason: string) => void;
+  /**
+   * The app POST /login logs in to, sent as its `appid`. Left out: the running
+   * mini-program's own, from `getAccountInfoSync().miniProgram.appId` (Douyin:
+   * `getEnvInfoSync().microapp.appId`) where the base library has it, else none.
+   * `null` or "": none (a server with one app needs none; with several, a login
+   * without one is 400 unknown_app).
+   */
+  appid?: string | null;
+  /**
+   * The platform API to use. Default: the first of the globals `wx`, `qq`, `tt`,
+   * `my` that exists. Alipay's shapes (`my`: getAuthCode, `headers`/`status`,
+   * storage objects) are recognised by `my` itself, or an object with
+   * `getAuthCode` and no `login`; anything else is taken as WeChat-shaped
+   * (`uni`, `Taro`).
+   */
+  api?: object;
 }
 
 export interface RequestOptions {
@@ -26,7 +42,10 @@ export interface RequestOptions {
   data?: unknown;
   /** Extra headers; the session header is set by the client. */
   header?: Record<string, string>;
-  /** Any other wx.request option (timeout, dataType, responseType, enableHttp2, ...) is passed through. */
+  /**
+   * Any other request option (timeout, dataType, responseType, enableHttp2, ...) is passed
+   * through to wx.request / qq.request / tt.request / my.request.
+   */
   timeout?: number;
   dataType?: string;
   responseType?: 'text' | 'arraybuffer';
@@ -41,8 +60,9 @@ export interface Response<T = any> {
 
 /**
  * Rejections carry the server's `error` code for a failed login (e.g. "invalid_code",
- * "store_unavailable"), or "network_error" (wx.request failed) / "login_failed"
- * (wx.login failed, or /login answered neither a session id nor an error code).
+ * "unknown_app", "store_unavailable"), or "network_error" (the platform's request failed) /
+ * "login_failed" (wx.login / my.getAuthCode failed, or /login answered neither a session
+ * id nor an error code).
  */
 export interface ClientError extends Error {
   code: 'network_error' | 'login_failed' | 'elevate_failed' | string;
@@ -60,7 +80,7 @@ export interface UserInfoPayload {
 export interface Client {
   /** Like wx.request, as a Promise; logs in when needed, re-logs in and retries at most once on a 401 session error. */
   request<T = any>(options: RequestOptions): Promise<Response<T>>;
-  /** wx.login → POST /login → storage; concurrent callers share one login. Resolves the session id. */
+  /** wx.login (my.getAuthCode on Alipay) → POST /login → storage; concurrent callers share one login. Resolves the session id. */
   login(): Promise<string>;
   /** DELETE /session, then forgets the stored id (even when the server is unreachable). Never rejects. */
   logout(): Promise<void>;
