@@ -11,6 +11,9 @@
 #   FEATURED=1 scripts/ab.sh target/release/wxsession
 #     # the first binary once more, with session.one_per_device on, over sessions
 #     # that carry a device and a step-up holding: the guard's cost with them in use
+#   APPS=50 scripts/ab.sh target/release/wxsession
+#     # the first binary once more with 49 more apps configured (mock QQ apps),
+#     # over the same sessions: the guard's cost with many apps
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: scripts/ab.sh BINARY [BINARY...]"; exit 2; }
@@ -39,6 +42,15 @@ if [ "${FEATURED:-0}" = 1 ]; then
   SERVER_BINARY="$1" start_server "$port" WXSESSION_SESSION_ONE_PER_DEVICE=true
   spids+=($!); ports+=("$port"); names+=("1:$(basename "$1")+features"); idfiles+=("$work/ids-featured")
 fi
+if [ "${APPS:-1}" -gt 1 ]; then
+  port="$(free_port)"
+  more_apps=()
+  for i in $(seq 2 "$APPS"); do
+    more_apps+=("WXSESSION_APPS_APP${i}_PLATFORM=qq" "WXSESSION_APPS_APP${i}_APPID=11000000$i" "WXSESSION_APPS_APP${i}_MOCK=true")
+  done
+  SERVER_BINARY="$1" start_server "$port" "${more_apps[@]}"
+  spids+=($!); ports+=("$port"); names+=("1:$(basename "$1")+${APPS}apps"); idfiles+=("$work/ids")
+fi
 port="$(free_port)"
 target/release/examples/bench_reference session --bind "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" &
 pids+=($!); spids+=($!); ports+=("$port"); names+=("reference"); idfiles+=("$work/ids")
@@ -49,7 +61,7 @@ login_sessions 10000 "$work/ids" "${ports[0]}"
 if [ "${FEATURED:-0}" = 1 ]; then
   # 10,000 more, rewritten as a login naming a device and a step-up leave them
   # (the fields in the order the server writes them), holding past the run.
-  featured_port="${ports[$#]}"
+  featured_port="${ports[$#]}" # the first one after the binaries given
   login_sessions 10000 "$work/ids-featured" "$featured_port"
   until_secs=$(( $(date +%s) + 3600 ))
   rewrite="local v = redis.call('GET', KEYS[1]) if not v then return 0 end"

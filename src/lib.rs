@@ -6,9 +6,9 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line: flags and the operator's `sessions …` and
-//!   `wechat …` subcommands (`cli.rs`), and `check-config [--connect]`
-//!   (`cli/check_config.rs`).
+//! - [`cli`]: the command line: flags (`--appid` among them) and the
+//!   operator's `sessions …`, `users …`, `apps list` and `wechat …` subcommands
+//!   (`cli.rs`), and `check-config [--connect]` (`cli/check_config.rs`).
 //! - [`clock`]: the fleet's clock (Unix seconds and milliseconds), read in one
 //!   place: the host clock plus its offset from Redis's `TIME`, measured at
 //!   start and every 30 s by a task every store keeps running, over the Redis
@@ -16,21 +16,27 @@
 //!   server: one connection more than the workers').
 //! - [`config`]: every configuration key, its type, default and validation; the
 //!   file and the `WXSESSION_*` variables read through one deserializer that names
-//!   the key in every error (`config/read.rs`); what the `[redis]` keys mean
+//!   the key in every error (`config/read.rs`); the apps (`[apps.<name>]`, and
+//!   `[wechat]` as the app `default`) and their platforms (`config/apps.rs`);
+//!   what the `[redis]` keys mean
 //!   together, TLS files included (`config/redis_section.rs`); `IpRange`, an
 //!   address or CIDR block of `server.trusted_proxies` (`config/ip_range.rs`).
 //! - [`secret`]: [`Secret`], a string that never prints, and OS randomness.
-//! - [`wechat`]: WeChat's server APIs, one file per idea: the login code, the
-//!   identity, `WechatError`, the API `Client` (`code2Session`, phone number,
-//!   session-key check), its HTTP client (`call.rs`: every call on a runtime of
-//!   its own, which outlives the server's workers), the development mock, the
-//!   fleet's shared access_token (`AccessTokens`, kept in Redis through the
+//! - [`wechat`]: the platforms' server APIs, one file per idea: the login code,
+//!   the identity, `WechatError`, `Apps` (every app's `Client` by appid), one
+//!   app's `Client` (its platform's login call — WeChat's and QQ's
+//!   `code2Session`, Douyin's, WeCom's and Alipay's in `douyin.rs`, `wecom.rs`,
+//!   `alipay.rs` —, the phone number, the session-key check), the HTTP client
+//!   all apps share (`call.rs`: every call on a runtime of its own, which
+//!   outlives the server's workers), the development mock, an app's
+//!   fleet-shared access_token (`AccessTokens`, kept in Redis through the
 //!   `RedisConn` it is handed; one refresh per instance at a time) and the
 //!   user-data crypto (`userdata`). Knows no HTTP routes and no sessions.
 //! - [`session`]: `SessionId`, the [`Session`] a handler gets, the lifetime policy,
 //!   `SessionStore` (create — where every TTL is set —, touch, revoke, end with a
-//!   reason), `Device`, the key layout (tombstones of ended sessions included),
-//!   the per-user index, the guard's two readers (Redis, or the local
+//!   reason, elevate), `Device`, the key layout (tombstones of ended sessions
+//!   included; a user is one openid of one app), the per-user and per-unionid
+//!   indexes, the guard's two readers (Redis, or the local
 //!   cache and its tracking connection), `LoginCodes` (codes already sent to
 //!   WeChat) and `LoginRate` (logins per client address, counted across the
 //!   fleet). Knows no HTTP, no WeChat.
