@@ -194,7 +194,7 @@ set -e
 sed 's/^/  | /' "$work/check.out"
 check "check-config --connect with the installed configuration: exit 0" [ "$code" -eq 0 ]
 check "check-config: redis ok, WeChat skipped in mock mode" \
-  bash -c "grep -q '^redis: ok' '$work/check.out' && grep -q '^wechat api_base: skipped' '$work/check.out'"
+  bash -c "grep -q '^redis: ok' '$work/check.out' && grep -q '^app default: api_base skipped' '$work/check.out'"
 check "check-config: the AppSecret is not printed" bash -c "! grep -q '$secret' '$work/check.out'"
 
 port="$(free_port)"

@@ -55,8 +55,8 @@ COMMANDS:
     check-config [--connect]       load and validate the configuration as the server
                                    would, then print a summary without any secret;
                                    --connect also PINGs Redis (TLS, Sentinel, Cluster
-                                   as configured) and reaches wechat.api_base (any
-                                   HTTP answer counts; skipped with wechat.mock)
+                                   as configured) and reaches each app's api_base
+                                   (any HTTP answer counts; skipped for a mock app)
 
 With session.hash_ids = true, sessions are named by the SHA-256 of their id;
 show and revoke accept either the id or that hash.
@@ -64,7 +64,7 @@ show and revoke accept either the id or that hash.
 Every configuration key can be overridden by WXSESSION_<SECTION>_<KEY>,
 e.g. WXSESSION_REDIS_URL, WXSESSION_WECHAT_SECRET. Logging: RUST_LOG (default info).
 Exit codes: 0 done, 1 not found, 2 bad usage or configuration, 3 Redis unavailable,
-4 WeChat API base unreachable (check-config --connect; when Redis is unreachable
+4 an app's API base unreachable (check-config --connect; when Redis is unreachable
 too, 3 wins).
 ";
 
@@ -255,6 +255,10 @@ fn app_named<'a>(
     match (candidates.next(), candidates.next()) {
         (Some(app), None) => Ok(app),
         (None, _) if appid.is_some() => Err(fail(2, "--appid names no configured app")),
+        (None, _) => Err(fail(
+            2,
+            "no configured app is on a platform this command serves",
+        )),
         _ => Err(fail(
             2,
             "several apps are configured: name one with --appid",
