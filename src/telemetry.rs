@@ -86,23 +86,38 @@ pub const WECHAT_OUTCOMES: &[&str] = &[
 
 /// Outcomes of a login: those of its WeChat call, an earlier end on its body,
 /// or a ban found after the call.
-pub const LOGIN_OUTCOMES: &[&str] = &login_outcomes();
+pub const LOGIN_OUTCOMES: &[&str] = &around_wechat::<
+    { WECHAT_OUTCOMES.len() + BODY_ENDS.len() + LOGIN_LATE_ENDS.len() },
+>(&BODY_ENDS, &LOGIN_LATE_ENDS);
 
-const LOGIN_EARLY_ENDS: [&str; 3] = ["invalid_request", "payload_too_large", "request_timeout"];
+/// Ends of a call on its body, before any WeChat call.
+const BODY_ENDS: [&str; 3] = ["invalid_request", "payload_too_large", "request_timeout"];
 
 /// Ends found after the WeChat call (a ban), or added later (an unknown app,
 /// found before it); listed after its outcomes (before the catch-all), so the
 /// series older versions had keep their order.
 const LOGIN_LATE_ENDS: [&str; 2] = ["user_banned", "unknown_app"];
 
-const fn login_outcomes(
-) -> [&'static str; WECHAT_OUTCOMES.len() + LOGIN_EARLY_ENDS.len() + LOGIN_LATE_ENDS.len()] {
-    let mut outcomes = [""; WECHAT_OUTCOMES.len() + LOGIN_EARLY_ENDS.len() + LOGIN_LATE_ENDS.len()];
+/// Outcomes of a step-up (`POST /session/elevate`) once its session passed the
+/// guard: its body's checks, its WeChat call, then the identity and the store.
+pub const ELEVATE_OUTCOMES: &[&str] = &around_wechat::<
+    { WECHAT_OUTCOMES.len() + BODY_ENDS.len() + ELEVATE_LATE_ENDS.len() },
+>(&BODY_ENDS, &ELEVATE_LATE_ENDS);
+
+const ELEVATE_LATE_ENDS: [&str; 2] = ["identity_mismatch", "invalid_session"];
+
+/// `ok`, `early`, the error outcomes of a WeChat call, `late`, then the
+/// catch-all: the labels of a call that wraps one WeChat call.
+const fn around_wechat<const N: usize>(
+    early: &[&'static str],
+    late: &[&'static str],
+) -> [&'static str; N] {
+    let mut outcomes = [""; N];
     outcomes[0] = WECHAT_OUTCOMES[0];
     let mut n = 1;
     let mut i = 0;
-    while i < LOGIN_EARLY_ENDS.len() {
-        outcomes[n] = LOGIN_EARLY_ENDS[i];
+    while i < early.len() {
+        outcomes[n] = early[i];
         n += 1;
         i += 1;
     }
@@ -113,33 +128,14 @@ const fn login_outcomes(
         j += 1;
     }
     let mut k = 0;
-    while k < LOGIN_LATE_ENDS.len() {
-        outcomes[n] = LOGIN_LATE_ENDS[k];
+    while k < late.len() {
+        outcomes[n] = late[k];
         n += 1;
         k += 1;
     }
     outcomes[n] = WECHAT_OUTCOMES[WECHAT_OUTCOMES.len() - 1];
     outcomes
 }
-
-/// Outcomes of a step-up (`POST /session/elevate`) once its session passed the
-/// guard: its body's checks, its WeChat call, then the identity and the store.
-pub const ELEVATE_OUTCOMES: &[&str] = &[
-    "ok",
-    "invalid_request",
-    "payload_too_large",
-    "request_timeout",
-    "invalid_code",
-    "user_blocked",
-    "rate_limited",
-    "wechat_error",
-    "wechat_busy",
-    "wechat_timeout",
-    "store_unavailable",
-    "identity_mismatch",
-    "invalid_session",
-    "other",
-];
 
 /// Outcomes of a guard check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

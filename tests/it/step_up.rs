@@ -4,25 +4,17 @@
 //! the `Elevated` extractor answers 403 `elevation_required` without a step-up
 //! holding, on every instance, for one Redis command per request.
 
-use std::{net::TcpListener, time::Duration};
+use std::time::Duration;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use wxsession::{
     config::Config,
-    http::{configure, AppState},
     session::{Lookup, SessionId, SessionStore},
     telemetry::Metrics,
     Elevated, Session,
 };
 
 use crate::support::*;
-
-/// An app that embeds the library: the contract's routes, plus `/transfer`
-/// behind `Elevated` and `/balance` behind `Session`.
-struct EmbeddingApp {
-    base: String,
-    handle: actix_web::dev::ServerHandle,
-}
 
 async fn transfer(Elevated(session): Elevated) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"transfer_by": session.openid()}))
@@ -32,49 +24,18 @@ async fn balance(session: Session) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"of": session.openid()}))
 }
 
-impl EmbeddingApp {
-    fn start(config: &Config) -> EmbeddingApp {
-        let state = web::Data::new(AppState::new(config).expect("app state"));
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .configure(configure)
-                .route("/transfer", web::post().to(transfer))
-                .route("/balance", web::get().to(balance))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)
-        .unwrap()
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
-        EmbeddingApp { base, handle }
-    }
-
-    async fn transfer(&self, id: &str) -> (u16, serde_json::Value) {
-        send(
-            client()
-                .post(format!("{}/transfer", self.base))
-                .header("sessionid", id),
-        )
-        .await
-    }
+/// An app that embeds the library: the contract's routes, plus `/transfer`
+/// behind `Elevated` and `/balance` behind `Session`.
+fn embedding_app(config: &Config) -> TestServer {
+    TestServer::start_embedding(config, |routes| {
+        routes
+            .route("/transfer", web::post().to(transfer))
+            .route("/balance", web::get().to(balance));
+    })
 }
 
-impl Drop for EmbeddingApp {
-    fn drop(&mut self) {
-        drop(self.handle.stop(false));
-    }
-}
-
-impl Instance for EmbeddingApp {
-    fn base(&self) -> &str {
-        &self.base
-    }
+async fn post_transfer(app: &TestServer, id: &str) -> (u16, serde_json::Value) {
+    send(client().post(app.url("/transfer")).header("sessionid", id)).await
 }
 
 async fn elevate(server: &impl Instance, id: &str, code: &str) -> (u16, serde_json::Value) {
@@ -210,10 +171,10 @@ async fn a_bad_step_up_changes_nothing_and_asks_wechat_nothing() {
 async fn elevated_route_holds_on_every_instance(local_cache: &str) {
     let h = Harness::bare();
     let config = h.config(&[("session.local_cache", local_cache)]);
-    let (a, b) = (EmbeddingApp::start(&config), EmbeddingApp::start(&config));
+    let (a, b) = (embedding_app(&config), embedding_app(&config));
     let id = a.login("ok:erin").await;
     for app in [&a, &b] {
-        let (status, body) = app.transfer(&id).await;
+        let (status, body) = post_transfer(app, &id).await;
         assert_eq!(status, 403, "{body}");
         assert_error(&body, "elevation_required");
     }
@@ -221,12 +182,12 @@ async fn elevated_route_holds_on_every_instance(local_cache: &str) {
     assert_eq!(status, 200, "{body}");
     // The instance that elevated knows at once; the other hears it from Redis.
     assert_eq!(
-        a.transfer(&id).await,
+        post_transfer(&a, &id).await,
         (200, serde_json::json!({"transfer_by": "erin"}))
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     loop {
-        let (status, body) = b.transfer(&id).await;
+        let (status, body) = post_transfer(&b, &id).await;
         if status == 200 {
             break;
         }
@@ -267,13 +228,13 @@ async fn the_elevated_extractor_holds_on_every_instance_with_the_cache() {
 #[actix_web::test]
 async fn a_step_up_runs_out_after_elevate_secs() {
     let h = Harness::bare();
-    let app = EmbeddingApp::start(&h.config(&[("session.elevate_secs", "1")]));
+    let app = embedding_app(&h.config(&[("session.elevate_secs", "1")]));
     let id = app.login("ok:erin").await;
     let (status, body) = elevate(&app, &id, "ok:erin~2").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(app.transfer(&id).await.0, 200);
+    assert_eq!(post_transfer(&app, &id).await.0, 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (status, body) = app.transfer(&id).await;
+    let (status, body) = post_transfer(&app, &id).await;
     assert_eq!(status, 403, "{body}");
     assert_error(&body, "elevation_required");
     let (status, session) = app.get_session(&id).await;
@@ -285,7 +246,7 @@ async fn a_step_up_runs_out_after_elevate_secs() {
     );
     // Another step-up elevates it again.
     assert_eq!(elevate(&app, &id, "ok:erin~3").await.0, 200);
-    assert_eq!(app.transfer(&id).await.0, 200);
+    assert_eq!(post_transfer(&app, &id).await.0, 200);
 }
 
 /// A session that ends while its step-up runs is not brought back by it: a

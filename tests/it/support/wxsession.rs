@@ -13,9 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use actix_web::{
+    body::MessageBody,
+    dev::{ServiceFactory, ServiceRequest, ServiceResponse},
+    web::ServiceConfig,
+};
 use wxsession::{
     config::Config,
-    http::{app, AppState, Surface},
+    http::{app, configure, AppState, Surface},
 };
 
 use super::{client, free_port, send, unique_dir, RedisServer};
@@ -83,9 +88,37 @@ impl TestServer {
 
     fn start_surface(config: &Config, surface: Surface) -> TestServer {
         let state = actix_web::web::Data::new(AppState::new(config).expect("app state"));
+        TestServer::serve(move || app(state.clone(), surface))
+    }
+
+    /// An app that embeds the library: the contract's public routes
+    /// (`configure`) next to the app's own `routes`.
+    pub fn start_embedding(config: &Config, routes: fn(&mut ServiceConfig)) -> TestServer {
+        let state = actix_web::web::Data::new(AppState::new(config).expect("app state"));
+        TestServer::serve(move || {
+            actix_web::App::new()
+                .app_data(state.clone())
+                .configure(configure)
+                .configure(routes)
+        })
+    }
+
+    /// Serves `app` on a free loopback port, one worker, on this actix runtime.
+    fn serve<F, A, B>(app: F) -> TestServer
+    where
+        F: Fn() -> actix_web::App<A> + Send + Clone + 'static,
+        A: ServiceFactory<
+                ServiceRequest,
+                Config = (),
+                Response = ServiceResponse<B>,
+                Error = actix_web::Error,
+                InitError = (),
+            > + 'static,
+        B: MessageBody + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = actix_web::HttpServer::new(move || app(state.clone(), surface))
+        let server = actix_web::HttpServer::new(app)
             .workers(1)
             .disable_signals()
             .shutdown_timeout(1)
