@@ -65,7 +65,8 @@ if [ "${FEATURED:-0}" = 1 ]; then
   login_sessions 10000 "$work/ids-featured" "$featured_port"
   until_secs=$(( $(date +%s) + 3600 ))
   rewrite="local v = redis.call('GET', KEYS[1]) if not v then return 0 end"
-  rewrite+=" v = string.gsub(v, '\"device\":null}\$', '\"device\":\"phone\",\"elevated_until\":' .. ARGV[1] .. '}')"
+  rewrite+=" v = string.gsub(v, '\"device\":null', '\"device\":\"phone\"')"
+  rewrite+=" v = string.gsub(v, '}\$', ',\"elevated_until\":' .. ARGV[1] .. '}')"
   rewrite+=" redis.call('SET', KEYS[1], v, 'KEEPTTL') return 1"
   while read -r id; do
     printf 'EVAL "%s" 1 wxsess:s:%s %s\n' "${rewrite//\"/\\\"}" "$id" "$until_secs"

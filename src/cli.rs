@@ -11,7 +11,7 @@ pub use check_config::run_check_config;
 
 use crate::{
     clock,
-    config::{App, Config, Platform},
+    config::{pick_app, App, Config, Platform, UnknownApp},
     session::SessionStore,
     telemetry::Metrics,
     wechat,
@@ -242,33 +242,26 @@ pub fn run_apps_list(config: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The app `--appid` names, or the only one of `platforms` (`None`: any).
+/// The app `--appid` names, or the only one on a platform `serves` accepts.
 fn app_named<'a>(
     config: &'a Config,
     appid: Option<&str>,
-    platforms: Option<&[Platform]>,
+    serves: impl Fn(Platform) -> bool,
 ) -> Result<&'a App, ExitCode> {
-    let mut candidates = config.apps().iter().filter(|app| match appid {
-        Some(appid) => app.appid == appid,
-        None => platforms.is_none_or(|p| p.contains(&app.platform)),
-    });
-    match (candidates.next(), candidates.next()) {
-        (Some(app), None) => Ok(app),
-        (None, _) if appid.is_some() => Err(fail(2, "--appid names no configured app")),
-        (None, _) => Err(fail(
+    pick_app(config.apps(), appid, serves, |app| {
+        (app.appid.as_str(), app.platform)
+    })
+    .map_err(|UnknownApp| {
+        fail(
             2,
-            "no configured app is on a platform this command serves",
-        )),
-        _ => Err(fail(
-            2,
-            "several apps are configured: name one with --appid",
-        )),
-    }
+            "--appid: no such app here, or it is left out while several apps could be meant",
+        )
+    })
 }
 
 /// Runs a `users` subcommand against the configured Redis, printing to stdout.
 pub fn run_users(config: &Config, appid: Option<&str>, command: UsersCommand) -> ExitCode {
-    let app = match app_named(config, appid, None) {
+    let app = match app_named(config, appid, |_| true) {
         Ok(app) => app,
         Err(code) => return code,
     };
@@ -307,7 +300,7 @@ pub fn run_users(config: &Config, appid: Option<&str>, command: UsersCommand) ->
 pub fn run_sessions(config: &Config, appid: Option<&str>, command: SessionsCommand) -> ExitCode {
     let app = match &command {
         SessionsCommand::List(_) | SessionsCommand::RevokeUser(_) => {
-            match app_named(config, appid, None) {
+            match app_named(config, appid, |_| true) {
                 Ok(app) => Some(app),
                 Err(code) => return code,
             }
@@ -379,23 +372,26 @@ pub fn run_sessions(config: &Config, appid: Option<&str>, command: SessionsComma
 /// Runs a `wechat` subcommand (an app's shared access_token: a WeChat or
 /// WeCom app) with the server's configuration and shared Redis.
 pub fn run_wechat(config: &Config, appid: Option<&str>, command: WechatCommand) -> ExitCode {
-    let with_token = [Platform::Wechat, Platform::Wecom];
-    let app = match app_named(config, appid, Some(&with_token)) {
-        Ok(app) => app,
+    let app = match app_named(config, appid, Platform::has_access_token) {
+        Ok(app) if app.platform.has_access_token() => app,
+        Ok(_) => {
+            return fail(
+                2,
+                "--appid: a qq, douyin or alipay app has no access_token here",
+            )
+        }
         Err(code) => return code,
     };
     with_store(config, |store| async move {
         let apps = match wechat::Apps::new(config, store.connection(), Arc::new(Metrics::default()))
         {
             Ok(apps) => apps,
-            Err(e) => return fail(2, &format!("wechat: {e}")),
+            Err(e) => return fail(2, &format!("configuration error: {e}")),
         };
-        let Some(tokens) = apps.get(&app.appid).and_then(|c| c.access_tokens()) else {
-            return fail(
-                2,
-                "--appid: a qq, douyin or alipay app has no access_token here",
-            );
-        };
+        let tokens = apps
+            .get(&app.appid)
+            .and_then(|client| client.access_tokens())
+            .expect("a wechat or wecom app has its access_token");
         let now = clock::unix_secs();
         match command {
             WechatCommand::TokenStatus => match tokens.status().await {

@@ -13,8 +13,8 @@ use crate::{
     clock,
     config::Config,
     session::{
-        CodeClaim, Device, LoginCodes, LoginRate, Lookup, NewSession, Session, SessionStore,
-        StoreError,
+        CodeClaim, Device, EndReason, LoginCodes, LoginRate, Lookup, NewSession, Session,
+        SessionStore, StoreError,
     },
     wechat::{Apps, Client, Identity, LoginCode, WechatError},
 };
@@ -30,7 +30,10 @@ pub enum LoginError {
     Banned(Option<u64>),
     /// A step-up code of another user than the session's.
     IdentityMismatch,
-    /// The session to elevate ended while its step-up ran.
+    /// The session to elevate ended while its step-up ran: with this reason,
+    /// which its client may learn.
+    SessionEnded(EndReason),
+    /// … or without one (a logout, an expiry).
     SessionGone,
 }
 
@@ -190,7 +193,11 @@ impl Login {
             )
             .await?;
         if !elevated {
-            return Err(LoginError::SessionGone);
+            // Ended meanwhile: the client learns why, as the guard would tell it.
+            return Err(match self.store.touch(session.id()).await? {
+                Lookup::Ended(reason) => LoginError::SessionEnded(reason),
+                Lookup::Live(_) | Lookup::Unknown => LoginError::SessionGone,
+            });
         }
         log::info!("step-up ok openid={} until={until}", session.openid());
         Ok(until)

@@ -104,7 +104,13 @@ pub const ELEVATE_OUTCOMES: &[&str] = &around_wechat::<
     { WECHAT_OUTCOMES.len() + BODY_ENDS.len() + ELEVATE_LATE_ENDS.len() },
 >(&BODY_ENDS, &ELEVATE_LATE_ENDS);
 
-const ELEVATE_LATE_ENDS: [&str; 2] = ["identity_mismatch", "invalid_session"];
+const ELEVATE_LATE_ENDS: [&str; 5] = [
+    "identity_mismatch",
+    "invalid_session",
+    "session_replaced",
+    "session_revoked",
+    "user_banned",
+];
 
 /// `ok`, `early`, the error outcomes of a WeChat call, `late`, then the
 /// catch-all: the labels of a call that wraps one WeChat call.

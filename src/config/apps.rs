@@ -39,14 +39,6 @@ pub enum Platform {
 }
 
 impl Platform {
-    pub const ALL: [Platform; 5] = [
-        Platform::Wechat,
-        Platform::Qq,
-        Platform::Douyin,
-        Platform::Wecom,
-        Platform::Alipay,
-    ];
-
     /// How the configuration and `GET /session` name it.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -69,10 +61,11 @@ impl Platform {
         }
     }
 
-    /// Whether its login answers a `session_key` (and so user data can be
-    /// decrypted): all but Alipay.
-    pub const fn has_session_key(self) -> bool {
-        !matches!(self, Platform::Alipay)
+    /// Whether its apps have a fleet-shared access_token here (WeChat's, a
+    /// WeCom corp's): what `/admin/wechat/access-token` and `wxsession wechat`
+    /// serve.
+    pub const fn has_access_token(self) -> bool {
+        matches!(self, Platform::Wechat | Platform::Wecom)
     }
 }
 
@@ -93,6 +86,33 @@ pub struct AppTable {
     pub private_key_file: Option<String>,
     /// `alipay`: Alipay's public key, which signs its answers.
     pub alipay_public_key_file: Option<String>,
+}
+
+/// A request or command named no app, or one that is not configured, or
+/// left it out while several could be meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownApp;
+
+/// The one of `apps` that `appid` names, or when it names none, the only one
+/// on a platform `serves` accepts: the rule every route and command that
+/// takes an appid follows.
+pub fn pick_app<'a, T>(
+    apps: impl IntoIterator<Item = &'a T>,
+    appid: Option<&str>,
+    serves: impl Fn(Platform) -> bool,
+    of: impl Fn(&T) -> (&str, Platform),
+) -> Result<&'a T, UnknownApp> {
+    let mut candidates = apps.into_iter().filter(|app| {
+        let (id, platform) = of(app);
+        match appid {
+            Some(appid) => id == appid,
+            None => serves(platform),
+        }
+    });
+    match (candidates.next(), candidates.next()) {
+        (Some(app), None) => Ok(app),
+        _ => Err(UnknownApp),
+    }
 }
 
 /// One mini-program the server logs in for.
@@ -127,14 +147,16 @@ pub(super) fn resolve(
     wechat: &WechatConfig,
     tables: &BTreeMap<String, AppTable>,
 ) -> Result<Vec<App>, ConfigError> {
+    if tables.contains_key(DEFAULT_APP) {
+        // The default app's users keep the key names from before apps:
+        // only [wechat]'s app may be it.
+        return Err(ConfigError::new(
+            "apps.default",
+            "the name default is [wechat]'s app; name this app otherwise",
+        ));
+    }
     let mut apps = Vec::new();
     if !wechat.appid.is_empty() {
-        if tables.contains_key(DEFAULT_APP) {
-            return Err(ConfigError::new(
-                "apps.default",
-                "the name default is [wechat]'s app (its appid is set); name this app otherwise",
-            ));
-        }
         apps.push(App {
             name: DEFAULT_APP.into(),
             platform: Platform::Wechat,
@@ -219,6 +241,19 @@ fn check(app: &App, allow_insecure: bool) -> Result<(), ConfigError> {
     if app.appid.is_empty() {
         return fail("appid", "is required");
     }
+    // It names the app's keys in Redis ({<appid>/<openid>}, appid:code): no
+    // character that could join two names into one.
+    let appid_ok = app.appid.len() <= 64
+        && app
+            .appid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !appid_ok {
+        return fail(
+            "appid",
+            "expected 1-64 characters of A-Z, a-z, 0-9, _ and -",
+        );
+    }
     let needs_secret = app.platform != Platform::Alipay;
     if needs_secret && app.secret.is_empty() && !app.mock {
         let message = if app.section == "wechat" {
@@ -231,18 +266,19 @@ fn check(app: &App, allow_insecure: bool) -> Result<(), ConfigError> {
     if app.platform == Platform::Wecom && app.corpid.is_none() {
         return fail("corpid", "is required for a wecom app");
     }
+    // Reading and checking the files is the Alipay client's (wechat::Apps::check).
     if app.platform == Platform::Alipay && !app.mock {
-        for key in ["private_key_file", "alipay_public_key_file"] {
-            let path = match key {
-                "private_key_file" => &app.private_key_file,
-                _ => &app.alipay_public_key_file,
-            };
-            let Some(path) = path else {
-                return fail(key, "is required for an alipay app (unless mock = true)");
-            };
-            if let Err(e) = std::fs::metadata(path) {
-                return fail(key, &format!("cannot read {path:?}: {e}"));
-            }
+        if app.private_key_file.is_none() {
+            return fail(
+                "private_key_file",
+                "is required for an alipay app (unless mock = true)",
+            );
+        }
+        if app.alipay_public_key_file.is_none() {
+            return fail(
+                "alipay_public_key_file",
+                "is required for an alipay app (unless mock = true)",
+            );
         }
     }
     let base = &app.api_base;

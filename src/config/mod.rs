@@ -19,7 +19,7 @@ use std::{fmt, path::Path, time::Duration};
 use serde::Deserialize;
 
 use crate::secret::Secret;
-pub use apps::{App, AppTable, Platform, DEFAULT_APP};
+pub use apps::{pick_app, App, AppTable, Platform, UnknownApp, DEFAULT_APP};
 pub use ip_range::IpRange;
 use read::{overlay_env, Node};
 

@@ -510,10 +510,31 @@ fn apps_that_cannot_work_stop_the_start_naming_the_key() {
     );
     assert_eq!(
         err(
-            &app("platform = \"alipay\"\nappid = \"x\"\nprivate_key_file = \"/nonexistent/k\"\nalipay_public_key_file = \"/nonexistent/p\"\n"),
+            &app("platform = \"alipay\"\nappid = \"x\"\nprivate_key_file = \"/k\"\n"),
             &[]
         ),
-        "apps.a.private_key_file"
+        "apps.a.alipay_public_key_file"
+    );
+    // An appid names keys: nothing that could join two names into one.
+    for bad in ["a/b", "a:b", "a}b", "a b", &"x".repeat(65)] {
+        assert_eq!(
+            err(
+                &app(&format!(
+                    "platform = \"qq\"\nappid = \"{bad}\"\nmock = true\n"
+                )),
+                &[]
+            ),
+            "apps.a.appid",
+            "{bad}"
+        );
+    }
+    // `default` is [wechat]'s app's name, set or not.
+    assert_eq!(
+        err(
+            "[apps.default]\nplatform = \"qq\"\nappid = \"x\"\nmock = true\n",
+            &[]
+        ),
+        "apps.default"
     );
     assert_eq!(
         err(&app("platform = \"qq\"\nappid = \"x\"\nsecret = \"s\"\napi_base = \"http://127.0.0.1:9\"\n"), &[]),

@@ -153,11 +153,10 @@ async fn access_token(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let with_token = [Platform::Wechat, Platform::Wecom];
     let app = state
         .apps
-        .select(app_param(&req)?.as_deref(), Some(&with_token))?;
-    if app.access_tokens().is_none() {
+        .select(app_param(&req)?.as_deref(), Platform::has_access_token)?;
+    if !app.platform().has_access_token() {
         return Err(ApiError::UnsupportedPlatform);
     }
     let token = app.access_token().await?;
@@ -199,21 +198,7 @@ async fn union_sessions(
         log::info!("admin revoked {revoked} sessions of unionid={unionid}");
         serde_json::json!({ "revoked": revoked })
     } else {
-        let sessions: Vec<_> = state
-            .store
-            .list_union(unionid)
-            .await?
-            .into_iter()
-            .map(|r| {
-                serde_json::json!({
-                    "sessionid": r.stored_id,
-                    "appid": r.appid,
-                    "created_at": r.created_at,
-                    "expires_in": r.expires_in,
-                })
-            })
-            .collect();
-        serde_json::json!({ "sessions": sessions })
+        serde_json::json!({ "sessions": state.store.list_union(unionid).await? })
     };
     Ok(HttpResponse::Ok().json_body(answer))
 }
@@ -234,7 +219,7 @@ fn app_param(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 /// may be left out with one app).
 fn path_user(state: &AppState, req: &HttpRequest, openid: &str) -> Result<UserKey, ApiError> {
     let openid = path_id(openid)?;
-    let app = state.apps.select(app_param(req)?.as_deref(), None)?;
+    let app = state.apps.select(app_param(req)?.as_deref(), |_| true)?;
     Ok(state.store.user_key(app.appid(), openid))
 }
 

@@ -12,9 +12,10 @@ use serde::Serialize;
 
 use super::JsonAnswer as _;
 use crate::{
+    config::UnknownApp,
     login::LoginError,
     session::{EndReason, StoreError},
-    wechat::{userdata::DataError, UnknownApp, WechatError},
+    wechat::{userdata::DataError, WechatError},
 };
 
 /// Defines [`ErrorCode`] and its table from one list, so a row cannot be left out
@@ -279,6 +280,7 @@ impl From<LoginError> for ApiError {
             LoginError::RateLimited => ApiError::LoginRateLimited,
             LoginError::Banned(until) => ApiError::UserBanned(until),
             LoginError::IdentityMismatch => ApiError::IdentityMismatch,
+            LoginError::SessionEnded(reason) => ApiError::SessionEnded(reason),
             LoginError::SessionGone => ApiError::InvalidSession,
         }
     }
@@ -470,6 +472,9 @@ mod tests {
             LoginError::Store(StoreError::Unavailable("down".into())).into(),
             LoginError::IdentityMismatch.into(),
             LoginError::SessionGone.into(),
+            LoginError::SessionEnded(EndReason::Replaced).into(),
+            LoginError::SessionEnded(EndReason::Revoked).into(),
+            LoginError::SessionEnded(EndReason::Banned { until: None }).into(),
         ];
         errors.extend(every_wechat_error().into_iter().map(ApiError::Wechat));
         assert_outcomes(ELEVATE_OUTCOMES, errors);

@@ -55,7 +55,7 @@ impl AppState {
         let store =
             SessionStore::new(config, metrics.clone()).map_err(|e| format!("redis.url: {e}"))?;
         let apps = wechat::Apps::new(config, store.connection(), metrics.clone())
-            .map_err(|e| format!("wechat: {e}"))?;
+            .map_err(|e| format!("configuration error: {e}"))?;
         let session_header = HeaderName::from_bytes(config.session.header.as_bytes())
             .map_err(|_| "session.header: not a valid HTTP header name".to_string())?;
         Ok(AppState {

@@ -182,7 +182,7 @@ async fn login_flow(
         Some(serde_json::Value::String(appid)) => Some(appid.as_str()),
         Some(_) => return Err(ApiError::InvalidRequest("appid must be a string")),
     };
-    let app = state.apps.select(appid, None)?;
+    let app = state.apps.select(appid, |_| true)?;
     let client = state.proxies.client_of(req);
     Ok(state
         .login

@@ -4,18 +4,19 @@
 //! | key | type | holds | TTL |
 //! |---|---|---|---|
 //! | `{p}s:<stored id>` | string (JSON) | `openid`, `unionid`, `created_at`, `device`, `appid`, `corpid` (WeCom), `elevated_until` (once elevated), `profile` (once shared); or a tombstone (see `tombstone`) | remaining idle lifetime; a tombstone: until its `until_ms` |
-//! | `{p}user:{<openid>}` | hash | `session_key`, `unionid`, `updated_at` | `max_lifetime_secs` from the last login |
-//! | `{p}user:{<openid>}:sessions` | sorted set | stored ids scored by creation time (ms) | `max_lifetime_secs` from the last login |
-//! | `{p}user:{<openid>}:devices` | hash | device → stored id of its session (`session.one_per_device`) | `max_lifetime_secs` from the last login on a device |
-//! | `{p}user:{<openid>}:ban` | string (JSON) | `until` (unix secs or null), `reason` | until the ban ends (none for a ban without end) |
-//! | `{p}user:{<openid>}:profile` | string (JSON) | the decrypted profile (nickName, avatarUrl, …) | `max_lifetime_secs` from when it was stored |
+//! | `{p}user:{<user>}` | hash | `session_key`, `unionid`, `updated_at` | `max_lifetime_secs` from the last login |
+//! | `{p}user:{<user>}:sessions` | sorted set | stored ids scored by creation time (ms) | `max_lifetime_secs` from the last login |
+//! | `{p}user:{<user>}:devices` | hash | device → stored id of its session (`session.one_per_device`) | `max_lifetime_secs` from the last login on a device |
+//! | `{p}user:{<user>}:ban` | string (JSON) | `until` (unix secs or null), `reason` | until the ban ends (none for a ban without end) |
+//! | `{p}user:{<user>}:profile` | string (JSON) | the decrypted profile (nickName, avatarUrl, …) | `max_lifetime_secs` from when it was stored |
 //! | `{p}union:{<unionid>}:sessions` | sorted set | stored ids of every session with that unionid, in any app, scored by creation time (ms) | `max_lifetime_secs` from the newest |
 //! | `{p}code:<sha256 of appid:code>` | string | a login code's outcome (see `codes`) | 300 s |
 //! | `{p}login_rate:<address>` | string | logins from one client address in its window (see `login_rate`) | 60 s from its first login |
 //!
-//! The one other pair of keys the server writes, the shared WeChat access_token's
-//! (`{p}wechat:access_token` and `{p}wechat:access_token:lock`), is named in
-//! `wechat::token`, which knows no sessions.
+//! The other keys the server writes, each WeChat or WeCom app's shared
+//! access_token and its lock (`{p}wechat:access_token` for the `default` app,
+//! `{p}wechat:<appid>:access_token` for others), are named in `wechat::token`,
+//! which knows no sessions.
 //!
 //! A session's *stored id* names it in Redis and in the admin tools: the id
 //! itself, or with `session.hash_ids` the hex SHA-256 of the id, so that a Redis
@@ -381,6 +382,9 @@ pub(super) struct SessionData {
     /// `None` also when the JSON has no such field.
     elevated_until: Option<u64>,
     elevated_written: bool,
+    /// Where its digits are in `json` (read without serde), so that a run-out
+    /// step-up is answered as `null` in place.
+    elevated_at: Option<Range<u32>>,
     profile: OnceLock<Option<serde_json::Value>>,
 }
 
@@ -446,6 +450,7 @@ impl SessionData {
                 corpid: f.corpid.map(|c| Text::Unescaped(c.into())),
                 elevated_written: f.elevated_until.is_some(),
                 elevated_until: f.elevated_until.flatten(),
+                elevated_at: None,
             })
         });
         let Some(written) = parsed else {
@@ -476,6 +481,7 @@ impl SessionData {
             platform,
             corpid: written.corpid,
             elevated_until: written.elevated_until,
+            elevated_at: written.elevated_at,
             elevated_written: written.elevated_written,
             profile: OnceLock::new(),
         })
@@ -534,14 +540,16 @@ impl SessionData {
     }
 
     /// The stored JSON object with `"expires_in":<expires_in>` added, and
-    /// `"device"` and `"elevated_until"` as `null` where it has none. A step-up
-    /// that has run out shows as `null` too: that one answer is rebuilt, not
-    /// spliced (and only a session once elevated reads the clock).
+    /// `"device"`, `"appid"` (a session from before apps) and
+    /// `"elevated_until"` where it has none, and `"platform"`. A step-up that
+    /// has run out shows as `null`: its digits replaced in place, or (a value
+    /// serde had to read, which has a profile) the answer rebuilt. Only a
+    /// session once elevated reads the clock.
     pub(super) fn json_with_expires_in(&self, expires_in: u64) -> Vec<u8> {
-        if self
+        let ran_out = self
             .elevated_until
-            .is_some_and(|until| until <= crate::clock::unix_secs())
-        {
+            .is_some_and(|until| until <= crate::clock::unix_secs());
+        if ran_out && self.elevated_at.is_none() {
             let mut object: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(&self.json).expect("a parsed session is a JSON object");
             object.insert("elevated_until".into(), serde_json::Value::Null);
@@ -553,8 +561,15 @@ impl SessionData {
         }
         let object = self.json.trim_end();
         let body = object[..object.len() - 1].trim_end();
-        let mut out = Vec::with_capacity(body.len() + 40);
-        out.extend_from_slice(body.as_bytes());
+        let mut out = Vec::with_capacity(body.len() + 80);
+        match (&self.elevated_at, ran_out) {
+            (Some(digits), true) => {
+                out.extend_from_slice(&body.as_bytes()[..digits.start as usize]);
+                out.extend_from_slice(b"null");
+                out.extend_from_slice(&body.as_bytes()[digits.end as usize..]);
+            }
+            _ => out.extend_from_slice(body.as_bytes()),
+        }
         if !body.ends_with('{') {
             out.push(b',');
         }
@@ -589,6 +604,8 @@ struct Written {
     corpid: Option<Text>,
     elevated_until: Option<u64>,
     elevated_written: bool,
+    /// Where its digits are, when read without serde.
+    elevated_at: Option<Range<u32>>,
 }
 
 /// The value exactly as [`StoredSession::to_json`] writes it for a session
@@ -654,11 +671,13 @@ fn as_written(json: &str) -> Option<Written> {
         None => None,
     };
     let elevated_written = expect(r#","elevated_until":"#, &mut at).is_some();
+    let digits_from = at;
     let elevated_until = if elevated_written {
         Some(number(&mut at)?)
     } else {
         None
     };
+    let elevated_at = elevated_written.then_some(digits_from as u32..at as u32);
     (&bytes[at..] == b"}").then_some(Written {
         openid,
         unionid,
@@ -669,6 +688,7 @@ fn as_written(json: &str) -> Option<Written> {
         corpid,
         elevated_until,
         elevated_written,
+        elevated_at,
     })
 }
 

@@ -159,10 +159,11 @@ impl Session {
     }
 
     /// The session as `GET /session` shows it: `openid`, `unionid`,
-    /// `created_at`, `device`, `elevated_until`, `profile` (when shared) and
-    /// `expires_in`, as a JSON object. Written from the stored value as it is,
-    /// not parsed and serialized again: the guard's answer is the hottest path
-    /// of the server.
+    /// `created_at`, `device`, `appid`, `corpid` (WeCom), `elevated_until`,
+    /// `profile` (when shared), `platform` and `expires_in`, as a JSON object.
+    /// Written from the stored value as it is, the missing fields spliced in,
+    /// not parsed and serialized again (but for a run-out step-up of a session
+    /// holding a profile): the guard's answer is the hottest path of the server.
     pub fn to_json(&self) -> Vec<u8> {
         self.data.json_with_expires_in(self.expires_in)
     }

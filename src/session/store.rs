@@ -272,10 +272,14 @@ impl SessionStore {
                         .backend
                         .keys
                         .user_key(stored.appid.as_deref(), &stored.openid);
-                    self.unindex(&user, stored_id).await?;
-                    if let Some(unionid) = &stored.unionid {
-                        self.unindex_union(unionid, stored_id).await?;
-                    }
+                    // Two slots, side by side.
+                    let unindex_union = async {
+                        match &stored.unionid {
+                            Some(unionid) => self.unindex_union(unionid, stored_id).await,
+                            None => Ok(()),
+                        }
+                    };
+                    tokio::try_join!(self.unindex(&user, stored_id), unindex_union)?;
                 }
                 Ok(true)
             })

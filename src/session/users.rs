@@ -1,7 +1,10 @@
-//! The per-user side of [`SessionStore`]: each openid's index of sessions (to
+//! The per-user side of [`SessionStore`] (a user: one openid of one app, see
+//! [`UserKey`]): each user's index of sessions (to
 //! list and revoke them all), its current `session_key`, and the profile it
 //! shared. The index never outgrows the live sessions for long: dead entries
 //! are pruned at each login and listing, and the index expires with the user.
+
+use std::cell::Cell;
 
 use futures_util::future::try_join_all;
 use redis::AsyncCommands;
@@ -194,7 +197,7 @@ impl SessionStore {
         Ok(())
     }
 
-    /// The live sessions of an openid, oldest first; dead index entries are pruned.
+    /// The live sessions of a user, oldest first; dead index entries are pruned.
     pub async fn list_user(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError> {
         self.list_index(&self.backend.keys.user_sessions(user))
             .await
@@ -224,7 +227,7 @@ impl SessionStore {
         Ok(records.into_iter().flatten().collect())
     }
 
-    /// Revokes every session of an openid at once; answers how many were live.
+    /// Revokes every session of a user at once; answers how many were live.
     ///
     /// Takes out of the index only the members it read and deleted, never the
     /// index as a whole: a login landing meanwhile (its key written, then its
@@ -235,7 +238,7 @@ impl SessionStore {
         self.end_user(user, EndReason::Revoked).await
     }
 
-    /// Bans an openid: its ban key (expiring with the ban), then every session
+    /// Bans a user: their ban key (expiring with the ban), then every session
     /// of theirs ended with `user_banned` at once. Answers the ban and how many
     /// sessions it ended. A login after `code2Session` checks the key.
     pub async fn ban(
@@ -278,7 +281,7 @@ impl SessionStore {
             .await
     }
 
-    /// The openid's ban, while it lasts.
+    /// The user's ban, while it lasts.
     pub async fn ban_of(&self, user: &UserKey) -> Result<Option<Ban>, StoreError> {
         let key = self.backend.keys.user_ban(user);
         self.backend
@@ -294,7 +297,7 @@ impl SessionStore {
             .await
     }
 
-    /// Ends every session of an openid at once with `reason`; answers how many
+    /// Ends every session of a user at once with `reason`; answers how many
     /// were live.
     async fn end_user(&self, user: &UserKey, reason: EndReason) -> Result<u64, StoreError> {
         let index = self.backend.keys.user_sessions(user);
@@ -353,20 +356,22 @@ impl SessionStore {
                 pipe.zrange(keys.user_sessions(user), 0, -1);
                 let (members,): (Vec<String>,) = pipe.query_async(&mut self.backend.conn()).await?;
                 try_join_all(members.iter().map(|stored_id| async move {
+                    // Set when this rewrite gave the session the unionid: its
+                    // creation time (ms), by which the unionid's index scores it.
+                    let learnt = Cell::new(None);
                     let live = self
                         .amend(stored_id, |stored| {
                             stored.profile = Some(profile.clone());
-                            if stored.unionid.is_none() {
+                            learnt.set(None);
+                            if stored.unionid.is_none() && unionid.is_some() {
                                 stored.unionid = unionid.map(str::to_string);
+                                learnt.set(Some(stored.created_at * 1000));
                             }
                         })
                         .await?;
-                    // A unionid learnt only now: the session joins its index
-                    // (again, if it was there: ZADD keeps one entry).
-                    match (live, unionid) {
-                        (true, Some(unionid)) => {
-                            self.index_union(unionid, stored_id, clock::unix_millis())
-                                .await
+                    match (live, unionid, learnt.get()) {
+                        (true, Some(unionid), Some(created_ms)) => {
+                            self.index_union(unionid, stored_id, created_ms).await
                         }
                         _ => Ok(()),
                     }

@@ -9,7 +9,7 @@ use super::{
     Client,
 };
 use crate::{
-    config::{Config, Platform},
+    config::{pick_app, Config, Platform, UnknownApp},
     redis_conn::RedisConn,
     telemetry::Metrics,
 };
@@ -20,10 +20,6 @@ pub struct Apps {
     clients: Arc<Vec<Client>>,
     by_appid: Arc<HashMap<String, usize>>,
 }
-
-/// A request named no app, or one that is not configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnknownApp;
 
 impl Apps {
     /// `redis` holds the apps' shared access_tokens, under `redis.key_prefix`.
@@ -67,26 +63,16 @@ impl Apps {
         self.by_appid.get(appid).map(|&i| &self.clients[i])
     }
 
-    /// The app a request names, or the only one of `platforms` when it names
-    /// none (`None`: any platform).
+    /// The app a request names, or the only one on a platform `serves`
+    /// accepts when it names none (see [`pick_app`]).
     pub fn select(
         &self,
         appid: Option<&str>,
-        platforms: Option<&[Platform]>,
+        serves: impl Fn(Platform) -> bool,
     ) -> Result<&Client, UnknownApp> {
-        match appid {
-            Some(appid) => self.get(appid).ok_or(UnknownApp),
-            None => {
-                let mut candidates = self
-                    .clients
-                    .iter()
-                    .filter(|c| platforms.is_none_or(|p| p.contains(&c.platform())));
-                match (candidates.next(), candidates.next()) {
-                    (Some(only), None) => Ok(only),
-                    _ => Err(UnknownApp),
-                }
-            }
-        }
+        pick_app(self.clients.iter(), appid, serves, |c| {
+            (c.appid(), c.platform())
+        })
     }
 
     /// Every app, in the configuration's order.

@@ -71,10 +71,7 @@ pub(super) fn alipay_keys(app: &App) -> Result<Option<AlipayKeys>, String> {
         return Ok(None);
     }
     let (Some(private), Some(public)) = (&app.private_key_file, &app.alipay_public_key_file) else {
-        return Err(format!(
-            "{}: an alipay app needs both key files",
-            app.section
-        ));
+        unreachable!("the configuration's checks require both key files of an alipay app");
     };
     AlipayKeys::load(private.as_ref(), public.as_ref())
         .map(Some)
@@ -88,6 +85,7 @@ impl Client {
             Platform::Wecom => Some(TokenKind::Wecom),
             Platform::Qq | Platform::Douyin | Platform::Alipay => None,
         };
+        debug_assert_eq!(token_kind.is_some(), app.platform.has_access_token());
         let tokens = token_kind.map(|kind| {
             Arc::new(AccessTokens::new(
                 TokenSource {

@@ -39,7 +39,7 @@ mod token;
 pub mod userdata;
 mod wecom;
 
-pub use apps::{Apps, UnknownApp};
+pub use apps::Apps;
 pub use client::Client;
 pub use code::LoginCode;
 pub use error::WechatError;

@@ -14,8 +14,8 @@
 //!    normal mode (WeCom: `gettoken`). While another instance holds the lock, it polls Redis,
 //!    bounded by `wechat.timeout_ms`.
 //!
-//! Those are the key names of the app without a namespace (the one WeChat app
-//! of a single-app deployment, whose token survives an upgrade); an app with
+//! Those are the key names of the app without a namespace (the app named
+//! `default`, `[wechat]`'s, whose token survives an upgrade); an app with
 //! namespace `<ns>` uses `{p}wechat:<ns>:access_token` and its `:lock`, which
 //! no other namespace's keys can equal.
 //!

@@ -407,7 +407,8 @@ async fn one_person_is_found_and_ended_across_apps_by_unionid() {
         .unwrap()
         .iter()
         .map(|s| {
-            assert_eq!(s.as_object().unwrap().len(), 4, "{s}");
+            assert_eq!(s.as_object().unwrap().len(), 5, "{s}");
+            assert_eq!(s["device"], serde_json::Value::Null);
             (
                 s["sessionid"].as_str().unwrap().to_string(),
                 s["appid"].as_str().unwrap().to_string(),

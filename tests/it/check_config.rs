@@ -236,4 +236,26 @@ fn apps_list_prints_every_app_and_no_secret() {
     let (code, _, stderr) = check(&clash, &["apps", "list"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("apps.tt.appid"), "{stderr}");
+    // An Alipay app's key files are read and checked before anything runs.
+    let mut alipay = env.to_vec();
+    alipay.extend([
+        ("WXSESSION_APPS_PAY_PLATFORM", "alipay"),
+        ("WXSESSION_APPS_PAY_APPID", "2021000000000009"),
+        (
+            "WXSESSION_APPS_PAY_PRIVATE_KEY_FILE",
+            "/nonexistent/app-key.txt",
+        ),
+        (
+            "WXSESSION_APPS_PAY_ALIPAY_PUBLIC_KEY_FILE",
+            "/nonexistent/alipay-key.txt",
+        ),
+    ]);
+    for args in [&["apps", "list"][..], &["check-config"][..]] {
+        let (code, _, stderr) = check(&alipay, args);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains("apps.pay") && stderr.contains("/nonexistent/app-key.txt"),
+            "{stderr}"
+        );
+    }
 }

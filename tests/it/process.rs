@@ -268,7 +268,7 @@ fn help_describes_every_flag_and_bad_usage_exits_2() {
         "--force",
         "check-config",
         "--connect",
-        "4 WeChat API base unreachable",
+        "4 an app's API base unreachable",
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }

@@ -9,8 +9,10 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use wxsession::{
     config::Config,
-    session::{Lookup, SessionId, SessionStore},
+    login::{Login, LoginError},
+    session::{EndReason, Lookup, SessionId, SessionStore},
     telemetry::Metrics,
+    wechat::{Apps, LoginCode},
     Elevated, Session,
 };
 
@@ -288,6 +290,15 @@ async fn a_step_up_never_brings_back_an_ended_session() {
             .cmd::<String>(&["HGET", "wxsess:user:{erin}", "session_key"]),
         key.expose()
     );
+    // Through Login, the step-up of a session ended meanwhile answers why.
+    let metrics = std::sync::Arc::new(Metrics::default());
+    let apps = Apps::new(&config, store.connection(), metrics).unwrap();
+    let login = Login::new(apps, store.clone(), &config);
+    let code = LoginCode::parse("ok:erin~5".to_string()).unwrap();
+    assert!(matches!(
+        login.elevate(&session, &code).await,
+        Err(LoginError::SessionEnded(EndReason::Revoked))
+    ));
 }
 
 async fn live(store: &SessionStore, id: &str) -> Session {
