@@ -26,6 +26,11 @@ export interface ClientOptions {
    */
   appid?: string | null;
   /**
+   * A WeCom (企业微信) mini-program: login codes come from `wx.qy.login`, as the
+   * server's wecom apps take them. Default false.
+   */
+  wecom?: boolean;
+  /**
    * The platform API to use. Default: the first of the globals `wx`, `qq`, `tt`,
    * `my` that exists. Alipay's shapes (`my`: getAuthCode, `headers`/`status`,
    * storage objects) are recognised by `my` itself, or an object with

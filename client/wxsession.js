@@ -95,7 +95,7 @@ function nativeApis() {
  * WeChat, QQ and Douyin share one shape (and so do uni / Taro, which copy
  * WeChat's); Alipay differs in each of the three.
  */
-function platformOf(api) {
+function platformOf(api, wecom) {
   const natives = nativeApis();
   let native = null; // [name, object]: the global used, or the one `api` is
   for (let i = 0; i < natives.length && !native; i += 1) {
@@ -109,7 +109,7 @@ function platformOf(api) {
   // Alipay's `my` has no login: its code comes from getAuthCode.
   const alipay =
     name === 'my' || (typeof target.login !== 'function' && typeof target.getAuthCode === 'function');
-  return alipay ? alipayPlatform(target) : wechatPlatform(target, name);
+  return alipay ? alipayPlatform(target) : wechatPlatform(target, name, wecom);
 }
 
 /**
@@ -120,18 +120,27 @@ function platformOf(api) {
  *       (only a user logged in to the Douyin app gets a `code`; otherwise
  *       `anonymousCode` alone, which cannot log in here: login_failed),
  *       https://developer.open-douyin.com/docs/resource/zh-CN/mini-app/develop/api/network/http/tt-request
+ * With `wecom` (a WeCom mini-program), the code comes from wx.qy.login, which
+ * only WeCom's runtime has:
+ *   https://developers.weixin.qq.com/miniprogram/dev/dev_wxwork/dev-doc/qywx-api/login/wxqylogin.html
  */
-function wechatPlatform(api, name) {
+function wechatPlatform(api, name, wecom) {
+  const login = wecom ? api.qy && api.qy.login : api.login;
+  const what = wecom ? `${name}.qy.login` : `${name}.login`;
   return {
     login() {
       return new Promise((resolve, reject) => {
-        api.login({
+        if (typeof login !== 'function') {
+          reject(clientError('login_failed', `${what} is not available here (not in WeCom?)`));
+          return;
+        }
+        login.call(wecom ? api.qy : api, {
           success(res) {
             if (res && res.code) resolve(res.code);
-            else reject(clientError('login_failed', `${name}.login gave no code`));
+            else reject(clientError('login_failed', `${what} gave no code`));
           },
           fail(err) {
-            reject(clientError('login_failed', (err && err.errMsg) || `${name}.login failed`));
+            reject(clientError('login_failed', (err && err.errMsg) || `${what} failed`));
           },
         });
       });
@@ -245,7 +254,7 @@ function createClient(options) {
   const header = opts.header || 'sessionid';
   const storageKey = opts.storageKey || 'wxsession';
   const device = opts.device;
-  const platform = platformOf(opts.api);
+  const platform = platformOf(opts.api, !!opts.wecom);
   // Left out: the mini-program's own; '' or null: none (a one-app server needs none).
   const appid = opts.appid === undefined ? platform.accountAppid() : opts.appid || '';
   const onSessionEnded = typeof opts.onSessionEnded === 'function' ? opts.onSessionEnded : noop;

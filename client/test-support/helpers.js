@@ -175,6 +175,16 @@ function fakePlatform(name, options) {
       counts.login += 1;
       setImmediate(() => (loginFails ? fail({ errMsg: 'login:fail' }) : success({ code: nextCode(), errMsg: 'login:ok' })));
     };
+    if (opts.wecom) {
+      // WeCom's runtime: wx.qy.login gives the code its jscode2session takes.
+      counts.qyLogin = 0;
+      api.qy = {
+        login({ success }) {
+          counts.qyLogin += 1;
+          setImmediate(() => success({ code: nextCode(), errMsg: 'qy.login:ok' }));
+        },
+      };
+    }
     api.getStorageSync = (key) => (storage.has(key) ? storage.get(key) : '');
     api.setStorageSync = (key, value) => storage.set(key, value);
     api.removeStorageSync = (key) => storage.delete(key);

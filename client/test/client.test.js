@@ -79,8 +79,14 @@ function redisCli(...args) {
   return execFileSync('redis-cli', ['-h', '127.0.0.1', '-p', String(redisPort), ...args], { encoding: 'utf8', timeout: 5000 }).trim();
 }
 
-/** The multi-app server's mock apps, one per platform but WeCom, by environment alone (no [wechat] app). */
-const APPIDS = { wechat: 'wx_multi_test', qq: '1109000001', douyin: 'tt0a1b2c3d4e5f6a7b', alipay: '2021000000000001' };
+/** The multi-app server's mock apps, one per platform, by environment alone (no [wechat] app). */
+const APPIDS = {
+  wechat: 'wx_multi_test',
+  qq: '1109000001',
+  douyin: 'tt0a1b2c3d4e5f6a7b',
+  alipay: '2021000000000001',
+  wecom: 'wx_wecom_test',
+};
 const MULTI_APPS = {
   WXSESSION_APPS_WX_SHOP_PLATFORM: 'wechat',
   WXSESSION_APPS_WX_SHOP_APPID: APPIDS.wechat,
@@ -94,6 +100,10 @@ const MULTI_APPS = {
   WXSESSION_APPS_ALI_SHOP_PLATFORM: 'alipay',
   WXSESSION_APPS_ALI_SHOP_APPID: APPIDS.alipay,
   WXSESSION_APPS_ALI_SHOP_MOCK: 'true',
+  WXSESSION_APPS_STAFF_PLATFORM: 'wecom',
+  WXSESSION_APPS_STAFF_APPID: APPIDS.wecom,
+  WXSESSION_APPS_STAFF_CORPID: 'ww_test_corp',
+  WXSESSION_APPS_STAFF_MOCK: 'true',
 };
 
 /** Starts the server with `env` (every setting from it) and waits until `url` is ready. */
@@ -533,6 +543,20 @@ test('a qq global: the unchanged client logs in to the QQ app and makes guarded 
   assert.equal(typeof global.wx, 'undefined');
   await roundTrip(fake, APPIDS.qq, 'qq', 'qq-key');
   assert.equal(wxs.counts.login + wxs.counts.requests.length, 0, 'the earlier fake wx saw nothing');
+});
+
+test('wecom: the code comes from wx.qy.login; without WeCom\'s runtime login rejects login_failed', T, async () => {
+  const fake = fakeWx({ appid: APPIDS.wecom, wecom: true });
+  const api = createClient({ baseUrl: multiUrl, wecom: true, storageKey: 'wecom' });
+  const res = await api.request({ url: '/session' });
+  assert.equal(res.statusCode, 200, JSON.stringify(res.data));
+  assert.equal(res.data.platform, 'wecom');
+  assert.equal(res.data.corpid, 'ww_test_corp');
+  assert.equal(fake.counts.qyLogin, 1);
+  assert.equal(fake.counts.login, 0, 'wx.login is not a WeCom code');
+  fakeWx({ appid: APPIDS.wecom });
+  const outside = createClient({ baseUrl: multiUrl, wecom: true, storageKey: 'wecom-outside' });
+  await assert.rejects(outside.request({ url: '/session' }), (e) => e.code === 'login_failed' && /qy\.login/.test(e.message));
 });
 
 test("a tt global: Douyin's appid from getEnvInfoSync, its login and requests", T, async () => {

@@ -3,16 +3,19 @@
 
 use std::fmt;
 
-/// Every way a WeChat call can fail, by what the caller should do about it.
+/// Every way a platform call can fail, by what the caller should do about it
+/// (the names are WeChat's; each platform's numbers map onto them: see
+/// `douyin`, `wecom`, `alipay`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WechatError {
-    /// 40029 (invalid code) or 40163 (code already used).
+    /// The code is invalid or already used (WeChat's 40029 or 40163; the
+    /// platform's own number).
     InvalidCode(i64),
-    /// 40226: WeChat flags the user as high-risk.
+    /// WeChat's 40226: the user is flagged as high-risk.
     UserBlocked,
-    /// 45011: WeChat's rate limit.
+    /// The platform's rate limit (WeChat's 45011, WeCom's 45009/45033).
     RateLimited,
-    /// -1: WeChat says it is busy.
+    /// The platform says it is busy (WeChat's -1).
     Busy,
     /// No answer within `wechat.timeout_ms`.
     Timeout,
@@ -32,9 +35,9 @@ impl fmt::Display for WechatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WechatError::InvalidCode(code) => write!(f, "invalid code (errcode {code})"),
-            WechatError::UserBlocked => f.write_str("user blocked (errcode 40226)"),
-            WechatError::RateLimited => f.write_str("rate limited (errcode 45011)"),
-            WechatError::Busy => f.write_str("system busy (errcode -1)"),
+            WechatError::UserBlocked => f.write_str("user blocked as high-risk"),
+            WechatError::RateLimited => f.write_str("rate limited by the platform"),
+            WechatError::Busy => f.write_str("the platform is busy"),
             WechatError::Timeout => f.write_str("no answer in time"),
             WechatError::TokenRejected(code) => write!(f, "access_token rejected (errcode {code})"),
             WechatError::StaleSessionKey => {
