@@ -5,7 +5,6 @@
 //! listing, and it expires `max_lifetime_secs` after its newest session.
 
 use futures_util::future::try_join_all;
-use redis::AsyncCommands;
 
 use super::{
     layout::{SessionRecord, StoredSession},
@@ -22,19 +21,9 @@ impl SessionStore {
         created_ms: u64,
     ) -> Result<(), StoreError> {
         let index = self.backend.keys.union_sessions(unionid);
-        let keep = self.policy.max_lifetime_secs;
-        let () = redis::pipe()
-            .zadd(&index, stored_id, created_ms)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&index)
-            .arg("-inf")
-            .arg(created_ms.saturating_sub(keep * 1000))
-            .ignore()
-            .expire(&index, keep as i64)
-            .ignore()
-            .query_async(&mut self.backend.conn())
-            .await?;
+        let mut pipe = redis::pipe();
+        self.add_to_index_commands(&mut pipe, &index, stored_id, created_ms);
+        let () = pipe.query_async(&mut self.backend.conn()).await?;
         Ok(())
     }
 
@@ -44,12 +33,8 @@ impl SessionStore {
         unionid: &str,
         stored_id: &str,
     ) -> Result<(), StoreError> {
-        let _: i64 = self
-            .backend
-            .conn()
-            .zrem(self.backend.keys.union_sessions(unionid), stored_id)
-            .await?;
-        Ok(())
+        self.remove_from_index(&self.backend.keys.union_sessions(unionid), stored_id)
+            .await
     }
 
     /// The live sessions of one person in every app, oldest first; dead index
@@ -60,32 +45,28 @@ impl SessionStore {
     }
 
     /// Ends every session of one person, in every app, at once (their clients
-    /// learn `session_revoked`); answers how many were live. As for one user,
-    /// only the members read are taken out of the index, so a login landing
-    /// meanwhile is either ended or stays findable.
+    /// learn `session_revoked`), each also out of its user's index; answers how
+    /// many were live.
     pub async fn revoke_union(&self, unionid: &str) -> Result<u64, StoreError> {
         let index = self.backend.keys.union_sessions(unionid);
         self.backend
             .bounded(async {
-                let members: Vec<String> = self.backend.conn().zrange(&index, 0, -1).await?;
-                if members.is_empty() {
-                    return Ok(0);
-                }
-                let ended = self.end(&members, EndReason::Revoked).await?;
-                // Each ended session leaves its user's index too.
-                try_join_all(members.iter().zip(&ended).filter_map(|(id, value)| {
-                    let stored = StoredSession::parse(value.as_deref()?, id)?;
-                    Some(async move {
-                        let user = self
-                            .backend
-                            .keys
-                            .user_key(stored.appid.as_deref(), &stored.openid);
-                        self.unindex(&user, id).await
+                let ended = self.end_indexed(&index, EndReason::Revoked).await?;
+                let live: Vec<(&str, StoredSession)> = ended
+                    .iter()
+                    .filter_map(|(id, value)| {
+                        Some((id.as_str(), StoredSession::parse(value.as_deref()?, id)?))
                     })
+                    .collect();
+                try_join_all(live.iter().map(|(id, stored)| {
+                    let user = self
+                        .backend
+                        .keys
+                        .user_key(stored.appid.as_deref(), &stored.openid);
+                    async move { self.unindex(&user, id).await }
                 }))
                 .await?;
-                let _: i64 = self.backend.conn().zrem(&index, &members).await?;
-                Ok(ended.iter().filter(|value| value.is_some()).count() as u64)
+                Ok(ended.iter().filter(|(_, value)| value.is_some()).count() as u64)
             })
             .await
     }

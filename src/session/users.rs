@@ -37,20 +37,10 @@ impl SessionStore {
     ) -> Result<UserAtLogin, StoreError> {
         let keys = &self.backend.keys;
         let index = keys.user_sessions(user);
-        let keep = self.policy.max_lifetime_secs;
         let mut pipe = redis::pipe();
         self.user_key_commands(&mut pipe, user, new.session_key, new.unionid, now_millis);
-        // Scored in milliseconds, so sessions made in one second keep their order.
-        pipe.zadd(&index, stored_id, now_millis)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&index)
-            .arg("-inf")
-            .arg(now_millis.saturating_sub(keep * 1000))
-            .ignore()
-            .expire(&index, keep as i64)
-            .ignore()
-            .zrange(&index, 0, -1)
+        self.add_to_index_commands(&mut pipe, &index, stored_id, now_millis);
+        pipe.zrange(&index, 0, -1)
             .get(keys.user_profile(user))
             .hget(keys.user(user), "unionid");
         let (members, profile, unionid): (Vec<String>, Option<String>, Option<String>) =
@@ -189,11 +179,40 @@ impl SessionStore {
 
     /// Takes one ended session out of its user's index.
     pub(super) async fn unindex(&self, user: &UserKey, stored_id: &str) -> Result<(), StoreError> {
-        let _: i64 = self
-            .backend
-            .conn()
-            .zrem(self.backend.keys.user_sessions(user), stored_id)
-            .await?;
+        self.remove_from_index(&self.backend.keys.user_sessions(user), stored_id)
+            .await
+    }
+
+    /// Adds a session to an index (a user's, a unionid's), scored by its
+    /// creation time in milliseconds (so sessions made in one second keep their
+    /// order), dropping entries past the absolute lifetime; the index expires
+    /// that long after its newest entry.
+    pub(super) fn add_to_index_commands(
+        &self,
+        pipe: &mut redis::Pipeline,
+        index: &str,
+        stored_id: &str,
+        created_ms: u64,
+    ) {
+        let keep = self.policy.max_lifetime_secs;
+        pipe.zadd(index, stored_id, created_ms)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(index)
+            .arg("-inf")
+            .arg(created_ms.saturating_sub(keep * 1000))
+            .ignore()
+            .expire(index, keep as i64)
+            .ignore();
+    }
+
+    /// Takes one session out of an index (a user's, a unionid's).
+    pub(super) async fn remove_from_index(
+        &self,
+        index: &str,
+        stored_id: &str,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self.backend.conn().zrem(index, stored_id).await?;
         Ok(())
     }
 
@@ -303,15 +322,28 @@ impl SessionStore {
         let index = self.backend.keys.user_sessions(user);
         self.backend
             .bounded(async {
-                let members: Vec<String> = self.backend.conn().zrange(&index, 0, -1).await?;
-                if members.is_empty() {
-                    return Ok(0);
-                }
-                let ended = self.end(&members, reason).await?;
-                let _: i64 = self.backend.conn().zrem(&index, &members).await?;
-                Ok(ended.iter().filter(|value| value.is_some()).count() as u64)
+                let ended = self.end_indexed(&index, reason).await?;
+                Ok(ended.iter().filter(|(_, value)| value.is_some()).count() as u64)
             })
             .await
+    }
+
+    /// Ends every session an index (a user's, a unionid's) names with
+    /// `reason`, then takes exactly the members it read out of the index, never
+    /// the index as a whole: a login landing meanwhile is either among them, and
+    /// ended, or stays indexed. Answers each member with its value if it was live.
+    pub(super) async fn end_indexed(
+        &self,
+        index: &str,
+        reason: EndReason,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let members: Vec<String> = self.backend.conn().zrange(index, 0, -1).await?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ended = self.end(&members, reason).await?;
+        let _: i64 = self.backend.conn().zrem(index, &members).await?;
+        Ok(members.into_iter().zip(ended).collect())
     }
 
     /// The user's current `session_key`: the one from their latest login, which

@@ -10,18 +10,17 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    thread,
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use actix_web::{dev::ServerHandle, http::KeepAlive, web, App, HttpResponse, HttpServer};
+use actix_web::{dev::ServerHandle, http::KeepAlive, web, App, HttpResponse};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use ring::{
     rand::SystemRandom,
     signature::{RsaKeyPair, UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256},
 };
 
-use super::{tls::openssl, unique_dir};
+use super::{serve_stand_in, tls::openssl, unique_dir};
 
 /// An app's key pair and Alipay's, as files in a directory of their own
 /// (removed on drop), in the forms people are given them.
@@ -137,26 +136,11 @@ impl AlipayStandIn {
             calls: AtomicUsize::new(0),
         });
         let data = web::Data::from(state.clone());
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .route("/gateway.do", web::post().to(gateway))
-                })
-                .workers(1)
-                .disable_signals()
-                .keep_alive(KeepAlive::Disabled)
-                .shutdown_timeout(0)
-                .listen(listener)
-                .unwrap()
-                .run();
-                handle_tx.send(server.handle()).unwrap();
-                let _ = server.await;
-            })
+        let handle = serve_stand_in(listener, KeepAlive::Disabled, move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/gateway.do", web::post().to(gateway))
         });
-        let handle = handle_rx.recv().expect("the stand-in started");
         AlipayStandIn {
             base,
             state,

@@ -103,3 +103,41 @@ pub async fn raw_exchange(base: &str, request: &[u8], read_timeout: Duration) ->
     .await
     .unwrap()
 }
+
+/// Serves a platform stand-in's `app` on a thread and actix runtime of its own
+/// (it outlives any one test runtime), on `listener`, which the caller binds
+/// first: a request sent right after this returns waits in the backlog
+/// instead of being refused. Answers the server's handle.
+fn serve_stand_in<F, A, B>(
+    listener: TcpListener,
+    keep_alive: actix_web::http::KeepAlive,
+    app: F,
+) -> actix_web::dev::ServerHandle
+where
+    F: Fn() -> actix_web::App<A> + Send + Clone + 'static,
+    A: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = actix_web::HttpServer::new(app)
+                .workers(1)
+                .disable_signals()
+                .keep_alive(keep_alive)
+                .shutdown_timeout(0)
+                .listen(listener)
+                .unwrap()
+                .run();
+            handle_tx.send(server.handle()).unwrap();
+            let _ = server.await;
+        })
+    });
+    handle_rx.recv().expect("the stand-in started")
+}

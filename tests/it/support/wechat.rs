@@ -10,15 +10,16 @@ use std::{
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    thread,
     time::Duration,
 };
 
 use actix_web::{
     dev::ServerHandle,
     http::{KeepAlive, StatusCode},
-    web, App, HttpRequest, HttpResponse, HttpServer,
+    web, App, HttpRequest, HttpResponse,
 };
+
+use super::serve_stand_in;
 
 /// One request the stand-in received.
 #[derive(Debug, Clone)]
@@ -146,26 +147,11 @@ impl WechatStandIn {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(StandInState::default());
         let data = web::Data::from(state.clone());
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .default_service(web::to(answer))
-                })
-                .workers(1)
-                .disable_signals()
-                .keep_alive(keep_alive)
-                .shutdown_timeout(0)
-                .listen(listener)
-                .unwrap()
-                .run();
-                handle_tx.send(server.handle()).unwrap();
-                let _ = server.await;
-            })
+        let handle = serve_stand_in(listener, keep_alive, move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(answer))
         });
-        let handle = handle_rx.recv().expect("the stand-in started");
         WechatStandIn {
             base,
             state,
