@@ -14,6 +14,8 @@
 #   APPS=50 scripts/ab.sh target/release/wxsession
 #     # the first binary once more with 49 more apps configured (mock QQ apps),
 #     # over the same sessions: the guard's cost with many apps
+#   REFERENCE=/tmp/other/bench_reference scripts/ab.sh A B
+#     # the reference from another build (default: built here, release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: scripts/ab.sh BINARY [BINARY...]"; exit 2; }
@@ -24,12 +26,13 @@ command -v python3 >/dev/null || ensure_packages python3
 ROUNDS="${ROUNDS:-3}"; SECS="${SECS:-8}"
 use_scratch
 
-cargo build --release --quiet --example bench_reference
+[ -n "${REFERENCE:-}" ] || cargo build --release --quiet --example bench_reference
+reference="${REFERENCE:-target/release/examples/bench_reference}"
 redis_port="$(free_port)"; wx_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >/dev/null &
 pids+=($!); redis_pid=$!
 wait_port "$redis_port"
-target/release/examples/bench_reference wechat --bind "127.0.0.1:$wx_port" &
+"$reference" wechat --bind "127.0.0.1:$wx_port" &
 pids+=($!)
 names=(); ports=(); spids=(); idfiles=()
 for i in $(seq $#); do
@@ -52,7 +55,7 @@ if [ "${APPS:-1}" -gt 1 ]; then
   spids+=($!); ports+=("$port"); names+=("1:$(basename "$1")+${APPS}apps"); idfiles+=("$work/ids")
 fi
 port="$(free_port)"
-target/release/examples/bench_reference session --bind "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" &
+"$reference" session --bind "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" &
 pids+=($!); spids+=($!); ports+=("$port"); names+=("reference"); idfiles+=("$work/ids")
 for p in "$wx_port" "${ports[@]}"; do wait_port "$p"; done
 
@@ -77,13 +80,13 @@ fi
 
 for round in $(seq "$ROUNDS"); do
   for i in "${!names[@]}"; do
-    t0="$(proc_ticks "${spids[$i]}")"; r0="$(proc_ticks "$redis_pid")"
+    t0="$(proc_ticks "${spids[$i]}")"; r0="$(proc_ticks "$redis_pid")"; u0="$(proc_user_ticks "${spids[$i]}")"
     out="$(IDS_FILE="${idfiles[$i]}" timeout $((SECS + 30)) wrk -t2 -c64 -d"${SECS}s" -s scripts/bench/get.lua "http://127.0.0.1:${ports[$i]}")"
-    t1="$(proc_ticks "${spids[$i]}")"; r1="$(proc_ticks "$redis_pid")"
+    t1="$(proc_ticks "${spids[$i]}")"; r1="$(proc_ticks "$redis_pid")"; u1="$(proc_user_ticks "${spids[$i]}")"
     if echo "$out" | grep -q Non-2xx; then echo "!! ${names[$i]} answered non-2xx"; echo "$out"; exit 1; fi
     rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"; n="$(echo "$out" | awk '/requests in/ {print $1}')"
-    echo "${names[$i]} $rps $((t1 - t0)) $((r1 - r0)) $n" | tee -a "$work/results" \
-      | awk -v r="$round" -v hz="$(getconf CLK_TCK)" '{printf "   round %s  %-24s %10.0f req/s  server %.2f us/req  redis %.2f us/req\n", r, $1, $2, $3 * 1e6 / hz / $5, $4 * 1e6 / hz / $5}'
+    echo "${names[$i]} $rps $((t1 - t0)) $((r1 - r0)) $n $((u1 - u0))" | tee -a "$work/results" \
+      | awk -v r="$round" -v hz="$(getconf CLK_TCK)" '{printf "   round %s  %-24s %10.0f req/s  server %.2f us/req (user %.2f)  redis %.2f us/req\n", r, $1, $2, $3 * 1e6 / hz / $5, $6 * 1e6 / hz / $5, $4 * 1e6 / hz / $5}'
   done
 done
 python3 - "$work/results" "$(getconf CLK_TCK)" <<'PY'
@@ -91,14 +94,14 @@ import statistics, sys
 runs = {}
 hz = int(sys.argv[2])
 for line in open(sys.argv[1]):
-    name, rps, srv, red, n = line.split()
-    runs.setdefault(name, []).append((float(rps), int(srv) * 1e6 / hz / int(n), int(red) * 1e6 / hz / int(n)))
+    name, rps, srv, red, n, usr = line.split()
+    runs.setdefault(name, []).append((float(rps), int(srv) * 1e6 / hz / int(n), int(red) * 1e6 / hz / int(n), int(usr) * 1e6 / hz / int(n)))
 refs = [r[0] for r in runs["reference"]]
 print(f"\nmedians of {len(refs)} rounds: req/s, /reference per round as median (min–max), "
-      "server and Redis CPU per request (us)")
+      "server CPU (of it user) and Redis CPU per request (us)")
 for name, rows in runs.items():
     rps = statistics.median(r[0] for r in rows)
     ratios = sorted(r[0] / ref for r, ref in zip(rows, refs))
     spread = f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}–{ratios[-1]:.2f})"
-    print(f"  {name:24s} {rps:10,.0f}  {spread:18s}  {statistics.median(r[1] for r in rows):6.2f}  {statistics.median(r[2] for r in rows):6.2f}")
+    print(f"  {name:24s} {rps:10,.0f}  {spread:18s}  {statistics.median(r[1] for r in rows):6.2f} ({statistics.median(r[3] for r in rows):5.2f})  {statistics.median(r[2] for r in rows):6.2f}")
 PY

@@ -8,6 +8,7 @@
 # and shutdown. Prints instructions per request for both, then the functions
 # whose own cost differs most (server minus reference).
 #   scripts/profile.sh                       # LOW=2000 HIGH=12000 TOP=30 (~3 min)
+#   KEEP=DIR scripts/profile.sh              # also keeps the callgrind files in DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -68,6 +69,7 @@ for side in server reference; do
   done
 done
 
+if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$work"/server.* "$work"/reference.* "$KEEP"/; fi
 python3 - "$work" "$LOW" "$HIGH" "$TOP" <<'PY'
 import glob, re, subprocess, sys
 work, low, high, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

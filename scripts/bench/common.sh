@@ -50,3 +50,5 @@ login_sessions() {
 
 # pid: clock ticks (user + system) the process has used so far.
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# pid: user-mode clock ticks only.
+proc_user_ticks() { awk '{print $14}' "/proc/$1/stat"; }

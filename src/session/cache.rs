@@ -38,7 +38,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasherDefault, Hasher},
+    hash::{BuildHasherDefault, Hash, Hasher},
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
         Arc, Mutex, RwLock,
@@ -68,27 +68,28 @@ pub(super) fn cache_key(stored_id: &str) -> u128 {
         .unwrap_or(0)
 }
 
-/// One cached session and its deadlines (unix milliseconds).
+/// One cached session and its deadlines (unix milliseconds). Its absolute
+/// deadline is the session's own (`created_at` + `max_lifetime_secs`), which
+/// the idle one never passes; so a slot is 48 bytes with its key.
 pub(super) struct CachedSession {
     pub(super) stored: Arc<SessionData>,
+    /// Never past the absolute deadline.
     pub(super) idle_deadline_ms: AtomicU64,
-    pub(super) absolute_deadline_ms: u64,
     pub(super) pushed_at_ms: AtomicU64,
     /// Found by a lookup since its shard's last sweep (see [`Entries::insert`]).
     used: AtomicBool,
 }
 
 impl CachedSession {
+    /// `idle_deadline_ms` no later than the session's absolute deadline.
     pub(super) fn new(
         stored: Arc<SessionData>,
         idle_deadline_ms: u64,
-        absolute_deadline_ms: u64,
         pushed_at_ms: u64,
     ) -> CachedSession {
         CachedSession {
             stored,
             idle_deadline_ms: idle_deadline_ms.into(),
-            absolute_deadline_ms,
             pushed_at_ms: pushed_at_ms.into(),
             // Not found by a lookup yet: a session read once and never again
             // is among the first to go when the cache is full.
@@ -98,7 +99,7 @@ impl CachedSession {
 
     /// Whether it may still be served at `now`.
     fn live_at(&self, now: u64) -> bool {
-        now < self.idle_deadline_ms.load(Relaxed) && now < self.absolute_deadline_ms
+        now < self.idle_deadline_ms.load(Relaxed)
     }
 }
 
@@ -114,15 +115,32 @@ impl Hasher for KeyBits {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
-    fn write_u128(&mut self, key: u128) {
-        self.0 = key as u64;
+    fn write_u64(&mut self, low_bits: u64) {
+        self.0 = low_bits;
     }
     fn finish(&self) -> u64 {
         self.0
     }
 }
 
-type Shard = HashMap<u128, CachedSession, BuildHasherDefault<KeyBits>>;
+/// A cache key as a table holds it: a `u128` in two `u64`s, aligned to 8
+/// bytes (a `u128`'s 16 would pad every slot to 64).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SlotKey([u64; 2]);
+
+impl From<u128> for SlotKey {
+    fn from(key: u128) -> SlotKey {
+        SlotKey([key as u64, (key >> 64) as u64])
+    }
+}
+
+impl Hash for SlotKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0[0]);
+    }
+}
+
+type Shard = HashMap<SlotKey, CachedSession, BuildHasherDefault<KeyBits>>;
 
 /// One shard on cache lines of its own: the workers lock different shards
 /// without taking a line from each other.
@@ -166,7 +184,7 @@ impl Entries {
     /// Runs `f` on the entry under the shard's read lock, and marks it used.
     fn read<R>(&self, key: u128, f: impl FnOnce(&CachedSession) -> R) -> Option<R> {
         let shard = self.shard(key).read().expect("cache shard lock");
-        let entry = shard.get(&key)?;
+        let entry = shard.get(&SlotKey::from(key))?;
         if !entry.used.load(Relaxed) {
             entry.used.store(true, Relaxed);
         }
@@ -185,6 +203,7 @@ impl Entries {
     /// capacity holds exactly.
     fn insert(&self, key: u128, entry: CachedSession) {
         let mut shard = self.shard(key).write().expect("cache shard lock");
+        let key = SlotKey::from(key);
         if self.len.load(Relaxed) >= self.capacity && !shard.contains_key(&key) {
             let before = shard.len();
             let now = clock::unix_millis();
@@ -211,7 +230,7 @@ impl Entries {
 
     fn remove(&self, key: u128) {
         let mut shard = self.shard(key).write().expect("cache shard lock");
-        if shard.remove(&key).is_some() {
+        if shard.remove(&SlotKey::from(key)).is_some() {
             self.len.fetch_sub(1, Relaxed);
         }
     }
@@ -438,7 +457,13 @@ mod tests {
             },
             &AppIndex::for_tests(),
         );
-        CachedSession::new(Arc::new(stored), idle_deadline_ms, u64::MAX, 0)
+        CachedSession::new(Arc::new(stored), idle_deadline_ms, 0)
+    }
+
+    #[test]
+    fn a_slot_is_48_bytes() {
+        // The memory budget of 100,000 sessions counts on it (README, Performance).
+        assert!(std::mem::size_of::<(SlotKey, CachedSession)>() <= 48);
     }
 
     /// Distinct keys spread over all 128 bits, as random ids are.
@@ -454,7 +479,7 @@ mod tests {
     /// Whether the entry is held, without marking it.
     fn held(entries: &Entries, i: u64) -> bool {
         let shard = entries.shard(key(i)).read().unwrap();
-        shard.contains_key(&key(i))
+        shard.contains_key(&SlotKey::from(key(i)))
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl CachedReader {
         let ttl_ms = policy.ttl_secs * 1000;
         let served = self.cache.read(key, |entry| {
             let idle = entry.idle_deadline_ms.load(Relaxed);
-            if now >= idle || now >= entry.absolute_deadline_ms {
+            if now >= idle {
                 return None;
             }
             let mut hit = Hit {
@@ -79,7 +79,8 @@ impl CachedReader {
                 push_due: false,
             };
             if policy.sliding {
-                hit.expires_at = (now + ttl_ms).min(entry.absolute_deadline_ms);
+                let absolute = entry.stored.absolute_deadline(policy.max_lifetime_secs) * 1000;
+                hit.expires_at = (now + ttl_ms).min(absolute);
                 entry.idle_deadline_ms.fetch_max(hit.expires_at, Relaxed);
                 let pushed = entry.pushed_at_ms.load(Relaxed);
                 hit.push_due = now.saturating_sub(pushed) >= self.cache.touch_interval_ms;
@@ -218,12 +219,7 @@ impl CachedReader {
         if idle <= now {
             return Ok(Entry::Gone);
         }
-        Ok(Entry::Live(CachedSession::new(
-            Arc::new(stored),
-            idle,
-            absolute,
-            now,
-        )))
+        Ok(Entry::Live(CachedSession::new(Arc::new(stored), idle, now)))
     }
 }
 

@@ -28,13 +28,7 @@
 //! a key. The user keys share a `{<user>}` hash tag so a Redis Cluster keeps
 //! them in one slot; a session key lives in a slot of its own.
 
-use std::{
-    borrow::Cow,
-    collections::HashMap,
-    io::Write,
-    ops::Range,
-    sync::{Arc, OnceLock},
-};
+use std::{borrow::Cow, collections::HashMap, io::Write, ops::Range, sync::Arc};
 
 use redis::{RedisWrite, ToRedisArgs, ToSingleRedisArg};
 
@@ -49,17 +43,19 @@ use crate::config::{App, Platform, DEFAULT_APP};
 #[derive(Debug)]
 pub(super) struct AppIndex {
     platforms: HashMap<String, Platform>,
-    default_appid: Option<String>,
+    /// The `default` app's appid and platform, compared before any hashing:
+    /// most deployments' sessions are all of it.
+    default: Option<(String, Platform)>,
 }
 
 impl AppIndex {
     pub(super) fn new(apps: &[App]) -> AppIndex {
         AppIndex {
             platforms: apps.iter().map(|a| (a.appid.clone(), a.platform)).collect(),
-            default_appid: apps
+            default: apps
                 .iter()
                 .find(|a| a.name == DEFAULT_APP)
-                .map(|a| a.appid.clone()),
+                .map(|a| (a.appid.clone(), a.platform)),
         }
     }
 
@@ -88,16 +84,24 @@ impl AppIndex {
     /// `default` app's appid (empty without one).
     pub(super) fn appid_of(&self, written: Option<String>) -> String {
         written
-            .or_else(|| self.default_appid.clone())
+            .or_else(|| self.default_appid().map(str::to_owned))
             .unwrap_or_default()
     }
 
-    /// A session's app (`None`: written before apps, so `default`'s) and its
-    /// platform; `None` when that app is not configured (any more): such a
-    /// session is no session.
-    fn resolve<'a>(&'a self, appid: Option<&'a str>) -> Option<(&'a str, Platform)> {
-        let appid = appid.or(self.default_appid.as_deref())?;
-        self.platforms.get(appid).map(|&p| (appid, p))
+    fn default_appid(&self) -> Option<&str> {
+        self.default.as_ref().map(|(appid, _)| appid.as_str())
+    }
+
+    /// The platform of a session's app (`None`: written before apps, so
+    /// `default`'s); `None` when that app is not configured (any more): such
+    /// a session is no session.
+    fn platform_of(&self, appid: Option<&str>) -> Option<Platform> {
+        match (appid, &self.default) {
+            (None, Some((_, platform))) => Some(*platform),
+            (Some(appid), Some((default, platform))) if appid == default => Some(*platform),
+            (Some(appid), _) => self.platforms.get(appid).copied(),
+            (None, None) => None,
+        }
     }
 }
 
@@ -134,7 +138,7 @@ impl Keys {
     /// The user `openid` of app `appid` (`None`: a session from before apps).
     pub(super) fn user_key(&self, appid: Option<&str>, openid: &str) -> UserKey {
         match appid {
-            Some(appid) if self.apps.default_appid.as_deref() != Some(appid) => {
+            Some(appid) if self.apps.default_appid() != Some(appid) => {
                 UserKey([appid, "/", openid].concat())
             }
             _ => UserKey(openid.to_string()),
@@ -344,13 +348,6 @@ pub(super) const AMEND_SESSION: &str = r#"if redis.call('GET', KEYS[1]) ~= ARGV[
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1"#;
 
-fn text_of<'a>(json: &'a str, field: &'a Text) -> &'a str {
-    match field {
-        Text::At(range) => &json[range.start as usize..range.end as usize],
-        Text::Unescaped(s) => s,
-    }
-}
-
 /// Someone wrote something else than a session under a session key.
 fn warn_not_a_session(stored_id: &str) {
     log::warn!(
@@ -360,38 +357,69 @@ fn warn_not_a_session(stored_id: &str) {
 }
 
 /// A session value as the guard read it: the JSON exactly as Redis holds it, and
-/// where its fields are in it. Parsed without copying a field (only an openid
+/// where its fields are in it. Parsed without copying a field (only a field
 /// written with JSON escapes, which WeChat never sends, gets a copy), and kept
 /// whole so that `GET /session` can answer it as it is, with `expires_in`
 /// spliced in: a session value holds nothing a client may not see. The
-/// profile, which no guard check needs, is parsed on first use.
+/// profile, which no guard check needs, is parsed when asked for.
+///
+/// Small on purpose (96 bytes, one allocation for the text): the local cache
+/// holds one per session, 100,000 of them within its memory budget.
 pub(super) struct SessionData {
-    json: String,
-    openid: Text,
-    unionid: Option<Text>,
-    pub(super) created_at: u64,
-    device: Option<Text>,
+    /// The JSON (`text[..json_len]`), then the texts of fields that are not in
+    /// it as they are: written with escapes, or the `default` app's appid for
+    /// a session from before apps. For almost every session, nothing.
+    text: Box<str>,
+    json_len: u32,
+    platform: Platform,
     /// Whether the JSON has a `device` field (null or not): older sessions lack it.
     device_written: bool,
-    /// Its app; for a session from before apps, the `default` app's appid
-    /// (then `app_written` is false).
-    appid: Text,
+    /// Whether the JSON names the app (sessions from before apps do not).
     app_written: bool,
-    platform: Platform,
-    corpid: Option<Text>,
+    elevated_written: bool,
+    pub(super) created_at: u64,
     /// `None` also when the JSON has no such field.
     elevated_until: Option<u64>,
-    elevated_written: bool,
-    /// Where its digits are in `json` (read without serde), so that a run-out
-    /// step-up is answered as `null` in place.
-    elevated_at: Option<Range<u32>>,
-    profile: OnceLock<Option<serde_json::Value>>,
+    openid: Text,
+    unionid: Text,
+    device: Text,
+    appid: Text,
+    corpid: Text,
+    /// Where its digits are in the JSON (read without serde), so that a
+    /// run-out step-up is answered as `null` in place.
+    elevated_at: Text,
 }
 
-/// A string field: where it is in the JSON, or (written with escapes) its text.
-enum Text {
-    At(Range<u32>),
-    Unescaped(Box<str>),
+/// Where a field's text is in [`SessionData::text`]; [`Text::NONE`]: absent or null.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Text {
+    start: u32,
+    end: u32,
+}
+
+impl Text {
+    const NONE: Text = Text {
+        start: u32::MAX,
+        end: u32::MAX,
+    };
+
+    fn at(range: Range<usize>) -> Text {
+        Text {
+            start: range.start as u32,
+            end: range.end as u32,
+        }
+    }
+
+    fn range(self) -> Option<Range<usize>> {
+        (self != Text::NONE).then_some(self.start as usize..self.end as usize)
+    }
+}
+
+/// A string field as a parser found it: where it is in the JSON, or (written
+/// with escapes) its text.
+enum Found {
+    At(Range<usize>),
+    Unescaped(String),
 }
 
 /// The fields the guard reads, borrowed from the JSON where they can be.
@@ -430,24 +458,24 @@ impl SessionData {
     /// A session value, or `None`: with a warning if someone wrote something
     /// else there, quietly for a session of an app no longer configured.
     pub(super) fn parse(json: String, stored_id: &str, apps: &AppIndex) -> Option<SessionData> {
-        let text = |field: Cow<'_, str>| match field {
+        let found = |field: Cow<'_, str>| match field {
             Cow::Borrowed(s) => {
                 let start = s.as_ptr() as usize - json.as_ptr() as usize;
-                Text::At(start as u32..(start + s.len()) as u32)
+                Found::At(start..start + s.len())
             }
-            Cow::Owned(s) => Text::Unescaped(s.into()),
+            Cow::Owned(s) => Found::Unescaped(s),
         };
         let parsed = as_written(&json).or_else(|| {
             // serde refuses anything after the object but blanks, so the JSON
             // ends with its `}`, which `json_with_expires_in` splices before.
             serde_json::from_str::<Fields>(&json).ok().map(|f| Written {
-                openid: text(f.openid),
-                unionid: f.unionid.map(text),
+                openid: found(f.openid),
+                unionid: f.unionid.map(found),
                 created_at: f.created_at,
                 device_written: f.device.is_some(),
-                device: f.device.flatten().map(|d| Text::Unescaped(d.into())),
-                appid: f.appid.map(text),
-                corpid: f.corpid.map(|c| Text::Unescaped(c.into())),
+                device: f.device.flatten().map(Found::Unescaped),
+                appid: f.appid.map(found),
+                corpid: f.corpid.map(Found::Unescaped),
                 elevated_written: f.elevated_until.is_some(),
                 elevated_until: f.elevated_until.flatten(),
                 elevated_at: None,
@@ -457,33 +485,53 @@ impl SessionData {
             warn_not_a_session(stored_id);
             return None;
         };
-        let written_appid = written.appid.as_ref().map(|a| text_of(&json, a));
-        let Some((appid, platform)) = apps.resolve(written_appid) else {
+        let written_appid = written.appid.as_ref().map(|appid| match appid {
+            Found::At(range) => &json[range.clone()],
+            Found::Unescaped(appid) => appid.as_str(),
+        });
+        let Some(platform) = apps.platform_of(written_appid) else {
             log::debug!(
                 "session #{} is of an app not configured; treated as invalid",
                 log_tag(stored_id.as_bytes())
             );
             return None;
         };
-        let (appid, app_written) = match written.appid {
-            Some(appid) => (appid, true),
-            None => (Text::Unescaped(appid.into()), false),
+        let app_written = written.appid.is_some();
+        let appid = written.appid.unwrap_or_else(|| {
+            Found::Unescaped(apps.default_appid().unwrap_or_default().to_owned())
+        });
+        let json_len = u32::try_from(json.len()).ok()?;
+        let mut text = json;
+        let mut place = |field: Option<Found>| match field {
+            None => Text::NONE,
+            Some(Found::At(range)) => Text::at(range),
+            Some(Found::Unescaped(s)) => {
+                let start = text.len();
+                text.push_str(&s);
+                Text::at(start..text.len())
+            }
         };
+        let openid = place(Some(written.openid));
+        let unionid = place(written.unionid);
+        let device = place(written.device);
+        let appid = place(Some(appid));
+        let corpid = place(written.corpid);
         Some(SessionData {
-            json,
-            openid: written.openid,
-            unionid: written.unionid,
-            created_at: written.created_at,
-            device: written.device,
-            device_written: written.device_written,
-            appid,
-            app_written,
+            // No copy: Redis's answer is allocated at its exact length.
+            text: text.into_boxed_str(),
+            json_len,
             platform,
-            corpid: written.corpid,
-            elevated_until: written.elevated_until,
-            elevated_at: written.elevated_at,
+            device_written: written.device_written,
+            app_written,
             elevated_written: written.elevated_written,
-            profile: OnceLock::new(),
+            created_at: written.created_at,
+            elevated_until: written.elevated_until,
+            openid,
+            unionid,
+            device,
+            appid,
+            corpid,
+            elevated_at: written.elevated_at.map_or(Text::NONE, Text::at),
         })
     }
 
@@ -492,12 +540,16 @@ impl SessionData {
         SessionData::parse(stored.to_json(), "", apps).expect("a new session parses")
     }
 
-    fn text<'a>(&'a self, field: &'a Text) -> &'a str {
-        text_of(&self.json, field)
+    fn json(&self) -> &str {
+        &self.text[..self.json_len as usize]
+    }
+
+    fn text(&self, field: Text) -> Option<&str> {
+        field.range().map(|range| &self.text[range])
     }
 
     pub(super) fn appid(&self) -> &str {
-        self.text(&self.appid)
+        self.text(self.appid).unwrap_or_default()
     }
 
     pub(super) fn platform(&self) -> Platform {
@@ -505,33 +557,30 @@ impl SessionData {
     }
 
     pub(super) fn corpid(&self) -> Option<&str> {
-        self.corpid.as_ref().map(|c| self.text(c))
+        self.text(self.corpid)
     }
 
     pub(super) fn openid(&self) -> &str {
-        self.text(&self.openid)
+        self.text(self.openid).unwrap_or_default()
     }
 
     pub(super) fn unionid(&self) -> Option<&str> {
-        self.unionid.as_ref().map(|u| self.text(u))
+        self.text(self.unionid)
     }
 
     pub(super) fn device(&self) -> Option<&str> {
-        self.device.as_ref().map(|d| self.text(d))
+        self.text(self.device)
     }
 
     pub(super) fn elevated_until(&self) -> Option<u64> {
         self.elevated_until
     }
 
-    pub(super) fn profile(&self) -> Option<&serde_json::Value> {
-        self.profile
-            .get_or_init(|| {
-                serde_json::from_str::<ProfileOnly>(&self.json)
-                    .ok()
-                    .and_then(|p| p.profile)
-            })
-            .as_ref()
+    /// Parsed on each call: not kept, to keep a cached session small.
+    pub(super) fn profile(&self) -> Option<serde_json::Value> {
+        serde_json::from_str::<ProfileOnly>(self.json())
+            .ok()
+            .and_then(|p| p.profile)
     }
 
     /// Unix seconds at which no renewal keeps it alive any longer.
@@ -549,9 +598,10 @@ impl SessionData {
         let ran_out = self
             .elevated_until
             .is_some_and(|until| until <= crate::clock::unix_secs());
-        if ran_out && self.elevated_at.is_none() {
+        let elevated_at = self.elevated_at.range();
+        if ran_out && elevated_at.is_none() {
             let mut object: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&self.json).expect("a parsed session is a JSON object");
+                serde_json::from_str(self.json()).expect("a parsed session is a JSON object");
             object.insert("elevated_until".into(), serde_json::Value::Null);
             object.entry("device").or_insert(serde_json::Value::Null);
             object.insert("appid".into(), self.appid().into());
@@ -559,14 +609,14 @@ impl SessionData {
             object.insert("expires_in".into(), expires_in.into());
             return serde_json::to_vec(&object).expect("a JSON object serializes");
         }
-        let object = self.json.trim_end();
+        let object = self.json().trim_end();
         let body = object[..object.len() - 1].trim_end();
         let mut out = Vec::with_capacity(body.len() + 80);
-        match (&self.elevated_at, ran_out) {
+        match (elevated_at, ran_out) {
             (Some(digits), true) => {
-                out.extend_from_slice(&body.as_bytes()[..digits.start as usize]);
+                out.extend_from_slice(&body.as_bytes()[..digits.start]);
                 out.extend_from_slice(b"null");
-                out.extend_from_slice(&body.as_bytes()[digits.end as usize..]);
+                out.extend_from_slice(&body.as_bytes()[digits.end..]);
             }
             _ => out.extend_from_slice(body.as_bytes()),
         }
@@ -595,17 +645,17 @@ impl SessionData {
 
 /// What a session value says, where its strings are.
 struct Written {
-    openid: Text,
-    unionid: Option<Text>,
+    openid: Found,
+    unionid: Option<Found>,
     created_at: u64,
-    device: Option<Text>,
+    device: Option<Found>,
     device_written: bool,
-    appid: Option<Text>,
-    corpid: Option<Text>,
+    appid: Option<Found>,
+    corpid: Option<Found>,
     elevated_until: Option<u64>,
     elevated_written: bool,
     /// Where its digits are, when read without serde.
-    elevated_at: Option<Range<u32>>,
+    elevated_at: Option<Range<usize>>,
 }
 
 /// The value exactly as [`StoredSession::to_json`] writes it for a session
@@ -625,16 +675,16 @@ fn as_written(json: &str) -> Option<Written> {
     };
     // A string ends at its first quote; an escape or a control character
     // before it is serde's business.
-    let string = |at: &mut usize| -> Option<Text> {
+    let string = |at: &mut usize| -> Option<Found> {
         let len = first_special(&bytes[*at..])?;
         if bytes[*at + len] != b'"' {
             return None;
         }
-        let range = *at as u32..(*at + len) as u32;
+        let range = *at..*at + len;
         *at += len + 1;
-        Some(Text::At(range))
+        Some(Found::At(range))
     };
-    let null_or_string = |at: &mut usize| -> Option<Option<Text>> {
+    let null_or_string = |at: &mut usize| -> Option<Option<Found>> {
         if expect("null", at).is_some() {
             return Some(None);
         }
@@ -677,7 +727,7 @@ fn as_written(json: &str) -> Option<Written> {
     } else {
         None
     };
-    let elevated_at = elevated_written.then_some(digits_from as u32..at as u32);
+    let elevated_at = elevated_written.then_some(digits_from..at);
     (&bytes[at..] == b"}").then_some(Written {
         openid,
         unionid,
@@ -822,6 +872,12 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_session_stays_small() {
+        // The local cache's memory budget counts on it (README, Performance).
+        assert!(std::mem::size_of::<SessionData>() <= 96);
+    }
+
+    #[test]
     fn fields_are_read_in_place_or_unescaped() {
         let data = SessionData::parse(
             r#"{"openid":"o\u0041b","unionid":"u1","created_at":7,"profile":{"a":1}}"#.into(),
@@ -832,8 +888,31 @@ mod tests {
         assert_eq!(data.openid(), "oAb");
         assert_eq!(data.unionid(), Some("u1"));
         assert_eq!(data.created_at, 7);
-        assert_eq!(data.profile(), Some(&serde_json::json!({"a": 1})));
+        assert_eq!(data.profile(), Some(serde_json::json!({"a": 1})));
         assert_eq!(data.device(), None);
+        assert_eq!(data.appid(), "wxd");
+        // Copies follow the JSON in one text; the JSON answered is unchanged.
+        let json = r#"{"openid":"o\u0041b","unionid":"\u0055","created_at":7,"device":"p\u0063","appid":"t\u00741","corpid":"w\u0077"}"#;
+        let escaped = SessionData::parse(json.into(), "", &apps()).unwrap();
+        assert_eq!(
+            (
+                escaped.openid(),
+                escaped.unionid(),
+                escaped.device(),
+                escaped.appid(),
+                escaped.corpid(),
+                escaped.platform()
+            ),
+            (
+                "oAb",
+                Some("U"),
+                Some("pc"),
+                "tt1",
+                Some("ww"),
+                Platform::Douyin
+            )
+        );
+        assert_eq!(escaped.json(), json);
         let plain = SessionData::of(
             &StoredSession {
                 openid: "o2".into(),
@@ -885,17 +964,27 @@ mod tests {
             let read = as_written(&json).expect(&json);
             let data = SessionData::parse(json.clone(), "", &apps()).unwrap();
             let serde: StoredSession = serde_json::from_str(&json).unwrap();
-            assert_eq!(data.text(&read.openid), serde.openid);
-            assert_eq!(
-                read.unionid.map(|u| data.text(&u).to_string()),
-                serde.unionid
-            );
+            let text = |field: Found| match field {
+                Found::At(range) => json[range].to_string(),
+                Found::Unescaped(text) => text,
+            };
+            assert_eq!(text(read.openid), serde.openid);
+            assert_eq!(read.unionid.map(text), serde.unionid);
             assert_eq!(read.created_at, serde.created_at);
-            assert_eq!(read.device.map(|d| data.text(&d).to_string()), serde.device);
+            assert_eq!(read.device.map(text), serde.device);
             assert_eq!(read.device_written, json.contains("\"device\""));
             assert_eq!(read.elevated_until, serde.elevated_until);
-            assert_eq!(read.appid.map(|a| data.text(&a).to_string()), serde.appid);
-            assert_eq!(read.corpid.map(|c| data.text(&c).to_string()), serde.corpid);
+            assert_eq!(read.appid.map(text), serde.appid);
+            assert_eq!(read.corpid.map(text), serde.corpid);
+            assert_eq!(
+                (data.openid(), data.unionid(), data.device(), data.corpid()),
+                (
+                    serde.openid.as_str(),
+                    serde.unionid.as_deref(),
+                    serde.device.as_deref(),
+                    serde.corpid.as_deref()
+                )
+            );
             assert_eq!(read.elevated_written, json.contains("\"elevated_until\""));
         }
         // Anything else goes to serde: escapes, a profile, spaces, a bad number.

@@ -126,8 +126,9 @@ impl Session {
     pub fn expires_in(&self) -> u64 {
         self.expires_in
     }
-    /// The profile the user shared through `/session/userinfo`, if any.
-    pub fn profile(&self) -> Option<&serde_json::Value> {
+    /// The profile the user shared through `/session/userinfo`, if any
+    /// (read from the session value on each call).
+    pub fn profile(&self) -> Option<serde_json::Value> {
         self.data.profile()
     }
     /// The device type its login named, if any.
