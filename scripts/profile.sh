@@ -9,6 +9,7 @@
 # whose own cost differs most (server minus reference).
 #   scripts/profile.sh                       # LOW=2000 HIGH=12000 TOP=30 (~3 min)
 #   KEEP=DIR scripts/profile.sh              # also keeps the callgrind files in DIR
+#   CONNS=64 scripts/profile.sh              # wrk connections (default 8)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -36,7 +37,7 @@ export IDS_FILE="$work/ids"
 drive() {
   local n="$1" port="$2" w
   rm -f "$work/done"
-  DONE="$work/done" N="$n" wrk -t1 -c8 -d600s -s scripts/bench/count.lua "http://127.0.0.1:$port" >"$work/wrk.out" &
+  DONE="$work/done" N="$n" wrk -t1 -c"${CONNS:-8}" -d600s -s scripts/bench/count.lua "http://127.0.0.1:$port" >"$work/wrk.out" &
   w=$!
   for _ in $(seq 6000); do [ -e "$work/done" ] && break; kill -0 "$w" 2>/dev/null || break; sleep 0.1; done
   kill -INT "$w" 2>/dev/null || true
@@ -47,7 +48,7 @@ drive() {
 measure() {
   local side="$1" n="$2" port pid
   port="$(free_port)"
-  local server_wrap=(valgrind --tool=callgrind --callgrind-out-file="$work/$side.$n")
+  local server_wrap=(valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --callgrind-out-file="$work/$side.$n")
   if [ "$side" = server ]; then
     start_server "$port"
   else
@@ -70,13 +71,13 @@ for side in server reference; do
 done
 
 if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$work"/server.* "$work"/reference.* "$KEEP"/; fi
-python3 - "$work" "$LOW" "$HIGH" "$TOP" <<'PY'
+python3 - "$work" "$LOW" "$HIGH" "$TOP" "${CONNS:-8}" <<'PY'
 import glob, re, subprocess, sys
-work, low, high, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+work, low, high, top, conns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 def own_costs(side, n):
     # The dump taken after the requests: <side>.<n>.1 (callgrind numbers its dumps).
     path = sorted(glob.glob(f"{work}/{side}.{n}.*"))[0]
-    out = subprocess.run(["callgrind_annotate", "--threshold=100", path],
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", "--show=Ir", path],
                          capture_output=True, text=True, check=True).stdout
     costs = {}
     for line in out.splitlines():
@@ -90,7 +91,7 @@ def per_request(side):
 s, r = per_request("server"), per_request("reference")
 total = "PROGRAM TOTALS"
 print()
-print(f"Instructions per guarded GET /session (callgrind, {high} - {low} requests, wrk -t1 -c8):")
+print(f"Instructions per guarded GET /session (callgrind, {high} - {low} requests, wrk -t1 -c{conns}):")
 print(f"  server {s[total]:,.0f}   reference {r[total]:,.0f}   ratio {s[total] / r[total]:.3f}")
 print()
 print(f"Functions by own cost, server minus reference, per request (top {top}):")

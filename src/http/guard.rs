@@ -13,7 +13,7 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 
 use super::{error::ApiError, AppState};
 use crate::{
-    session::{log_tag, Lookup, Session, SessionId},
+    session::{log_tag, EndReason, Lookup, Session, SessionId},
     telemetry::GuardOutcome,
 };
 
@@ -37,17 +37,7 @@ impl FromRequest for Session {
                     state.metrics.record_guard(GuardOutcome::Ok);
                     Ok(session)
                 }
-                Ok(Lookup::Ended(reason)) => {
-                    state
-                        .metrics
-                        .record_guard(GuardOutcome::Ended(reason.code()));
-                    log::info!(
-                        "guard rejected: {} id=#{}",
-                        reason.code(),
-                        log_tag(id.as_str().as_bytes())
-                    );
-                    Err(ApiError::SessionEnded(reason))
-                }
+                Ok(Lookup::Ended(reason)) => Err(ended(state, &id, reason)),
                 Ok(Lookup::Unknown) => Err(reject(
                     &req,
                     state,
@@ -136,9 +126,27 @@ fn parse_header(req: &HttpRequest, state: &AppState) -> Result<SessionId, ApiErr
         .map_err(|_| reject(req, state, GuardOutcome::Malformed, Some(value.as_bytes())))
 }
 
+/// Counts and logs a check that found its session ended with a reason.
+#[cold]
+#[inline(never)]
+fn ended(state: &AppState, id: &SessionId, reason: EndReason) -> ApiError {
+    state
+        .metrics
+        .record_guard(GuardOutcome::Ended(reason.code()));
+    log::info!(
+        "guard rejected: {} id=#{}",
+        reason.code(),
+        log_tag(id.as_str().as_bytes())
+    );
+    ApiError::SessionEnded(reason)
+}
+
 /// Counts and logs a rejected check; the log names the id only by a short hash.
 /// A client address sending many rejected ids in a minute gets one warning line
-/// (a guessing attempt, or a client stuck on a dead id).
+/// (a guessing attempt, or a client stuck on a dead id). Cold: out of the
+/// guard's live path.
+#[cold]
+#[inline(never)]
 fn reject(
     req: &HttpRequest,
     state: &AppState,

@@ -349,6 +349,7 @@ redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1"#;
 
 /// Someone wrote something else than a session under a session key.
+#[cold]
 fn warn_not_a_session(stored_id: &str) {
     log::warn!(
         "session #{} holds a value that is not a session; treated as invalid",
@@ -458,30 +459,7 @@ impl SessionData {
     /// A session value, or `None`: with a warning if someone wrote something
     /// else there, quietly for a session of an app no longer configured.
     pub(super) fn parse(json: String, stored_id: &str, apps: &AppIndex) -> Option<SessionData> {
-        let found = |field: Cow<'_, str>| match field {
-            Cow::Borrowed(s) => {
-                let start = s.as_ptr() as usize - json.as_ptr() as usize;
-                Found::At(start..start + s.len())
-            }
-            Cow::Owned(s) => Found::Unescaped(s),
-        };
-        let parsed = as_written(&json).or_else(|| {
-            // serde refuses anything after the object but blanks, so the JSON
-            // ends with its `}`, which `json_with_expires_in` splices before.
-            serde_json::from_str::<Fields>(&json).ok().map(|f| Written {
-                openid: found(f.openid),
-                unionid: f.unionid.map(found),
-                created_at: f.created_at,
-                device_written: f.device.is_some(),
-                device: f.device.flatten().map(Found::Unescaped),
-                appid: f.appid.map(found),
-                corpid: f.corpid.map(Found::Unescaped),
-                elevated_written: f.elevated_until.is_some(),
-                elevated_until: f.elevated_until.flatten(),
-                elevated_at: None,
-            })
-        });
-        let Some(written) = parsed else {
+        let Some(written) = as_written(&json).or_else(|| as_serde_reads(&json)) else {
             warn_not_a_session(stored_id);
             return None;
         };
@@ -656,6 +634,36 @@ struct Written {
     elevated_written: bool,
     /// Where its digits are, when read without serde.
     elevated_at: Option<Range<usize>>,
+}
+
+/// Any other session value (escapes, a profile, blanks, fields in another
+/// order), read by serde. Out of line and cold: the guard's path is
+/// `as_written`, and code it does not run would crowd it out of the
+/// instruction cache.
+#[cold]
+#[inline(never)]
+fn as_serde_reads(json: &str) -> Option<Written> {
+    let found = |field: Cow<'_, str>| match field {
+        Cow::Borrowed(s) => {
+            let start = s.as_ptr() as usize - json.as_ptr() as usize;
+            Found::At(start..start + s.len())
+        }
+        Cow::Owned(s) => Found::Unescaped(s),
+    };
+    // serde refuses anything after the object but blanks, so the JSON ends
+    // with its `}`, which `json_with_expires_in` splices before.
+    serde_json::from_str::<Fields>(json).ok().map(|f| Written {
+        openid: found(f.openid),
+        unionid: f.unionid.map(found),
+        created_at: f.created_at,
+        device_written: f.device.is_some(),
+        device: f.device.flatten().map(Found::Unescaped),
+        appid: f.appid.map(found),
+        corpid: f.corpid.map(Found::Unescaped),
+        elevated_written: f.elevated_until.is_some(),
+        elevated_until: f.elevated_until.flatten(),
+        elevated_at: None,
+    })
 }
 
 /// The value exactly as [`StoredSession::to_json`] writes it for a session

@@ -42,7 +42,8 @@ impl RedisReader {
         let ttl = self.policy.ttl_secs;
         // Only `GETEX` is awaited inline; the other commands are boxed, so
         // that the future of every guarded request stays small (it is copied
-        // whole as it is handed down).
+        // whole as it is handed down) and its code too (what the guard does
+        // not run would crowd what it runs out of the instruction cache).
         let (raw, remaining): (Option<String>, i64) = if self.policy.sliding {
             let mut getex = Cmd::with_capacity(4, key.len() + 32);
             getex.arg("GETEX").arg(key).arg("EX").arg(ttl);
@@ -61,7 +62,7 @@ impl RedisReader {
         };
         let deadline = stored.absolute_deadline(self.policy.max_lifetime_secs);
         if deadline <= now {
-            let _: i64 = conn.del(key).await?;
+            let _: i64 = Box::pin(conn.del(key)).await?;
             return Ok(Lookup::Unknown);
         }
         let mut expires_in = remaining.max(0) as u64;
@@ -69,7 +70,7 @@ impl RedisReader {
         // to the second, so equality may still reach past the deadline.
         if now + expires_in >= deadline {
             expires_in = deadline - now;
-            let _: bool = conn.expire_at(key, deadline as i64).await?;
+            let _: bool = Box::pin(conn.expire_at(key, deadline as i64)).await?;
         }
         Ok(Lookup::Live(Session {
             id: id.clone(),
