@@ -28,13 +28,13 @@
 //!   served past them; the idle lifetime is pushed to Redis at most once per
 //!   `touch_interval_secs`, so an idle session lives between
 //!   `ttl − touch_interval` and `ttl` after its last request.
-//! - Memory: an entry is one slot of a hash table (its key, its deadlines and
-//!   the `Arc<SessionData>` handlers share), in one of 16 shards; a lookup
-//!   takes its shard's read lock and allocates nothing. moka, used before,
-//!   and the `Arc` per entry it needed cost about 250 bytes more per session,
-//!   in eight more allocations: 100,000 sessions took 66 MiB of RSS, now 37
-//!   (`scripts/cache-rss.sh`, README, Performance). When full, the shard an insert lands in makes room
-//!   CLOCK-style (see `Entries::insert`).
+//! - Memory: an entry is one 48-byte slot of a hash table (its key, its
+//!   deadlines and the `Arc<SessionData>` handlers share, itself 96 bytes and
+//!   the session's JSON), in one of 16 shards; a lookup takes its shard's
+//!   read lock and allocates nothing. About 320 bytes per session: 100,000
+//!   take 47 MiB of RSS with the server's own (`scripts/cache-rss.sh`, README,
+//!   Performance); moka, used before, took 66. When full, the shard an insert
+//!   lands in makes room CLOCK-style (see `Entries::insert`).
 
 use std::{
     collections::HashMap,
