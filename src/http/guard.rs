@@ -25,31 +25,36 @@ impl FromRequest for Session {
         // The future keeps the request (a per-thread `Rc`), not a clone of the
         // state's `Arc`, whose count every worker would bump on every request.
         let req = req.clone();
-        Box::pin(async move {
-            let Some(state) = req.app_data::<web::Data<AppState>>() else {
-                // A wiring mistake of the embedding app, not the client's fault.
-                log::error!("Session extractor used without web::Data<AppState>");
-                return Err(ApiError::StoreUnavailable);
-            };
-            let id = parse_header(&req, state)?;
-            match state.store.touch(&id).await {
-                Ok(Lookup::Live(session)) => {
-                    state.metrics.record_guard(GuardOutcome::Ok);
-                    Ok(session)
-                }
-                Ok(Lookup::Ended(reason)) => Err(ended(state, &id, reason)),
-                Ok(Lookup::Unknown) => Err(reject(
-                    &req,
-                    state,
-                    GuardOutcome::Unknown,
-                    Some(id.as_str().as_bytes()),
-                )),
-                Err(e) => {
-                    state.metrics.record_guard(GuardOutcome::StoreUnavailable);
-                    Err(e.into())
-                }
-            }
-        })
+        Box::pin(async move { check(&req).await })
+    }
+}
+
+/// The guard itself. The extractor boxes it (an extractor's future must have a
+/// type that can be named); `GET /session`, which does nothing else, awaits it
+/// in place and saves that allocation on every request.
+pub(super) async fn check(req: &HttpRequest) -> Result<Session, ApiError> {
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        // A wiring mistake of the embedding app, not the client's fault.
+        log::error!("Session extractor used without web::Data<AppState>");
+        return Err(ApiError::StoreUnavailable);
+    };
+    let id = parse_header(req, state)?;
+    match state.store.touch(&id).await {
+        Ok(Lookup::Live(session)) => {
+            state.metrics.record_guard(GuardOutcome::Ok);
+            Ok(session)
+        }
+        Ok(Lookup::Ended(reason)) => Err(ended(state, &id, reason)),
+        Ok(Lookup::Unknown) => Err(reject(
+            req,
+            state,
+            GuardOutcome::Unknown,
+            Some(id.as_str().as_bytes()),
+        )),
+        Err(e) => {
+            state.metrics.record_guard(GuardOutcome::StoreUnavailable);
+            Err(e.into())
+        }
     }
 }
 

@@ -98,9 +98,13 @@ impl JsonAnswer for HttpResponseBuilder {
     }
 
     fn json_bytes(&mut self, json: Vec<u8>) -> HttpResponse {
-        self.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-            .insert_header((CACHE_CONTROL, NO_STORE))
-            .body(json)
+        // Into the answer's header map directly: the builder's `insert_header`
+        // converts each pair and keeps a place for a conversion error.
+        let mut answer = self.body(json);
+        let headers = answer.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, NO_STORE);
+        answer
     }
 }
 

@@ -190,8 +190,9 @@ async fn login_flow(
         .await?)
 }
 
-pub async fn me(session: Session) -> HttpResponse {
-    HttpResponse::Ok().json_bytes(session.to_json())
+pub async fn me(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let session = super::guard::check(&req).await?;
+    Ok(HttpResponse::Ok().json_bytes(session.to_json()))
 }
 
 /// Step-up: a fresh login code of the session's own user elevates it for

@@ -41,7 +41,7 @@ use redis::{
     aio::{ConnectionLike, MultiplexedConnection},
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
-    AsyncConnectionConfig, Cmd, ConnectionInfo, Pipeline, RedisFuture, Value,
+    AsyncConnectionConfig, Cmd, ConnectionInfo, FromRedisValue, Pipeline, RedisFuture, Value,
 };
 
 use crate::config::Config;
@@ -206,6 +206,20 @@ impl Node {
             links.push((Arc::downgrade(self), link.clone()));
             link
         })
+    }
+}
+
+impl RedisConn {
+    /// One command, its answer read as `T`. On a single node it goes straight
+    /// to this thread's link, without the boxed future every
+    /// [`ConnectionLike`] call costs: the guard's read runs it on every request.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, redis::RedisError> {
+        let value = match self {
+            RedisConn::Node(node) => node.link().send(cmd).await?,
+            RedisConn::Link(link) => link.send(cmd).await?,
+            other => other.clone().req_packed_command(cmd).await?,
+        };
+        Ok(redis::from_redis_value(value.extract_error()?)?)
     }
 }
 

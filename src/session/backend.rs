@@ -24,6 +24,14 @@ impl Backend {
         }
     }
 
+    /// One command on this thread's connection (see [`RedisConn::query`]).
+    pub(super) async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        Ok(self.redis.query(cmd).await?)
+    }
+
     /// This thread's connection, for one operation (cheap: a handle on a
     /// multiplexed connection).
     pub(super) fn conn(&self) -> RedisConn {

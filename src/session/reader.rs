@@ -35,7 +35,6 @@ impl RedisReader {
     }
 
     async fn read(&self, id: &SessionId) -> Result<Lookup, StoreError> {
-        let mut conn = self.backend.conn();
         let stored_id = self.backend.keys.stored_id(id);
         let key = self.backend.keys.session_arg(&stored_id);
         let now = clock::unix_secs();
@@ -47,22 +46,28 @@ impl RedisReader {
         let (raw, remaining): (Option<String>, i64) = if self.policy.sliding {
             let mut getex = Cmd::with_capacity(4, key.len() + 32);
             getex.arg("GETEX").arg(key).arg("EX").arg(ttl);
-            (getex.query_async(&mut conn).await?, ttl as i64)
+            (self.backend.query(&getex).await?, ttl as i64)
         } else {
-            Box::pin(redis::pipe().get(key).ttl(key).query_async(&mut conn)).await?
+            Box::pin(
+                redis::pipe()
+                    .get(key)
+                    .ttl(key)
+                    .query_async(&mut self.backend.conn()),
+            )
+            .await?
         };
         let Some(raw) = raw else {
             return Ok(Lookup::Unknown);
         };
         if let Some((reason, until_ms)) = tombstone(&raw) {
-            return Box::pin(self.ended(&mut conn, key, reason, until_ms)).await;
+            return Box::pin(self.ended(&mut self.backend.conn(), key, reason, until_ms)).await;
         }
         let Some(stored) = SessionData::parse(raw, &stored_id, &self.backend.keys.apps) else {
             return Ok(Lookup::Unknown);
         };
         let deadline = stored.absolute_deadline(self.policy.max_lifetime_secs);
         if deadline <= now {
-            let _: i64 = Box::pin(conn.del(key)).await?;
+            let _: i64 = Box::pin(self.backend.conn().del(key)).await?;
             return Ok(Lookup::Unknown);
         }
         let mut expires_in = remaining.max(0) as u64;
@@ -70,7 +75,7 @@ impl RedisReader {
         // to the second, so equality may still reach past the deadline.
         if now + expires_in >= deadline {
             expires_in = deadline - now;
-            let _: bool = Box::pin(conn.expire_at(key, deadline as i64)).await?;
+            let _: bool = Box::pin(self.backend.conn().expire_at(key, deadline as i64)).await?;
         }
         Ok(Lookup::Live(Session {
             id: id.clone(),
