@@ -112,8 +112,9 @@ impl Link {
         op: Op,
     ) -> Result<T, RedisError>
     where
-        Op: Fn(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<T, RedisError>>,
+        T: Send,
+        Op: Fn(MultiplexedConnection) -> Fut + Send,
+        Fut: Future<Output = Result<T, RedisError>> + Send,
     {
         let Live { conn, health, .. } = match self.open() {
             Some(live) => live,
@@ -121,11 +122,26 @@ impl Link {
         };
         match self.watched(&health, op(conn)).await {
             Err(e) if self.lost(&health, &e) && (not_executed(&e) || safe_to_repeat()) => {
-                let Live { conn, health, .. } = self.reconnect().await?;
-                self.watched(&health, op(conn)).await
+                self.again(op).await
             }
             result => result,
         }
+    }
+
+    /// `op` once more, on a new connection: out of line (see `reconnect`).
+    #[cold]
+    #[inline(never)]
+    fn again<'a, T, Op, Fut>(&'a self, op: Op) -> BoxFuture<'a, Result<T, RedisError>>
+    where
+        T: Send + 'a,
+        Op: Fn(MultiplexedConnection) -> Fut + Send + 'a,
+        Fut: Future<Output = Result<T, RedisError>> + Send + 'a,
+    {
+        async move {
+            let Live { conn, health, .. } = self.reconnect().await?;
+            self.watched(&health, op(conn)).await
+        }
+        .boxed()
     }
 
     /// The open connection, if it is still good to use.

@@ -210,13 +210,16 @@ impl Node {
 }
 
 impl RedisConn {
-    /// One command, its answer read as `T`. On a single node it goes straight
-    /// to this thread's link, without the boxed future every
-    /// [`ConnectionLike`] call costs: the guard's read runs it on every request.
+    /// One command, its answer read as `T`: the guard's read, on every
+    /// request. On a single node it goes to this thread's link without
+    /// [`ConnectionLike`]'s `dyn` future, but still boxed: redis-rs's future
+    /// for one command is about 2.5 KiB, and inline it would make the guard's
+    /// future as big, which is copied whole each time it is handed down (six
+    /// times the size, and measurably slower: README, Performance).
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, redis::RedisError> {
         let value = match self {
-            RedisConn::Node(node) => node.link().send(cmd).await?,
-            RedisConn::Link(link) => link.send(cmd).await?,
+            RedisConn::Node(node) => Box::pin(node.link().send(cmd)).await?,
+            RedisConn::Link(link) => Box::pin(link.send(cmd)).await?,
             other => other.clone().req_packed_command(cmd).await?,
         };
         Ok(redis::from_redis_value(value.extract_error()?)?)

@@ -99,9 +99,16 @@ impl AppIndex {
         match (appid, &self.default) {
             (None, Some((_, platform))) => Some(*platform),
             (Some(appid), Some((default, platform))) if appid == default => Some(*platform),
-            (Some(appid), _) => self.platforms.get(appid).copied(),
+            (Some(appid), _) => self.platform_of_other(appid),
             (None, None) => None,
         }
+    }
+
+    /// Looked up out of line: the hashing stays out of the guard's code for
+    /// the one-app server's sessions.
+    #[inline(never)]
+    fn platform_of_other(&self, appid: &str) -> Option<Platform> {
+        self.platforms.get(appid).copied()
     }
 }
 
@@ -284,6 +291,13 @@ pub(super) fn tombstone(raw: &str) -> Option<(EndReason, u64)> {
     if !is_tombstone(raw) {
         return None;
     }
+    read_tombstone(raw)
+}
+
+/// Cold: the guard reads a tombstone only for a while after a session ended.
+#[cold]
+#[inline(never)]
+fn read_tombstone(raw: &str) -> Option<(EndReason, u64)> {
     #[derive(Deserialize)]
     struct Tombstone<'a> {
         ended: &'a str,
@@ -475,19 +489,16 @@ impl SessionData {
             return None;
         };
         let app_written = written.appid.is_some();
-        let appid = written.appid.unwrap_or_else(|| {
-            Found::Unescaped(apps.default_appid().unwrap_or_default().to_owned())
-        });
+        let appid = match written.appid {
+            Some(appid) => appid,
+            None => default_appid(apps),
+        };
         let json_len = u32::try_from(json.len()).ok()?;
         let mut text = json;
         let mut place = |field: Option<Found>| match field {
             None => Text::NONE,
             Some(Found::At(range)) => Text::at(range),
-            Some(Found::Unescaped(s)) => {
-                let start = text.len();
-                text.push_str(&s);
-                Text::at(start..text.len())
-            }
+            Some(Found::Unescaped(s)) => append(&mut text, &s),
         };
         let openid = place(Some(written.openid));
         let unionid = place(written.unionid);
@@ -621,6 +632,23 @@ impl SessionData {
     }
 }
 
+/// The `default` app's appid, for a session from before apps.
+#[cold]
+#[inline(never)]
+fn default_appid(apps: &AppIndex) -> Found {
+    Found::Unescaped(apps.default_appid().unwrap_or_default().to_owned())
+}
+
+/// Adds a field's text after the JSON (one written with escapes, or the
+/// `default` app's appid); where it is.
+#[cold]
+#[inline(never)]
+fn append(text: &mut String, field: &str) -> Text {
+    let start = text.len();
+    text.push_str(field);
+    Text::at(start..text.len())
+}
+
 /// What a session value says, where its strings are.
 struct Written {
     openid: Found,
@@ -673,70 +701,41 @@ fn as_serde_reads(json: &str) -> Option<Written> {
 /// written before them), read without a
 /// JSON parser (a third of the guard's parsing cost); anything else, escapes
 /// included, is left to serde.
+#[inline(never)]
 fn as_written(json: &str) -> Option<Written> {
-    let bytes = json.as_bytes();
-    let mut at = 0;
-    let expect = |literal: &str, at: &mut usize| -> Option<()> {
-        bytes[*at..]
-            .starts_with(literal.as_bytes())
-            .then(|| *at += literal.len())
+    let mut c = Cursor {
+        bytes: json.as_bytes(),
+        at: 0,
     };
-    // A string ends at its first quote; an escape or a control character
-    // before it is serde's business.
-    let string = |at: &mut usize| -> Option<Found> {
-        let len = first_special(&bytes[*at..])?;
-        if bytes[*at + len] != b'"' {
-            return None;
-        }
-        let range = *at..*at + len;
-        *at += len + 1;
-        Some(Found::At(range))
-    };
-    let null_or_string = |at: &mut usize| -> Option<Option<Found>> {
-        if expect("null", at).is_some() {
-            return Some(None);
-        }
-        expect("\"", at)?;
-        string(at).map(Some)
-    };
-    expect(r#"{"openid":""#, &mut at)?;
-    let openid = string(&mut at)?;
-    expect(r#","unionid":"#, &mut at)?;
-    let unionid = null_or_string(&mut at)?;
-    let number = |at: &mut usize| -> Option<u64> {
-        let mut n: u64 = 0;
-        let digits_from = *at;
-        while let Some(digit) = bytes.get(*at).filter(|b| b.is_ascii_digit()) {
-            n = n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
-            *at += 1;
-        }
-        (*at > digits_from).then_some(n)
-    };
-    expect(r#","created_at":"#, &mut at)?;
-    let created_at = number(&mut at)?;
-    let device_written = expect(r#","device":"#, &mut at).is_some();
+    c.literal(br#"{"openid":""#).then_some(())?;
+    let openid = c.string()?;
+    c.literal(br#","unionid":"#).then_some(())?;
+    let unionid = c.null_or_string()?;
+    c.literal(br#","created_at":"#).then_some(())?;
+    let created_at = c.number()?;
+    let device_written = c.literal(br#","device":"#);
     let device = if device_written {
-        null_or_string(&mut at)?
+        c.null_or_string()?
     } else {
         None
     };
-    let appid = match expect(r#","appid":""#, &mut at) {
-        Some(()) => Some(string(&mut at)?),
-        None => None,
+    let appid = match c.literal(br#","appid":""#) {
+        true => Some(c.string()?),
+        false => None,
     };
-    let corpid = match expect(r#","corpid":""#, &mut at) {
-        Some(()) => Some(string(&mut at)?),
-        None => None,
+    let corpid = match c.literal(br#","corpid":""#) {
+        true => Some(c.string()?),
+        false => None,
     };
-    let elevated_written = expect(r#","elevated_until":"#, &mut at).is_some();
-    let digits_from = at;
+    let elevated_written = c.literal(br#","elevated_until":"#);
+    let digits_from = c.at;
     let elevated_until = if elevated_written {
-        Some(number(&mut at)?)
+        Some(c.number()?)
     } else {
         None
     };
-    let elevated_at = elevated_written.then_some(digits_from..at);
-    (&bytes[at..] == b"}").then_some(Written {
+    let elevated_at = elevated_written.then_some(digits_from..c.at);
+    (&c.bytes[c.at..] == b"}").then_some(Written {
         openid,
         unionid,
         created_at,
@@ -748,6 +747,61 @@ fn as_written(json: &str) -> Option<Written> {
         elevated_written,
         elevated_at,
     })
+}
+
+/// Where [`as_written`] is in a session value. Each step is one out-of-line
+/// copy rather than inlined at every field: the guard runs it on every
+/// request, and the smaller its code, the less it crowds actix's, tokio's and
+/// redis-rs's out of the instruction cache (which, not instructions, is what
+/// the guard's path is short of; README, Performance).
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    /// Steps over `literal` if it comes next.
+    #[inline(never)]
+    fn literal(&mut self, literal: &[u8]) -> bool {
+        let next = self.bytes[self.at..].starts_with(literal);
+        if next {
+            self.at += literal.len();
+        }
+        next
+    }
+
+    /// The rest of a string whose opening quote is behind. It ends at its
+    /// first quote; an escape or a control character before it is serde's business.
+    #[inline(never)]
+    fn string(&mut self) -> Option<Found> {
+        let len = first_special(&self.bytes[self.at..])?;
+        if self.bytes[self.at + len] != b'"' {
+            return None;
+        }
+        let range = self.at..self.at + len;
+        self.at += len + 1;
+        Some(Found::At(range))
+    }
+
+    fn null_or_string(&mut self) -> Option<Option<Found>> {
+        if self.literal(b"null") {
+            return Some(None);
+        }
+        self.literal(b"\"").then_some(())?;
+        self.string().map(Some)
+    }
+
+    /// Decimal digits (at least one) that fit a `u64`.
+    #[inline(never)]
+    fn number(&mut self) -> Option<u64> {
+        let digits_from = self.at;
+        let mut n: u64 = 0;
+        while let Some(digit) = self.bytes.get(self.at).filter(|b| b.is_ascii_digit()) {
+            n = n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
+            self.at += 1;
+        }
+        (self.at > digits_from).then_some(n)
+    }
 }
 
 /// Where the first `"`, `\\` or control character is: sixteen bytes at a time

@@ -3,6 +3,7 @@
 
 use std::{future::Future, sync::Arc};
 
+use futures_util::{future::BoxFuture, FutureExt};
 use redis::{AsyncCommands, Cmd};
 
 use super::{
@@ -39,49 +40,102 @@ impl RedisReader {
         let key = self.backend.keys.session_arg(&stored_id);
         let now = clock::unix_secs();
         let ttl = self.policy.ttl_secs;
-        // Only `GETEX` is awaited inline; the other commands are boxed, so
-        // that the future of every guarded request stays small (it is copied
-        // whole as it is handed down) and its code too (what the guard does
-        // not run would crowd what it runs out of the instruction cache).
+        // Only `GETEX` is awaited inline; every other command is made and
+        // boxed out of line, so that the future of every guarded request stays
+        // small (it is copied whole as it is handed down) and its code too
+        // (what the guard does not run would crowd what it runs out of the
+        // instruction cache).
         let (raw, remaining): (Option<String>, i64) = if self.policy.sliding {
             let mut getex = Cmd::with_capacity(4, key.len() + 32);
             getex.arg("GETEX").arg(key).arg("EX").arg(ttl);
             (self.backend.query(&getex).await?, ttl as i64)
         } else {
-            Box::pin(
-                redis::pipe()
-                    .get(key)
-                    .ttl(key)
-                    .query_async(&mut self.backend.conn()),
-            )
-            .await?
+            self.get_with_ttl(key).await?
         };
         let Some(raw) = raw else {
             return Ok(Lookup::Unknown);
         };
         if let Some((reason, until_ms)) = tombstone(&raw) {
-            return Box::pin(self.ended(&mut self.backend.conn(), key, reason, until_ms)).await;
+            return self.end_read(key, reason, until_ms).await;
         }
         let Some(stored) = SessionData::parse(raw, &stored_id, &self.backend.keys.apps) else {
             return Ok(Lookup::Unknown);
         };
         let deadline = stored.absolute_deadline(self.policy.max_lifetime_secs);
         if deadline <= now {
-            let _: i64 = Box::pin(self.backend.conn().del(key)).await?;
-            return Ok(Lookup::Unknown);
+            return self.delete(key).await;
         }
         let mut expires_in = remaining.max(0) as u64;
         // `>=`: Redis counts the TTL from the current instant, `now` is floored
         // to the second, so equality may still reach past the deadline.
         if now + expires_in >= deadline {
             expires_in = deadline - now;
-            let _: bool = Box::pin(self.backend.conn().expire_at(key, deadline as i64)).await?;
+            self.expire_at(key, deadline).await?;
         }
         Ok(Lookup::Live(Session {
             id: id.clone(),
             data: Arc::new(stored),
             expires_in,
         }))
+    }
+
+    /// The value and its TTL, with sliding off.
+    #[cold]
+    #[inline(never)]
+    fn get_with_ttl<'a>(
+        &'a self,
+        key: SessionKey<'a>,
+    ) -> BoxFuture<'a, Result<(Option<String>, i64), StoreError>> {
+        async move {
+            let mut conn = self.backend.conn();
+            Ok(redis::pipe()
+                .get(key)
+                .ttl(key)
+                .query_async(&mut conn)
+                .await?)
+        }
+        .boxed()
+    }
+
+    /// A session past its absolute end: deleted, and unknown from now on.
+    #[cold]
+    #[inline(never)]
+    fn delete<'a>(&'a self, key: SessionKey<'a>) -> BoxFuture<'a, Result<Lookup, StoreError>> {
+        async move {
+            let _: i64 = self.backend.conn().del(key).await?;
+            Ok(Lookup::Unknown)
+        }
+        .boxed()
+    }
+
+    /// Its TTL capped at its absolute end (the last idle window before it).
+    #[cold]
+    #[inline(never)]
+    fn expire_at<'a>(
+        &'a self,
+        key: SessionKey<'a>,
+        deadline: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let _: bool = self.backend.conn().expire_at(key, deadline as i64).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn end_read<'a>(
+        &'a self,
+        key: SessionKey<'a>,
+        reason: EndReason,
+        until_ms: u64,
+    ) -> BoxFuture<'a, Result<Lookup, StoreError>> {
+        async move {
+            self.ended(&mut self.backend.conn(), key, reason, until_ms)
+                .await
+        }
+        .boxed()
     }
 
     /// A tombstone read: `GETEX … EX` just gave it a whole idle lifetime, so

@@ -295,3 +295,24 @@ async fn plain_routes_health_ready_metrics_and_unknown_paths() {
         .unwrap();
     assert!(count.parse::<u64>().unwrap() >= 10, "{count}");
 }
+
+/// The guard's future is handed down (and so copied whole) several times per
+/// request: redis-rs's own future for a command (about 2.5 KiB) stays boxed
+/// out of it, and so it stays small, with the local cache or without.
+#[actix_web::test]
+async fn the_guards_future_stays_small() {
+    let h = Harness::bare();
+    for cache in ["false", "true"] {
+        let config = h.config(&[("WXSESSION_SESSION_LOCAL_CACHE", cache)]);
+        let store = wxsession::session::SessionStore::new(
+            &config,
+            std::sync::Arc::new(wxsession::telemetry::Metrics::default()),
+        )
+        .unwrap();
+        let id = wxsession::session::SessionId::generate();
+        let touch = store.touch(&id);
+        let size = std::mem::size_of_val(&touch);
+        assert!(size <= 640, "local cache {cache}: {size} bytes");
+        drop(touch);
+    }
+}
