@@ -120,7 +120,10 @@ impl Link {
             Some(live) => live,
             None => self.reconnect().await?,
         };
-        match self.watched(&health, op(conn)).await {
+        let watch = StallWatch::start(self, &health);
+        let result = op(conn).await;
+        watch.answered();
+        match result {
             Err(e) if self.lost(&health, &e) && (not_executed(&e) || safe_to_repeat()) => {
                 self.again(op).await
             }
@@ -139,7 +142,10 @@ impl Link {
     {
         async move {
             let Live { conn, health, .. } = self.reconnect().await?;
-            self.watched(&health, op(conn)).await
+            let watch = StallWatch::start(self, &health);
+            let result = op(conn).await;
+            watch.answered();
+            result
         }
         .boxed()
     }
@@ -245,35 +251,35 @@ impl Link {
             state.live = None;
         }
     }
-
-    /// Runs one exchange on the connection whose `health` is given, counting it
-    /// as a stall if it is abandoned (its operation timed out) after waiting
-    /// long enough.
-    async fn watched<T>(
-        &self,
-        health: &Arc<Health>,
-        exchange: impl Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, RedisError> {
-        let mut watch = StallWatch {
-            link: self,
-            health,
-            started: Instant::now(),
-            answered: false,
-        };
-        let result = exchange.await;
-        watch.answered = true;
-        if health.stalls.load(Ordering::Relaxed) != 0 {
-            health.stalls.store(0, Ordering::Relaxed);
-        }
-        result
-    }
 }
 
+/// One exchange on the connection whose `health` is given, counted as a
+/// stall if it is abandoned (its operation timed out) after waiting long
+/// enough. A guard held across the exchange, not a future around it: that
+/// would move redis-rs's future (2.5 KiB) once more per command.
 struct StallWatch<'a> {
     link: &'a Link,
     health: &'a Arc<Health>,
     started: Instant,
     answered: bool,
+}
+
+impl<'a> StallWatch<'a> {
+    fn start(link: &'a Link, health: &'a Arc<Health>) -> StallWatch<'a> {
+        StallWatch {
+            link,
+            health,
+            started: Instant::now(),
+            answered: false,
+        }
+    }
+
+    fn answered(mut self) {
+        self.answered = true;
+        if self.health.stalls.load(Ordering::Relaxed) != 0 {
+            self.health.stalls.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for StallWatch<'_> {
