@@ -61,7 +61,13 @@ impl Shards {
 
     pub fn add(&self, index: usize, n: u64) {
         debug_assert!(index < self.width);
-        self.cells[this_shard() * (self.width + SHARD_PADDING) + index].fetch_add(n, Relaxed);
+        self.row()[index].fetch_add(n, Relaxed);
+    }
+
+    /// This thread's row, for adding to several of its counters at once.
+    fn row(&self) -> &[AtomicU64] {
+        let start = this_shard() * (self.width + SHARD_PADDING);
+        &self.cells[start..start + self.width]
     }
 
     pub fn sum(&self, index: usize) -> u64 {
@@ -267,13 +273,14 @@ const LOGIN_BUCKETS: [f64; 11] = [
 ];
 
 /// A latency histogram without labels. Each observation adds to the first
-/// bucket it fits (cumulative counts are summed at render time), the count and
-/// the sum in microseconds, in the recording thread's shard.
+/// bucket it fits, or to the overflow past the last, and to the sum in
+/// microseconds, in the recording thread's shard: two additions per request
+/// (cumulative counts and the count are summed at render time).
 pub struct Histogram {
     name: &'static str,
     help: &'static str,
     buckets: &'static [f64],
-    /// The buckets (not cumulative), then the count, then the sum (µs).
+    /// The buckets (not cumulative), then the overflow, then the sum (µs).
     counts: Shards,
 }
 
@@ -289,12 +296,15 @@ impl Histogram {
 
     pub fn observe(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        if let Some(i) = self.buckets.iter().position(|le| secs <= *le) {
-            self.counts.add(i, 1);
-        }
-        self.counts.add(self.buckets.len(), 1);
-        self.counts
-            .add(self.buckets.len() + 1, elapsed.as_micros() as u64);
+        let overflow = self.buckets.len();
+        let bucket = self
+            .buckets
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(overflow);
+        let row = self.counts.row();
+        row[bucket].fetch_add(1, Relaxed);
+        row[overflow + 1].fetch_add(elapsed.as_micros() as u64, Relaxed);
     }
 
     fn render(&self, out: &mut String) {
@@ -306,7 +316,7 @@ impl Histogram {
             cumulative += self.counts.sum(i);
             let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
         }
-        let count = self.counts.sum(self.buckets.len());
+        let count = cumulative + self.counts.sum(self.buckets.len());
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(
             out,
@@ -571,7 +581,10 @@ mod tests {
         assert!(text.contains("wxsession_wechat_token_cache_hits_total{cache=\"redis\"} 1"));
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"0.005\"} 2"));
+        // Past the last bucket: only in +Inf and the count.
+        assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("wxsession_http_request_duration_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("wxsession_http_request_duration_seconds_sum 9.0033\n"));
         assert!(text.contains("wxsession_http_request_duration_seconds_count 3"));
         assert!(text.contains("wxsession_cache_tracking{state=\"disabled\"} 1"));
         assert!(text.contains("wxsession_login_duration_seconds_count 0"));

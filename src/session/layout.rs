@@ -791,16 +791,25 @@ impl Cursor<'_> {
         self.string().map(Some)
     }
 
-    /// Decimal digits (at least one) that fit a `u64`.
+    /// One to 19 decimal digits (so the number fits a `u64` without a check
+    /// per digit; a longer one is serde's business).
     #[inline(never)]
     fn number(&mut self) -> Option<u64> {
-        let digits_from = self.at;
-        let mut n: u64 = 0;
-        while let Some(digit) = self.bytes.get(self.at).filter(|b| b.is_ascii_digit()) {
-            n = n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
-            self.at += 1;
+        let rest = &self.bytes[self.at..];
+        let digits = rest
+            .iter()
+            .take(20)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if !(1..=19).contains(&digits) {
+            return None;
         }
-        (self.at > digits_from).then_some(n)
+        self.at += digits;
+        Some(
+            rest[..digits]
+                .iter()
+                .fold(0, |n, digit| n * 10 + u64::from(digit - b'0')),
+        )
     }
 }
 
@@ -1060,9 +1069,25 @@ mod tests {
             r#"{"openid":"o","unionid":null,"created_at":1,"device":1}"#,
             r#"{"openid":"o","unionid":null,"created_at":1,"device":null,"elevated_until":}"#,
             r#"{"openid":"o","unionid":null,"created_at":1,"device":null,"elevated_until":null}"#,
+            r#"{"openid":"o","unionid":null,"created_at":18446744073709551615}"#,
         ] {
             assert!(as_written(other).is_none(), "{other}");
         }
+        // Up to 19 digits read here, 20 by serde, and what no u64 holds is no session.
+        let created = |n: &str| {
+            let json = format!(r#"{{"openid":"o","unionid":null,"created_at":{n}}}"#);
+            SessionData::parse(json, "", &apps()).map(|s| s.created_at)
+        };
+        assert_eq!(
+            created("9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert!(
+            as_written(r#"{"openid":"o","unionid":null,"created_at":9999999999999999999}"#)
+                .is_some()
+        );
+        assert_eq!(created("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(created("18446744073709551616"), None);
     }
 
     #[test]
