@@ -123,6 +123,7 @@ impl RedisReader {
         .boxed()
     }
 
+    /// A tombstone read, out of line (see `ended`).
     #[cold]
     #[inline(never)]
     fn end_read<'a>(
