@@ -259,6 +259,9 @@ function createClient(options) {
   const appid = opts.appid === undefined ? platform.accountAppid() : opts.appid || '';
   const onSessionEnded = typeof opts.onSessionEnded === 'function' ? opts.onSessionEnded : noop;
   let loginInFlight = null;
+  // logout() calls so far: a request under way when one is made does not log
+  // in again on the 401 that logout may cause (that would undo the logout).
+  let logouts = 0;
 
   function stored() {
     try {
@@ -362,6 +365,7 @@ function createClient(options) {
    */
   function request(req) {
     const r = req || {};
+    const epoch = logouts;
     const first = stored();
     return Promise.resolve(first || login()).then((id) =>
       send(r, id).then((res) => {
@@ -371,7 +375,7 @@ function createClient(options) {
           onSessionEnded(ended);
           throw clientError(ended, res.data.message, res.statusCode);
         }
-        if (!isSessionError(res)) return res;
+        if (!isSessionError(res) || logouts !== epoch) return res;
         const current = stored();
         let renewed;
         if (current && current !== id) {
@@ -391,9 +395,12 @@ function createClient(options) {
    * reached. A login still in flight is waited for first, so the session it
    * creates is logged out too instead of landing in storage afterwards. Only
    * the id logged out is forgotten: a newer one, stored meanwhile by a request
-   * that logged in again, is left alone (it is live and in use).
+   * that logged in again, is left alone (it is live and in use). A request
+   * already under way gets its answer as it is, a 401 included: it does not
+   * log in again.
    */
   function logout() {
+    logouts += 1;
     const pending = loginInFlight ? loginInFlight.catch(noop) : Promise.resolve();
     let id = '';
     return pending
