@@ -87,7 +87,7 @@ export interface Client {
   request<T = any>(options: RequestOptions): Promise<Response<T>>;
   /** wx.login (my.getAuthCode on Alipay) → POST /login → storage; concurrent callers share one login. Resolves the session id. */
   login(): Promise<string>;
-  /** DELETE /session, then forgets the stored id (even when the server is unreachable). Never rejects. */
+  /** DELETE /session, then forgets the stored id (even when the server is unreachable). Never rejects. A request already under way does not log in again. */
   logout(): Promise<void>;
   /** POST /session/userinfo (through request) with what wx.getUserProfile returned. */
   userInfo<T = any>(payload: UserInfoPayload): Promise<Response<T>>;
