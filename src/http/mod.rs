@@ -120,21 +120,22 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 /// `web::Data<AppState>`. An embedding app can call this, or just take
 /// [`Session`](crate::Session) in its own handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/login", "POST").route(web::post().to(routes::login)))
-        .service(
-            resource("/session", "GET, DELETE")
-                .route(web::get().to(routes::me))
-                .route(web::delete().to(routes::logout)),
-        )
-        .service(resource("/session/elevate", "POST").route(web::post().to(routes::elevate)))
-        .service(resource("/session/userinfo", "POST").route(web::post().to(routes::user_info)))
-        .service(resource("/session/phone", "POST").route(web::post().to(routes::phone)))
-        .service(resource("/session/check", "GET").route(web::get().to(routes::check)))
-        .service(resource("/auth", "GET").route(web::get().to(routes::auth)))
-        .service(resource("/healthz", "GET").route(web::get().to(routes::healthz)))
-        .service(resource("/readyz", "GET").route(web::get().to(routes::readyz)))
-        .service(resource("/metrics", "GET").route(web::get().to(routes::metrics)))
-        .service(resource("/openapi.json", "GET").route(web::get().to(routes::openapi)));
+    // The router tries each resource in this order: the guarded read first.
+    cfg.service(
+        resource("/session", "GET, DELETE")
+            .route(web::get().to(routes::me))
+            .route(web::delete().to(routes::logout)),
+    )
+    .service(resource("/login", "POST").route(web::post().to(routes::login)))
+    .service(resource("/session/elevate", "POST").route(web::post().to(routes::elevate)))
+    .service(resource("/session/userinfo", "POST").route(web::post().to(routes::user_info)))
+    .service(resource("/session/phone", "POST").route(web::post().to(routes::phone)))
+    .service(resource("/session/check", "GET").route(web::get().to(routes::check)))
+    .service(resource("/auth", "GET").route(web::get().to(routes::auth)))
+    .service(resource("/healthz", "GET").route(web::get().to(routes::healthz)))
+    .service(resource("/readyz", "GET").route(web::get().to(routes::readyz)))
+    .service(resource("/metrics", "GET").route(web::get().to(routes::metrics)))
+    .service(resource("/openapi.json", "GET").route(web::get().to(routes::openapi)));
 }
 
 /// Which routes one listener serves.
