@@ -14,6 +14,10 @@
 #   APPS=50 scripts/ab.sh target/release/wxsession
 #     # the first binary once more with 49 more apps configured (mock QQ apps),
 #     # over the same sessions: the guard's cost with many apps
+#   WIRE=1 scripts/ab.sh target/release/wxsession
+#     # also the reference's wire mode: its GETEX written by hand on one
+#     # pipelined connection per worker, without redis-rs (what redis-rs's
+#     # per-command machinery costs)
 #   REFERENCE=/tmp/other/bench_reference scripts/ab.sh A B
 #     # the reference from another build (default: built here, release)
 set -euo pipefail
@@ -57,6 +61,11 @@ fi
 port="$(free_port)"
 "$reference" session --bind "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" &
 pids+=($!); spids+=($!); ports+=("$port"); names+=("reference"); idfiles+=("$work/ids")
+if [ "${WIRE:-0}" = 1 ]; then
+  port="$(free_port)"
+  "$reference" wire --bind "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" &
+  pids+=($!); spids+=($!); ports+=("$port"); names+=("reference-wire"); idfiles+=("$work/ids")
+fi
 for p in "$wx_port" "${ports[@]}"; do wait_port "$p"; done
 
 # 10,000 sessions through the first binary's POST /login.
