@@ -206,6 +206,24 @@ impl Endpoint {
             .await
     }
 
+    /// How a hand-written connection reaches the node (for Sentinel, the
+    /// master they name now): its plain TCP address, TCP settings and login;
+    /// `None` if it is reached over TLS or a Unix socket.
+    pub async fn plain_tcp(&self) -> Result<Option<ConnectionInfo>, redis::RedisError> {
+        let info = match self {
+            Endpoint::Fixed(client) => client.get_connection_info().clone(),
+            Endpoint::Sentinel(sentinels) => sentinels
+                .resolver
+                .lock()
+                .await
+                .async_get_client()
+                .await?
+                .get_connection_info()
+                .clone(),
+        };
+        Ok(matches!(info.addr(), ConnectionAddr::Tcp(..)).then_some(info))
+    }
+
     pub fn db(&self) -> i64 {
         match self {
             Endpoint::Fixed(client) => client.get_connection_info().redis_settings().db(),

@@ -31,15 +31,19 @@ use redis::{
     RedisError, ServerErrorKind, Value,
 };
 
-use super::endpoint::Endpoint;
+use super::{endpoint::Endpoint, wire::Wire};
 
 /// Commands abandoned in a row (each after waiting at least half the bound)
 /// before a connection is taken for dead.
 pub const STALLS_BEFORE_REPLACING: u32 = 2;
 
+/// How long after a failed attempt the next one to open a wire waits.
+const WIRE_RETRY: Duration = Duration::from_secs(1);
+
 pub struct Link {
     endpoint: Arc<Endpoint>,
     config: AsyncConnectionConfig,
+    timeout: Duration,
     stall_after: Duration,
     state: Mutex<State>,
 }
@@ -49,6 +53,18 @@ struct State {
     live: Option<Live>,
     /// The connection attempt in progress, shared by every command waiting for it.
     connecting: Option<Connecting>,
+    wire: WireState,
+}
+
+/// This thread's wire to the node (see `wire`), made in the background.
+#[derive(Default)]
+struct WireState {
+    wire: Option<Arc<Wire>>,
+    connecting: bool,
+    /// After a failed attempt: not before then.
+    retry_at: Option<Instant>,
+    /// The node is reached over TLS (or a Unix socket): no wire, ever.
+    unsupported: bool,
 }
 
 type Connecting = Shared<BoxFuture<'static, Result<Live, RedisError>>>;
@@ -74,6 +90,7 @@ impl Link {
         Link {
             endpoint,
             config,
+            timeout,
             stall_after: timeout / 2,
             state: Mutex::new(State::default()),
         }
@@ -148,6 +165,55 @@ impl Link {
             result
         }
         .boxed()
+    }
+
+    /// This thread's wire, if one is open and to the current master; if none
+    /// is, one is opened in the background (at most one attempt at a time, and
+    /// a second after a failed one) and this command goes the usual way.
+    pub fn wire(self: &Arc<Link>) -> Option<Arc<Wire>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.endpoint.master_generation();
+        let slot = &mut state.wire;
+        if let Some(wire) = &slot.wire {
+            if !wire.is_closed() && wire.generation() == generation {
+                return Some(wire.clone());
+            }
+            slot.wire = None;
+        }
+        if slot.connecting
+            || slot.unsupported
+            || slot.retry_at.is_some_and(|at| Instant::now() < at)
+        {
+            return None;
+        }
+        slot.connecting = true;
+        tokio::spawn(self.clone().open_wire(generation));
+        None
+    }
+
+    #[cold]
+    async fn open_wire(self: Arc<Link>, generation: u64) {
+        let opened = match self.endpoint.plain_tcp().await {
+            Ok(Some(info)) => Wire::connect(&info, self.timeout, generation)
+                .await
+                .map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut state.wire;
+        slot.connecting = false;
+        match opened {
+            Ok(Some(wire)) => {
+                slot.wire = Some(Arc::new(wire));
+                slot.retry_at = None;
+            }
+            Ok(None) => slot.unsupported = true,
+            Err(e) => {
+                log::debug!("redis: no wire for the guard's reads yet ({e})");
+                slot.retry_at = Some(Instant::now() + WIRE_RETRY);
+            }
+        }
     }
 
     /// The open connection, if it is still good to use.

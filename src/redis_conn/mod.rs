@@ -9,6 +9,8 @@
 //!   thread, not a timer per operation).
 //! - `link`: one thread's connection to a single node; replaced when it closes
 //!   or stalls, and the one place a command is retried.
+//! - `wire`: the guard's `GETEX` on a connection of the link's, written and
+//!   read by hand (a fast path over plain TCP; anything else goes the usual way).
 //!
 //! Everything connects lazily, so a server starts (and answers `/readyz` with
 //! 503) while Redis is still down. Everything that keeps state in Redis (the
@@ -28,6 +30,7 @@
 mod deadline;
 mod endpoint;
 mod link;
+mod wire;
 
 pub use deadline::bounded;
 
@@ -209,7 +212,51 @@ impl Node {
     }
 }
 
+impl Node {
+    /// This thread's wire to the node, if it has one open (see `wire`).
+    fn wire(self: &Arc<Node>) -> Option<Arc<wire::Wire>> {
+        self.link().wire()
+    }
+}
+
 impl RedisConn {
+    /// `GETEX <key> EX <ttl_secs>` (the key given in pieces), the guard's read:
+    /// on a single node through this thread's wire when it has one, otherwise
+    /// (and whenever the wire has no answer) as any other command.
+    pub async fn get_ex(
+        &self,
+        key: [&[u8]; 3],
+        ttl_secs: u64,
+    ) -> Result<Option<String>, redis::RedisError> {
+        if let RedisConn::Node(node) = self {
+            if let Some(wire) = node.wire() {
+                if let Some(call) = wire.get_ex(key, ttl_secs) {
+                    if let Some(Ok(value)) =
+                        call.await.map(|v| v.map(String::from_utf8).transpose())
+                    {
+                        return Ok(value);
+                    }
+                }
+            }
+        }
+        self.get_ex_as_command(key, ttl_secs).await
+    }
+
+    /// [`RedisConn::get_ex`] the usual way: out of line, boxed.
+    #[cold]
+    #[inline(never)]
+    fn get_ex_as_command<'a>(
+        &'a self,
+        key: [&'a [u8]; 3],
+        ttl_secs: u64,
+    ) -> RedisFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let mut getex = Cmd::new();
+            getex.arg("GETEX").arg(key.concat()).arg("EX").arg(ttl_secs);
+            self.query(&getex).await
+        })
+    }
+
     /// One command, its answer read as `T`: the guard's read, on every
     /// request. On a single node it goes to this thread's link without
     /// [`ConnectionLike`]'s `dyn` future, but still boxed: redis-rs's future

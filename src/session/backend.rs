@@ -5,7 +5,10 @@ use std::{future::Future, time::Duration};
 
 use futures_util::future::try_join_all;
 
-use super::{layout::Keys, StoreError};
+use super::{
+    layout::{Keys, SessionKey},
+    StoreError,
+};
 use crate::redis_conn::{self, RedisConn};
 
 #[derive(Clone)]
@@ -24,12 +27,14 @@ impl Backend {
         }
     }
 
-    /// One command on this thread's connection (see [`RedisConn::query`]).
-    pub(super) async fn query<T: redis::FromRedisValue>(
+    /// The guard's read: `GETEX <session key> EX <ttl_secs>` (see
+    /// [`RedisConn::get_ex`]).
+    pub(super) async fn get_ex(
         &self,
-        cmd: &redis::Cmd,
-    ) -> Result<T, StoreError> {
-        Ok(self.redis.query(cmd).await?)
+        key: SessionKey<'_>,
+        ttl_secs: u64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self.redis.get_ex(key.pieces(), ttl_secs).await?)
     }
 
     /// This thread's connection, for one operation (cheap: a handle on a

@@ -222,9 +222,10 @@ pub(super) struct SessionKey<'a> {
     stored_id: &'a str,
 }
 
-impl SessionKey<'_> {
-    pub(super) fn len(&self) -> usize {
-        self.prefix.len() + 2 + self.stored_id.len()
+impl<'a> SessionKey<'a> {
+    /// The key's pieces, to be joined.
+    pub(super) fn pieces(&self) -> [&'a [u8]; 3] {
+        [self.prefix.as_bytes(), b"s:", self.stored_id.as_bytes()]
     }
 }
 
@@ -1207,7 +1208,7 @@ mod tests {
         let expected = keys.session("ab12");
         assert!(matches!(args[1], redis::Arg::Simple(a) if a == expected.as_bytes()));
         assert!(matches!(args[2], redis::Arg::Simple(b"x")));
-        assert_eq!(key.len(), expected.len());
+        assert_eq!(key.pieces().concat(), expected.as_bytes());
     }
 
     #[test]

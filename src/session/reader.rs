@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc};
 
 use futures_util::{future::BoxFuture, FutureExt};
-use redis::{AsyncCommands, Cmd};
+use redis::AsyncCommands;
 
 use super::{
     backend::Backend,
@@ -46,9 +46,7 @@ impl RedisReader {
         // (what the guard does not run would crowd what it runs out of the
         // instruction cache).
         let (raw, remaining): (Option<String>, i64) = if self.policy.sliding {
-            let mut getex = Cmd::with_capacity(4, key.len() + 32);
-            getex.arg("GETEX").arg(key).arg("EX").arg(ttl);
-            (self.backend.query(&getex).await?, ttl as i64)
+            (self.backend.get_ex(key, ttl).await?, ttl as i64)
         } else {
             self.get_with_ttl(key).await?
         };

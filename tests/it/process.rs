@@ -143,31 +143,43 @@ async fn many_rejected_ids_from_one_address_log_one_warning() {
 /// waits for another thread's driver task): an instance holds one connection per
 /// worker, however many requests it serves at once.
 #[actix_web::test]
-async fn an_instance_holds_one_redis_connection_per_worker_and_one_for_the_clock() {
+async fn an_instance_holds_two_redis_connections_per_worker_and_one_for_the_clock() {
     let h = Harness::bare();
     let server = h.start_process(&[("WXSESSION_SERVER_WORKERS", "2")]);
     let (code, body) = server.try_login("ok:erin").await;
     assert_eq!(code, 200, "{body}");
     let id = body["sessionid"].as_str().unwrap().to_string();
-    // Many connections at once, so that both workers get some (actix hands
-    // accepted connections to its workers in turn).
-    let requests = (0..32).map(|_| {
-        let (server, id) = (&server, &id);
-        async move {
-            // A client of its own (each step makes one): a TCP connection of its own.
-            server.get_session(id).await.0
+    // Per worker: its link (RESP3, every command) and its wire (RESP2, the
+    // guard's reads, opened in the background on the first one); and the main
+    // thread's link, which measures the clock's offset (`TIME` every 30 s).
+    let (mut links, mut wires) = (0, 0);
+    for _ in 0..50 {
+        // Many connections at once, so that both workers get some (actix hands
+        // accepted connections to its workers in turn).
+        let requests = (0..32).map(|_| {
+            let (server, id) = (&server, &id);
+            async move {
+                // A client of its own (each step makes one): a TCP connection of its own.
+                server.get_session(id).await.0
+            }
+        });
+        let statuses = futures_util::future::join_all(requests).await;
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        let clients: String = h.redis.cmd(&["CLIENT", "LIST"]);
+        let servers: Vec<&str> = clients
+            .lines()
+            .filter(|line| !line.contains("cmd=client|list"))
+            .collect();
+        links = servers.iter().filter(|l| l.contains("resp=3")).count();
+        wires = servers.iter().filter(|l| l.contains("resp=2")).count();
+        assert_eq!(links + wires, servers.len(), "{clients}");
+        assert!(links <= 3 && wires <= 2, "{clients}");
+        if (links, wires) == (3, 2) {
+            break;
         }
-    });
-    let statuses = futures_util::future::join_all(requests).await;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    let clients: String = h.redis.cmd(&["CLIENT", "LIST"]);
-    let servers = clients
-        .lines()
-        .filter(|line| !line.contains("cmd=client|list"))
-        .count();
-    // One per worker, and the main thread's, which measures the clock's
-    // offset (`TIME` every 30 s).
-    assert_eq!(servers, 3, "{clients}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!((links, wires), (3, 2));
 }
 
 #[test]

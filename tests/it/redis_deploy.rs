@@ -129,6 +129,49 @@ async fn half_open_connection_is_replaced_within_bound() {
 const DURABLE: [&str; 4] = ["--appendonly", "yes", "--appendfsync", "always"];
 
 #[actix_web::test]
+async fn the_guards_wire_logs_in_and_reads_the_configured_database() {
+    const PASSWORD: &str = "wire-secret";
+    let h = Harness::bare();
+    let _: String = h.redis.cmd(&["CONFIG", "SET", "requirepass", PASSWORD]);
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/3", h.redis.port);
+    let server = h.start_process(&[("redis.url", &url), ("server.workers", "1")]);
+    let id = server.login("ok:wire").await;
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // The wire opens in the background on the first guarded read.
+    let mut wires = 0;
+    for _ in 0..50 {
+        assert_eq!(server.get_session(&id).await.0, 200);
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+        wires = clients
+            .lines()
+            .filter(|line| line.contains("resp=2") && line.contains(" db=3 "))
+            .filter(|line| !line.contains("cmd=client|list"))
+            .count();
+        if wires == 1 {
+            break;
+        }
+        sleep_ms(20).await;
+    }
+    assert_eq!(wires, 1, "no wire logged in on db 3");
+    // Reads through it restart the idle lifetime of the session in db 3.
+    let key = session_key(&id);
+    let _: () = redis::cmd("EXPIRE")
+        .arg(&key)
+        .arg(60)
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(server.get_session(&id).await.0, 200);
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut admin).unwrap();
+    assert!(
+        ttl > 60,
+        "the read did not restart the idle lifetime: {ttl}"
+    );
+}
+
+#[actix_web::test]
 async fn a_request_on_a_connection_broken_by_a_restart_is_retried() {
     let mut h = Harness::setup().redis_args(&DURABLE).instances(0).start();
     let server = h.start_process(&[
@@ -329,6 +372,16 @@ async fn tls_one_node_serves_sessions() {
     assert_eq!(send(client().get(h.url("/readyz"))).await.0, 200);
     // Seen by redis-cli over verified TLS: it is the TLS port that holds it.
     assert_eq!(h.redis.cli(&["EXISTS", &session_key(&id)]), "1");
+    // The guard's hand-written connection speaks plain TCP only: over TLS
+    // every read goes through the link (RESP3), none through a wire (RESP2).
+    for _ in 0..10 {
+        assert_eq!(h.get_session(&id).await.0, 200);
+    }
+    let clients = h.redis.cli(&["CLIENT", "LIST"]);
+    let wires = clients
+        .lines()
+        .filter(|line| line.contains("resp=2") && !line.contains("cmd=client|list"));
+    assert_eq!(wires.count(), 0, "{clients}");
     assert_eq!(h.logout(&id).await.0, 204);
     assert_eq!(h.redis.cli(&["EXISTS", &session_key(&id)]), "0");
 }
