@@ -137,6 +137,8 @@ pub struct Sentinels {
     /// Masters announced since start: a connection made before the latest
     /// announcement is to a former master.
     switches: AtomicU64,
+    /// The master the last connection went to, and `switches` then.
+    last_master: std::sync::Mutex<Option<(u64, Box<ConnectionInfo>)>>,
 }
 
 impl Endpoint {
@@ -187,6 +189,7 @@ impl Endpoint {
             master: master.clone(),
             db: data.db(),
             switches: AtomicU64::new(0),
+            last_master: std::sync::Mutex::new(None),
         }))
     }
 
@@ -197,29 +200,33 @@ impl Endpoint {
     ) -> Result<MultiplexedConnection, redis::RedisError> {
         let client = match self {
             Endpoint::Fixed(client) => client.clone(),
-            Endpoint::Sentinel(sentinels) => {
-                sentinels.resolver.lock().await.async_get_client().await?
-            }
+            Endpoint::Sentinel(sentinels) => sentinels.master().await?,
         };
         client
             .get_multiplexed_async_connection_with_config(config)
             .await
     }
 
-    /// How a hand-written connection reaches the node (for Sentinel, the
-    /// master they name now): its plain TCP address, TCP settings and login;
-    /// `None` if it is reached over TLS or a Unix socket.
+    /// How a hand-written connection reaches the node: its plain TCP address,
+    /// TCP settings and login; `None` if it is reached over TLS or a Unix
+    /// socket. For Sentinel, the master the last connection went to, unless a
+    /// new one was announced since (then the Sentinels are asked again).
     pub async fn plain_tcp(&self) -> Result<Option<ConnectionInfo>, redis::RedisError> {
         let info = match self {
             Endpoint::Fixed(client) => client.get_connection_info().clone(),
-            Endpoint::Sentinel(sentinels) => sentinels
-                .resolver
-                .lock()
-                .await
-                .async_get_client()
-                .await?
-                .get_connection_info()
-                .clone(),
+            Endpoint::Sentinel(sentinels) => {
+                let generation = sentinels.switches.load(Ordering::Relaxed);
+                let known = sentinels
+                    .last_master
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .filter(|(then, _)| *then == generation);
+                match known {
+                    Some((_, info)) => *info,
+                    None => sentinels.master().await?.get_connection_info().clone(),
+                }
+            }
         };
         Ok(matches!(info.addr(), ConnectionAddr::Tcp(..)).then_some(info))
     }
@@ -238,6 +245,17 @@ impl Endpoint {
             Endpoint::Fixed(_) => 0,
             Endpoint::Sentinel(sentinels) => sentinels.switches.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl Sentinels {
+    /// A client for the master the Sentinels name now (one question at a time).
+    async fn master(&self) -> Result<redis::Client, redis::RedisError> {
+        let generation = self.switches.load(Ordering::Relaxed);
+        let client = self.resolver.lock().await.async_get_client().await?;
+        *self.last_master.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((generation, Box::new(client.get_connection_info().clone())));
+        Ok(client)
     }
 }
 

@@ -3,16 +3,20 @@
 //!
 //! redis-rs's multiplexed connection hands every command to a driver task
 //! through a channel, reads every reply with a general parser and answers it
-//! through a oneshot, in a future of about 2.5 KiB: about an eighth of the
+//! through a oneshot, in a future of about 2.5 KiB: about a tenth of the
 //! server's CPU per guarded request (README, Performance). The wire does what
 //! `GETEX` needs and no more: a command is appended to a buffer that a writer
 //! task flushes, and a reader task reads bulk strings and nulls as they come.
 //!
 //! A fast path, never the only one. Only a node reached over plain TCP (no
 //! TLS, no cluster) gets a wire, connected in the background (see `link`); and
-//! whatever the wire cannot answer — not connected yet, closed, stalled, made
-//! before a failover, an error reply such as `READONLY` — goes the usual way,
-//! through the link, which reconnects and retries as for any other command.
+//! whatever the wire cannot answer — not connected yet, closed (by the node,
+//! or by a `READONLY` reply after a failover), made before a failover that was
+//! announced, any other error reply — goes the usual way, through the link,
+//! which reconnects and retries as for any other command. A wire that stops
+//! answering is noticed as the link notices it: two commands given up in a
+//! row after it answered nothing for half the bound, and it is closed (the
+//! commands that waited on it until then fail with the bound, as on a link).
 
 use std::{
     collections::VecDeque,
@@ -67,8 +71,9 @@ struct Shared {
     base: u64,
     /// How many replies have come.
     answered: u64,
-    /// When the last replies came (or the connection was made).
-    last_reply: Option<Instant>,
+    /// When the connection last answered, or was last handed a command with
+    /// none outstanding: the start of its silence, if it is silent.
+    quiet_since: Option<Instant>,
     /// Commands given up in a row while no reply at all came.
     stalls: u32,
     closed: bool,
@@ -92,7 +97,9 @@ enum Reply {
     Value(Option<Vec<u8>>),
     /// A simple string (`+OK`).
     Done,
-    /// An error, an integer; for a command waiting: the connection closed.
+    /// `READONLY`: the node is a replica now (a failover demoted it).
+    ReadOnly,
+    /// Any other error, an integer; for a command waiting: the connection closed.
     Other,
 }
 
@@ -133,15 +140,17 @@ impl Wire {
             }
             replies += 1;
         }
-        if settings.db() != 0 {
-            command(
-                &mut login,
-                &[b"SELECT", settings.db().to_string().as_bytes()],
-            );
-            replies += 1;
-        }
+        // Even database 0: always one answer to wait for, so that a node that
+        // accepts and closes (at `maxclients`, or a proxy without a backend)
+        // fails here, and the link waits before the next attempt, instead of
+        // a wire opened per request.
+        command(
+            &mut login,
+            &[b"SELECT", settings.db().to_string().as_bytes()],
+        );
+        replies += 1;
         let mut buf = Vec::with_capacity(16 * 1024);
-        if replies > 0 {
+        {
             write.write_all(&login).await?;
             let mut used = 0;
             while replies > 0 {
@@ -161,7 +170,7 @@ impl Wire {
         }
         let inner = Arc::new(Inner {
             shared: Mutex::new(Shared {
-                last_reply: Some(Instant::now()),
+                quiet_since: Some(Instant::now()),
                 ..Shared::default()
             }),
             stall_after: timeout / 2,
@@ -198,6 +207,11 @@ impl Wire {
         bulk(out, &[itoa::Buffer::new().format(ttl_secs).as_bytes()]);
         let number = shared.base + shared.slots.len() as u64;
         let answered_then = shared.answered;
+        if number == answered_then {
+            // Nothing outstanding: an idle spell is not silence. (The clock
+            // is read only then, not on a busy connection.)
+            shared.quiet_since = Some(Instant::now());
+        }
         shared.slots.push_back(Slot::Waiting {
             waker: None,
             answered_then,
@@ -280,14 +294,14 @@ impl Drop for Call<'_> {
             let slot = std::mem::replace(&mut shared.slots[at], Slot::Gone);
             if let Slot::Waiting { answered_then, .. } = slot {
                 let silent = shared
-                    .last_reply
+                    .quiet_since
                     .is_none_or(|at| at.elapsed() >= inner.stall_after);
                 if answered_then == shared.answered && silent && !shared.closed {
                     shared.stalls += 1;
                 }
             }
             shared.forget_done();
-            shared.stalls >= STALLS_BEFORE_REPLACING
+            !shared.closed && shared.stalls >= STALLS_BEFORE_REPLACING
         };
         if stalled {
             log::warn!(
@@ -372,10 +386,13 @@ impl Inner {
     }
 
     /// Hands each reply to its command, in order; `false` if one came that no
-    /// command awaits.
+    /// command awaits, or the node is no longer the master.
     fn deliver(&self, replies: &mut Vec<Reply>) -> bool {
         let mut shared = self.lock();
         for reply in replies.drain(..) {
+            if reply == Reply::ReadOnly {
+                return false;
+            }
             let at = (shared.answered - shared.base) as usize;
             let Some(slot) = shared.slots.get_mut(at) else {
                 return false;
@@ -389,7 +406,7 @@ impl Inner {
             shared.answered += 1;
         }
         shared.stalls = 0;
-        shared.last_reply = Some(Instant::now());
+        shared.quiet_since = Some(Instant::now());
         shared.forget_done();
         true
     }
@@ -446,7 +463,10 @@ fn parse(buf: &[u8]) -> io::Result<Option<(Reply, usize)>> {
                 .ok()
                 .and_then(|digits| digits.parse::<usize>().ok())
                 .ok_or_else(|| io::Error::other("a bulk string without a length"))?;
-            let end = line + len;
+            let end = line
+                .checked_add(len)
+                .filter(|end| *end <= usize::MAX - 2)
+                .ok_or_else(|| io::Error::other("a bulk string longer than memory"))?;
             if buf.len() < end + 2 {
                 return Ok(None);
             }
@@ -457,6 +477,7 @@ fn parse(buf: &[u8]) -> io::Result<Option<(Reply, usize)>> {
         }
         b'_' => Reply::Value(None),
         b'+' => Reply::Done,
+        b'-' if head.starts_with(b"READONLY") => Reply::ReadOnly,
         b'-' | b':' => Reply::Other,
         _ => return Err(io::Error::other("a reply the wire does not read")),
     };
@@ -485,13 +506,19 @@ mod tests {
         assert_eq!(parse(b"+OK\r\n").unwrap(), Some((Reply::Done, 5)));
         assert_eq!(
             parse(b"-READONLY You can't write\r\n").unwrap(),
-            Some((Reply::Other, 27))
+            Some((Reply::ReadOnly, 27))
         );
         assert_eq!(
             parse(b"$0\r\n\r\n").unwrap(),
             Some((Reply::Value(Some(vec![])), 6))
         );
+        assert_eq!(
+            parse(b"-READONLY no\r\n").unwrap(),
+            Some((Reply::ReadOnly, 14))
+        );
+        let huge = format!("${}\r\n", usize::MAX);
         for bad in [
+            huge.as_bytes(),
             &b"*1\r\n"[..],
             b"\n",
             b"$x\r\n",
@@ -505,20 +532,27 @@ mod tests {
     use redis::IntoConnectionInfo;
     use tokio::net::TcpListener;
 
-    /// A peer on loopback that reads commands and writes `replies` once it has
-    /// read `expect` of them (counted by their `*`), then stays silent.
-    async fn peer(expect: usize, replies: &'static [u8]) -> ConnectionInfo {
+    /// A peer on loopback that answers the first command (the wire's `SELECT`)
+    /// with `selected`, then writes `replies` once it has read `expect` more
+    /// commands (counted by their `*`), then stays silent.
+    async fn peer(
+        selected: &'static [u8],
+        expect: usize,
+        replies: &'static [u8],
+    ) -> ConnectionInfo {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut seen = Vec::new();
-            while seen.iter().filter(|&&b| b == b'*').count() < expect {
-                if socket.read_buf(&mut seen).await.unwrap() == 0 {
-                    return;
+            for (commands, answer) in [(1, selected), (expect.saturating_add(1), replies)] {
+                while seen.iter().filter(|&&b| b == b'*').count() < commands {
+                    if socket.read_buf(&mut seen).await.unwrap() == 0 {
+                        return;
+                    }
                 }
+                socket.write_all(answer).await.unwrap();
             }
-            socket.write_all(replies).await.unwrap();
             std::future::pending::<()>().await;
         });
         format!("redis://127.0.0.1:{port}/0")
@@ -528,7 +562,7 @@ mod tests {
 
     #[tokio::test]
     async fn pipelined_commands_get_their_own_replies_in_order() {
-        let info = peer(3, b"$2\r\nv1\r\n$-1\r\n-READONLY no\r\n").await;
+        let info = peer(b"+OK\r\n", 3, b"$2\r\nv1\r\n$-1\r\n-ERR no\r\n").await;
         let wire = Wire::connect(&info, Duration::from_secs(2), 7)
             .await
             .unwrap();
@@ -549,7 +583,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_given_up_leaves_its_reply_to_no_one_else() {
-        let info = peer(2, b"$5\r\nfirst\r\n$6\r\nsecond\r\n").await;
+        let info = peer(b"+OK\r\n", 2, b"$5\r\nfirst\r\n$6\r\nsecond\r\n").await;
         let wire = Wire::connect(&info, Duration::from_secs(2), 0)
             .await
             .unwrap();
@@ -561,10 +595,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_readonly_node_closes_the_wire() {
+        let info = peer(
+            b"+OK\r\n",
+            1,
+            b"-READONLY You can't write against a read only replica.\r\n",
+        )
+        .await;
+        let wire = Wire::connect(&info, Duration::from_secs(2), 0)
+            .await
+            .unwrap();
+        assert_eq!(wire.get_ex([b"k", b"", b""], 1).unwrap().await, None);
+        assert!(wire.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_node_that_refuses_at_once_gives_no_wire() {
+        let info = peer(b"-ERR max number of clients reached\r\n", 0, b"").await;
+        assert!(Wire::connect(&info, Duration::from_secs(2), 0)
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
     async fn a_silent_connection_is_closed_after_commands_given_up_in_a_row() {
-        let info = peer(usize::MAX, b"").await;
+        let info = peer(b"+OK\r\n", usize::MAX, b"").await;
         let bound = Duration::from_millis(200);
         let wire = Wire::connect(&info, bound, 0).await.unwrap();
+        // Given up at once after an idle spell: not a stall.
+        tokio::time::sleep(bound).await;
+        for _ in 0..3 {
+            drop(wire.get_ex([b"k", b"", b""], 1).unwrap());
+        }
+        assert!(!wire.is_closed());
         for given_up in 1..=STALLS_BEFORE_REPLACING {
             assert!(
                 !wire.is_closed(),
@@ -584,6 +647,8 @@ mod tests {
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut seen = Vec::new();
+            let _ = socket.read_buf(&mut seen).await;
+            socket.write_all(b"+OK\r\n").await.unwrap();
             let _ = socket.read_buf(&mut seen).await;
             // Dropped: the connection closes under the command.
         });
