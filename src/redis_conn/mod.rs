@@ -44,7 +44,7 @@ use redis::{
     aio::{ConnectionLike, MultiplexedConnection},
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
-    AsyncConnectionConfig, Cmd, ConnectionInfo, FromRedisValue, Pipeline, RedisFuture, Value,
+    AsyncConnectionConfig, Cmd, ConnectionInfo, Pipeline, RedisFuture, Value,
 };
 
 use crate::config::Config;
@@ -242,7 +242,10 @@ impl RedisConn {
         self.get_ex_as_command(key, ttl_secs).await
     }
 
-    /// [`RedisConn::get_ex`] the usual way: out of line, boxed.
+    /// [`RedisConn::get_ex`] the usual way, as any other command: out of line,
+    /// and boxed, for redis-rs's future for one command is about 2.5 KiB, and
+    /// inline it would make the guard's future as big, which is copied whole
+    /// each time it is handed down (README, Performance).
     #[cold]
     #[inline(never)]
     fn get_ex_as_command<'a>(
@@ -253,23 +256,13 @@ impl RedisConn {
         Box::pin(async move {
             let mut getex = Cmd::new();
             getex.arg("GETEX").arg(key.concat()).arg("EX").arg(ttl_secs);
-            self.query(&getex).await
+            let value = match self {
+                RedisConn::Node(node) => node.link().send(&getex).await?,
+                RedisConn::Link(link) => link.send(&getex).await?,
+                other => other.clone().req_packed_command(&getex).await?,
+            };
+            Ok(redis::from_redis_value(value.extract_error()?)?)
         })
-    }
-
-    /// One command, its answer read as `T`: the guard's read, on every
-    /// request. On a single node it goes to this thread's link without
-    /// [`ConnectionLike`]'s `dyn` future, but still boxed: redis-rs's future
-    /// for one command is about 2.5 KiB, and inline it would make the guard's
-    /// future as big, which is copied whole each time it is handed down (six
-    /// times the size, and measurably slower: README, Performance).
-    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, redis::RedisError> {
-        let value = match self {
-            RedisConn::Node(node) => Box::pin(node.link().send(cmd)).await?,
-            RedisConn::Link(link) => Box::pin(link.send(cmd)).await?,
-            other => other.clone().req_packed_command(cmd).await?,
-        };
-        Ok(redis::from_redis_value(value.extract_error()?)?)
     }
 }
 
