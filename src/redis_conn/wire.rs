@@ -55,11 +55,10 @@ struct Inner {
     /// How long the connection must have been silent for a command given up
     /// to count as a stall.
     stall_after: Duration,
-    /// `Shared::closed`, read without the lock.
+    /// Set once, by `close`: no command is sent or awaited after it.
     closed: AtomicBool,
 }
 
-#[derive(Default)]
 struct Shared {
     /// Commands not written yet.
     out: Vec<u8>,
@@ -73,10 +72,9 @@ struct Shared {
     answered: u64,
     /// When the connection last answered, or was last handed a command with
     /// none outstanding: the start of its silence, if it is silent.
-    quiet_since: Option<Instant>,
+    quiet_since: Instant,
     /// Commands given up in a row while no reply at all came.
     stalls: u32,
-    closed: bool,
 }
 
 enum Slot {
@@ -149,29 +147,32 @@ impl Wire {
             &[b"SELECT", settings.db().to_string().as_bytes()],
         );
         replies += 1;
+        write.write_all(&login).await?;
         let mut buf = Vec::with_capacity(16 * 1024);
-        {
-            write.write_all(&login).await?;
-            let mut used = 0;
-            while replies > 0 {
-                match parse(&buf[used..])? {
-                    Some((Reply::Done, len)) => {
-                        used += len;
-                        replies -= 1;
-                    }
-                    Some(_) => return Err(io::Error::other("Redis refused AUTH or SELECT")),
-                    None if read.read_buf(&mut buf).await? == 0 => {
-                        return Err(io::ErrorKind::UnexpectedEof.into())
-                    }
-                    None => {}
+        let mut used = 0;
+        while replies > 0 {
+            match parse(&buf[used..])? {
+                Some((Reply::Done, len)) => {
+                    used += len;
+                    replies -= 1;
                 }
+                Some(_) => return Err(io::Error::other("Redis refused AUTH or SELECT")),
+                None if read.read_buf(&mut buf).await? == 0 => {
+                    return Err(io::ErrorKind::UnexpectedEof.into())
+                }
+                None => {}
             }
-            buf.drain(..used);
         }
+        buf.drain(..used);
         let inner = Arc::new(Inner {
             shared: Mutex::new(Shared {
-                quiet_since: Some(Instant::now()),
-                ..Shared::default()
+                out: Vec::new(),
+                writer: None,
+                slots: VecDeque::new(),
+                base: 0,
+                answered: 0,
+                quiet_since: Instant::now(),
+                stalls: 0,
             }),
             stall_after: timeout / 2,
             closed: AtomicBool::new(false),
@@ -190,14 +191,14 @@ impl Wire {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(Ordering::Relaxed)
+        self.inner.is_closed()
     }
 
     /// Sends `GETEX <key> EX <ttl_secs>`, the key given in pieces; the [`Call`]
     /// answers its value or nothing. `None` if the wire is closed.
     pub fn get_ex(&self, key: [&[u8]; 3], ttl_secs: u64) -> Option<Call<'_>> {
         let mut shared = self.inner.lock();
-        if shared.closed {
+        if self.inner.is_closed() {
             return None;
         }
         let out = &mut shared.out;
@@ -210,7 +211,7 @@ impl Wire {
         if number == answered_then {
             // Nothing outstanding: an idle spell is not silence. (The clock
             // is read only then, not on a busy connection.)
-            shared.quiet_since = Some(Instant::now());
+            shared.quiet_since = Instant::now();
         }
         shared.slots.push_back(Slot::Waiting {
             waker: None,
@@ -293,15 +294,13 @@ impl Drop for Call<'_> {
             let at = (self.number - shared.base) as usize;
             let slot = std::mem::replace(&mut shared.slots[at], Slot::Gone);
             if let Slot::Waiting { answered_then, .. } = slot {
-                let silent = shared
-                    .quiet_since
-                    .is_none_or(|at| at.elapsed() >= inner.stall_after);
-                if answered_then == shared.answered && silent && !shared.closed {
+                let silent = shared.quiet_since.elapsed() >= inner.stall_after;
+                if answered_then == shared.answered && silent && !inner.is_closed() {
                     shared.stalls += 1;
                 }
             }
             shared.forget_done();
-            !shared.closed && shared.stalls >= STALLS_BEFORE_REPLACING
+            !inner.is_closed() && shared.stalls >= STALLS_BEFORE_REPLACING
         };
         if stalled {
             log::warn!(
@@ -318,10 +317,13 @@ impl Inner {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         let mut shared = self.lock();
-        shared.closed = true;
         shared.out = Vec::new();
         let answered = (shared.answered - shared.base) as usize;
         for slot in shared.slots.iter_mut().skip(answered) {
@@ -342,7 +344,7 @@ impl Inner {
         loop {
             let open = poll_fn(|cx| {
                 let mut shared = self.lock();
-                if shared.closed {
+                if self.is_closed() {
                     return Poll::Ready(false);
                 }
                 if shared.out.is_empty() {
@@ -406,7 +408,7 @@ impl Inner {
             shared.answered += 1;
         }
         shared.stalls = 0;
-        shared.quiet_since = Some(Instant::now());
+        shared.quiet_since = Instant::now();
         shared.forget_done();
         true
     }
