@@ -15,7 +15,7 @@
 #        connection per worker, the ceiling for one round trip per request
 #   (d)  redis-benchmark GET and GETEX (-c 64) on the same Redis, session-sized value
 # The sessions are made through POST /login. Runs are interleaved
-# (a e or e a in turn, then a* h b c c1 w1 d-GET d-GETEX; ROUNDS times) and medians
+# (a e a* h, or h a* e a in turn, then b c c1 w1 d-GET d-GETEX; ROUNDS times) and medians
 # reported, every ratio as the median and spread (min–max) of per-round ratios
 # (a figure needs ROUNDS >= 3; wrk's requests are formatted once in the Lua
 # init(), so its own cost per request stays small); then the RSS of
@@ -52,6 +52,7 @@ if [ -n "$CHART" ]; then
 fi
 
 SECS="${BENCH_SECS:-10}"; ROUNDS="${ROUNDS:-3}"
+[ "$SECS" -ge 3 ] || { echo "BENCH_SECS must be 3 or more"; exit 2; }
 SESSIONS="${SESSIONS:-10000}"; CACHED="${CACHED_SESSIONS:-100000}"; REDIS_N="${REDIS_N:-200000}"
 THREADS=2; CONNS=64
 use_scratch
@@ -112,13 +113,27 @@ cpu_end() { # server pid: prints "server% redis% rest%" (of one core) since cpu_
 }
 # name expect url lua server_pid: one wrk run (expect: 2xx or 401, what every
 # answer must be); appends "name rps p50_ms p99_ms requests cpu_server cpu_redis
-# cpu_rest" to results (CPU in % of one core; rest = wrk, the stand-in, softirq, others).
+# cpu_rest" to results (CPU in % of one core; rest = wrk, the stand-in, softirq,
+# others), and to waits how long wrk's threads and the server's waited for a core
+# (ms per second, and µs per wait), from 1 s in to 1 s before the end.
 run() {
-  local name="$1" expect="$2" url="$3" script="$4" server_pid="$5" out cpu
+  local name="$1" expect="$2" url="$3" script="$4" server_pid="$5" out cpu timeout_pid wrk_pid w0 s0 t0 w1 s1 t1
   local args=(-t"${RUN_THREADS:-$THREADS}" -c"${RUN_CONNS:-$CONNS}" -d"${SECS}s" --latency -s "$script")
   cpu_start "$server_pid"
-  out="$(NONCE="$(nonce)" timeout --foreground $((SECS + 30)) wrk "${args[@]}" "$url")"
+  NONCE="$(nonce)" timeout --foreground $((SECS + 30)) wrk "${args[@]}" "$url" > "$work/wrk.out" &
+  timeout_pid=$!
+  sleep 1
+  wrk_pid="$(pgrep -P "$timeout_pid" wrk)"
+  w0="$(run_queue_wait "$wrk_pid")"; s0="$(run_queue_wait "$server_pid")"; t0="$(date +%s%N)"
+  sleep $((SECS - 2))
+  w1="$(run_queue_wait "$wrk_pid")"; s1="$(run_queue_wait "$server_pid")"; t1="$(date +%s%N)"
+  wait "$timeout_pid"
+  out="$(cat "$work/wrk.out")"
   cpu="$(cpu_end "$server_pid")"
+  awk -v name="$name" -v w="$w0 $w1" -v s="$s0 $s1" -v ns=$((t1 - t0)) 'BEGIN {
+    split(w, a, " "); split(s, b, " ")
+    printf "%s %.1f %.0f %.1f %.0f\n", name, (a[3] - a[1]) / ns * 1000, (a[3] - a[1]) / 1000 / ((a[4] - a[2]) > 0 ? a[4] - a[2] : 1),
+      (b[3] - b[1]) / ns * 1000, (b[3] - b[1]) / 1000 / ((b[4] - b[2]) > 0 ? b[4] - b[2] : 1) }' >> "$work/waits"
   local rps p50 p99 reqs non2xx errors
   rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
   p50="$(echo "$out" | awk '$1 == "50%" {print $2}')"
@@ -151,20 +166,23 @@ run_redis() {
 timeout --foreground 30 wrk -t"$THREADS" -c"$CONNS" -d2s -s scripts/bench/get.lua "http://127.0.0.1:$cache_port" >/dev/null
 for round in $(seq "$ROUNDS"); do
   echo ">> round $round of $ROUNDS"
-  # (a) and (e) back to back, each first in every other round: the ratio that
-  # matters most is taken from neighbours, and neither always follows the same run.
-  if [ $((round % 2)) -eq 1 ]; then
-    run a 2xx "http://127.0.0.1:$plain_port" scripts/bench/get.lua "$plain_pid"
-    run e_ref 2xx "http://127.0.0.1:$ref_port" scripts/bench/get.lua "$ref_pid"
-  else
-    run e_ref 2xx "http://127.0.0.1:$ref_port" scripts/bench/get.lua "$ref_pid"
-    run a 2xx "http://127.0.0.1:$plain_port" scripts/bench/get.lua "$plain_pid"
-  fi
-  before="$(commands_total)"
-  run a_cache 2xx "http://127.0.0.1:$cache_port" scripts/bench/get.lua "$cache_pid"
-  after="$(commands_total)"
-  echo "a_cache_cmds $((after - before))" >> "$work/results"
-  run healthz 2xx "http://127.0.0.1:$cache_port" scripts/bench/healthz.lua "$cache_pid"
+  # (a) (e) (a*) (h) in a row, the other way round in every other round: every
+  # ratio is taken from neighbours ((a)/(e), (a*)/(e), (a*)/(h)), and no run
+  # always follows the same one.
+  if [ $((round % 2)) -eq 1 ]; then order=(a e_ref a_cache healthz); else order=(healthz a_cache e_ref a); fi
+  for name in "${order[@]}"; do
+    case "$name" in
+      a) run a 2xx "http://127.0.0.1:$plain_port" scripts/bench/get.lua "$plain_pid" ;;
+      e_ref) run e_ref 2xx "http://127.0.0.1:$ref_port" scripts/bench/get.lua "$ref_pid" ;;
+      a_cache)
+        before="$(commands_total)"
+        run a_cache 2xx "http://127.0.0.1:$cache_port" scripts/bench/get.lua "$cache_pid"
+        after="$(commands_total)"
+        echo "a_cache_cmds $((after - before))" >> "$work/results"
+        ;;
+      healthz) run healthz 2xx "http://127.0.0.1:$cache_port" scripts/bench/healthz.lua "$cache_pid" ;;
+    esac
+  done
   run b_401 401 "http://127.0.0.1:$plain_port/session" scripts/bench/unknown.lua "$plain_pid"
   before="$(wechat_hits)"
   run c_login 2xx "http://127.0.0.1:$plain_port" scripts/bench/login.lua "$plain_pid"
@@ -203,6 +221,11 @@ for line in open(os.path.join(work, "results")):
 med = {name: [statistics.median(r[i] for r in runs) for i in range(3)] + [[int(r[3]) for r in runs]]
        for name, runs in rows.items()}
 cpu = {name: [statistics.median(r[i] for r in runs) for i in (4, 5, 6)] for name, runs in rows.items()}
+waits = {}
+for line in open(os.path.join(work, "waits")):
+    name, *vals = line.split()
+    waits.setdefault(name, []).append([float(v) for v in vals])
+waits = {name: [statistics.median(r[i] for r in runs) for i in range(4)] for name, runs in waits.items()}
 cmds_per_req = statistics.median(c / r for c, r in zip(extra["a_cache_cmds"], med["a_cache"][3]))
 hits_per_login = statistics.median(h / r for h, r in zip(extra["c_login_hits"], med["c_login"][3]))
 labels = [("a", "(a) guarded GET /session"),
@@ -243,14 +266,18 @@ print(f"Peak RSS (VmHWM): cache-off server {int(plain_rss) / 1024:.1f} MiB after
       f"holding {entries} cached sessions")
 print()
 print(f"CPU during each run, % of one core (all {nproc} cores busy = {100 * int(nproc)}%), median; "
-      "rest = wrk or redis-benchmark, the WeChat stand-in, kernel softirq, anything else:")
+      "rest = wrk or redis-benchmark, the WeChat stand-in, kernel softirq, anything else. "
+      "Then how long wrk's threads and the server's were ready to run but waited for a core "
+      "(the kernel's schedstat), in ms per second and µs per wait, median:")
 print()
-print("| run | server | redis | rest |")
-print("|---|---|---|---|")
+print("| run | server | redis | rest | wrk waited | server waited |")
+print("|---|---|---|---|---|---|")
 for key, label in labels:
     srv, red, rest = cpu[key]
     srv_text = "(is redis)" if key.startswith("d_") else f"{srv:.0f}" + (" (stand-in)" if key == "w1_wechat" else "")
-    print(f"| {label} | {srv_text} | {red:.0f} | {rest:.0f} |")
+    w = waits.get(key)
+    wait_text = f"{w[0]:.0f} ms/s ({w[1]:.0f} µs) | {w[2]:.0f} ms/s ({w[3]:.0f} µs)" if w else "– | –"
+    print(f"| {label} | {srv_text} | {red:.0f} | {rest:.0f} | {wait_text} |")
 notes = open(os.path.join(work, "notes")).read().strip()
 if notes:
     print("wrk socket errors:\n" + notes)

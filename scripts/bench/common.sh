@@ -52,3 +52,6 @@ login_sessions() {
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # pid: user-mode clock ticks only.
 proc_user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
+# pid: "nanoseconds waited for a core, times it was given one", summed over its
+# threads (the kernel's per-task schedstat: run time, run-queue wait, slices).
+run_queue_wait() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{w += $2; n += $3} END {print w + 0, n + 0}'; }
