@@ -123,7 +123,7 @@ run() {
   NONCE="$(nonce)" timeout --foreground $((SECS + 30)) wrk "${args[@]}" "$url" > "$work/wrk.out" &
   timeout_pid=$!
   sleep 1
-  wrk_pid="$(pgrep -P "$timeout_pid" wrk)"
+  wrk_pid="$(pgrep -P "$timeout_pid" wrk || true)" # none if wrk has already failed
   w0="$(run_queue_wait "$wrk_pid")"; s0="$(run_queue_wait "$server_pid")"; t0="$(date +%s%N)"
   sleep $((SECS - 2))
   w1="$(run_queue_wait "$wrk_pid")"; s1="$(run_queue_wait "$server_pid")"; t1="$(date +%s%N)"
