@@ -20,9 +20,11 @@
 # (a figure needs ROUNDS >= 3; wrk's requests are formatted once in the Lua
 # init(), so its own cost per request stays small); then the RSS of
 # the cache-on server holding CACHED_SESSIONS sessions. Every wrk run is checked:
-# (b) must answer only 401s, the others only 2xx, or the script fails.
-#   scripts/bench.sh                        # defaults: 10 s runs, 3 rounds (~6 min)
-#   BENCH_SECS=3 ROUNDS=1 scripts/bench.sh  # a quick look
+# (b) must answer only 401s, the others only 2xx, or the script fails. Beside each
+# run's CPU, how long wrk's threads and the server's were ready but waited for a
+# core (at saturation on shared cores, that is most of the tail).
+#   scripts/bench.sh                        # defaults: 10 s runs, 3 rounds (~10 min)
+#   BENCH_SECS=3 ROUNDS=1 scripts/bench.sh  # a quick look (BENCH_SECS >= 3)
 #   CHART=bench.svg scripts/bench.sh        # also a chart (.svg or .png, gnuplot) of
 #                                           # req/s and p99 per round of (a), (a*), (e)
 #                                           # and (h), and every run's figures per
@@ -115,19 +117,22 @@ cpu_end() { # server pid: prints "server% redis% rest%" (of one core) since cpu_
 # answer must be); appends "name rps p50_ms p99_ms requests cpu_server cpu_redis
 # cpu_rest" to results (CPU in % of one core; rest = wrk, the stand-in, softirq,
 # others), and to waits how long wrk's threads and the server's waited for a core
-# (ms per second, and µs per wait), from 1 s in to 1 s before the end.
+# (ms per second, and µs per time a thread was given one), from 1 s in to 1 s
+# before the end.
 run() {
   local name="$1" expect="$2" url="$3" script="$4" server_pid="$5" out cpu timeout_pid wrk_pid w0 s0 t0 w1 s1 t1
   local args=(-t"${RUN_THREADS:-$THREADS}" -c"${RUN_CONNS:-$CONNS}" -d"${SECS}s" --latency -s "$script")
   cpu_start "$server_pid"
   NONCE="$(nonce)" timeout --foreground $((SECS + 30)) wrk "${args[@]}" "$url" > "$work/wrk.out" &
   timeout_pid=$!
+  pids+=("$timeout_pid") # stopped with the rest if the script is
   sleep 1
   wrk_pid="$(pgrep -P "$timeout_pid" wrk || true)" # none if wrk has already failed
   w0="$(run_queue_wait "$wrk_pid")"; s0="$(run_queue_wait "$server_pid")"; t0="$(date +%s%N)"
   sleep $((SECS - 2))
   w1="$(run_queue_wait "$wrk_pid")"; s1="$(run_queue_wait "$server_pid")"; t1="$(date +%s%N)"
   wait "$timeout_pid"
+  unset 'pids[-1]'
   out="$(cat "$work/wrk.out")"
   cpu="$(cpu_end "$server_pid")"
   awk -v name="$name" -v w="$w0 $w1" -v s="$s0 $s1" -v ns=$((t1 - t0)) 'BEGIN {
@@ -268,7 +273,7 @@ print()
 print(f"CPU during each run, % of one core (all {nproc} cores busy = {100 * int(nproc)}%), median; "
       "rest = wrk or redis-benchmark, the WeChat stand-in, kernel softirq, anything else. "
       "Then how long wrk's threads and the server's were ready to run but waited for a core "
-      "(the kernel's schedstat), in ms per second and µs per wait, median:")
+      "(the kernel's schedstat), in ms per second and µs per time a thread got one, median:")
 print()
 print("| run | server | redis | rest | wrk waited | server waited |")
 print("|---|---|---|---|---|---|")

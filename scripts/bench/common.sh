@@ -54,7 +54,8 @@ proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 proc_user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 # pid: "nanoseconds waited for a core, times it was given one", summed over its
 # threads (the kernel's per-task schedstat: run time, run-queue wait, slices); a
-# thread that ends while it is read, or a process gone, counts nothing.
+# thread that ends while it is read, or a process gone, counts nothing (so a
+# difference over a spell in which threads ended is too low).
 run_queue_wait() {
   { cat /proc/"$1"/task/*/schedstat 2>/dev/null || true; } | awk '{w += $2; n += $3} END {print w + 0, n + 0}'
 }
