@@ -49,7 +49,7 @@
 //!   or a Cluster) that the store, the login-code record and the token share;
 //!   where connections are made (TLS, TCP keepalive: `endpoint`), replaced when
 //!   they close or stall and a command is retried (`link`); the guard's `GETEX`
-//!   on a hand-written pipelined connection, a fast path over plain TCP
+//!   on a hand-written pipelined connection, a fast path without TLS
 //!   (`wire`); and `bounded`, the time bound every Redis operation runs under
 //!   (`deadline`).
 //! - [`http`]: routes (public in `routes`, admin in `admin`), the guard (`impl

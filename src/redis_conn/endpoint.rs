@@ -207,11 +207,11 @@ impl Endpoint {
             .await
     }
 
-    /// How a hand-written connection reaches the node: its plain TCP address,
-    /// TCP settings and login; `None` if it is reached over TLS or a Unix
-    /// socket. For Sentinel, the master the last connection went to, unless a
-    /// new one was announced since (then the Sentinels are asked again).
-    pub async fn plain_tcp(&self) -> Result<Option<ConnectionInfo>, redis::RedisError> {
+    /// How a hand-written connection reaches the node: its plain TCP address
+    /// (and TCP settings) or Unix socket, and login; `None` if it is reached
+    /// over TLS. For Sentinel, the master the last connection went to, unless
+    /// a new one was announced since (then the Sentinels are asked again).
+    pub async fn without_tls(&self) -> Result<Option<ConnectionInfo>, redis::RedisError> {
         let info = match self {
             Endpoint::Fixed(client) => client.get_connection_info().clone(),
             Endpoint::Sentinel(sentinels) => {
@@ -228,7 +228,7 @@ impl Endpoint {
                 }
             }
         };
-        Ok(matches!(info.addr(), ConnectionAddr::Tcp(..)).then_some(info))
+        Ok((!matches!(info.addr(), ConnectionAddr::TcpTls { .. })).then_some(info))
     }
 
     pub fn db(&self) -> i64 {

@@ -63,7 +63,7 @@ struct WireState {
     connecting: bool,
     /// After a failed attempt: not before then.
     retry_at: Option<Instant>,
-    /// The node is reached over TLS (or a Unix socket): no wire, ever.
+    /// The node is reached over TLS: no wire, ever.
     unsupported: bool,
 }
 
@@ -193,7 +193,7 @@ impl Link {
 
     #[cold]
     async fn open_wire(self: Arc<Link>, generation: u64) {
-        let opened = match self.endpoint.plain_tcp().await {
+        let opened = match self.endpoint.without_tls().await {
             Ok(Some(info)) => Wire::connect(&info, self.timeout, generation)
                 .await
                 .map(Some),

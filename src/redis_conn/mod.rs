@@ -10,7 +10,8 @@
 //! - `link`: one thread's connection to a single node; replaced when it closes
 //!   or stalls, and the one place a command is retried.
 //! - `wire`: the guard's `GETEX` on a connection of the link's, written and
-//!   read by hand (a fast path over plain TCP; anything else goes the usual way).
+//!   read by hand (a fast path over plain TCP or a Unix socket; anything else
+//!   goes the usual way).
 //!
 //! Everything connects lazily, so a server starts (and answers `/readyz` with
 //! 503) while Redis is still down. Everything that keeps state in Redis (the

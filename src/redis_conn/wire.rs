@@ -8,8 +8,9 @@
 //! `GETEX` needs and no more: a command is appended to a buffer that a writer
 //! task flushes, and a reader task reads bulk strings and nulls as they come.
 //!
-//! A fast path, never the only one. Only a node reached over plain TCP (no
-//! TLS, no cluster) gets a wire, connected in the background (see `link`); and
+//! A fast path, never the only one. Only a node reached over plain TCP or a
+//! Unix socket (no TLS, no cluster) gets a wire, connected in the background
+//! (see `link`); and
 //! whatever the wire cannot answer — not connected yet, closed (by the node,
 //! or by a `READONLY` reply after a failover), made before a failover that was
 //! announced, any other error reply — goes the usual way, through the link,
@@ -33,11 +34,8 @@ use std::{
 
 use redis::{io::tcp::socket2::SockRef, ConnectionAddr, ConnectionInfo};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpStream,
-    },
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
     task::AbortHandle,
 };
 
@@ -102,8 +100,9 @@ enum Reply {
 }
 
 impl Wire {
-    /// A connection to `info`'s plain TCP address with its TCP settings, logged
-    /// in and on its database, within `timeout`; to the master of `generation`.
+    /// A connection to `info`'s plain TCP address (with its TCP settings) or
+    /// Unix socket, logged in and on its database, within `timeout`; to the
+    /// master of `generation`.
     pub async fn connect(
         info: &ConnectionInfo,
         timeout: Duration,
@@ -115,19 +114,40 @@ impl Wire {
     }
 
     async fn open(info: &ConnectionInfo, timeout: Duration, generation: u64) -> io::Result<Wire> {
-        let ConnectionAddr::Tcp(host, port) = info.addr() else {
-            return Err(io::Error::other("the wire speaks plain TCP only"));
-        };
-        let stream = TcpStream::connect((host.as_str(), *port)).await?;
-        stream.set_nodelay(true)?;
-        let socket = SockRef::from(&stream);
-        let tcp = info.tcp_settings();
-        if let Some(keepalive) = tcp.keepalive() {
-            socket.set_tcp_keepalive(keepalive)?;
+        match info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let stream = TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                let socket = SockRef::from(&stream);
+                let tcp = info.tcp_settings();
+                if let Some(keepalive) = tcp.keepalive() {
+                    socket.set_tcp_keepalive(keepalive)?;
+                }
+                #[cfg(target_os = "linux")]
+                socket.set_tcp_user_timeout(tcp.user_timeout())?;
+                let (read, write) = stream.into_split();
+                Wire::start(info, read, write, timeout, generation).await
+            }
+            #[cfg(unix)]
+            ConnectionAddr::Unix(path) => {
+                let (read, write) = tokio::net::UnixStream::connect(path).await?.into_split();
+                Wire::start(info, read, write, timeout, generation).await
+            }
+            _ => Err(io::Error::other(
+                "the wire speaks plain TCP and Unix sockets only",
+            )),
         }
-        #[cfg(target_os = "linux")]
-        socket.set_tcp_user_timeout(tcp.user_timeout())?;
-        let (mut read, mut write) = stream.into_split();
+    }
+
+    /// Logs in and selects the database on a connection just made, then hands
+    /// its halves to the reader and writer tasks.
+    async fn start(
+        info: &ConnectionInfo,
+        mut read: impl AsyncRead + Unpin + Send + 'static,
+        mut write: impl AsyncWrite + Unpin + Send + 'static,
+        timeout: Duration,
+        generation: u64,
+    ) -> io::Result<Wire> {
         let settings = info.redis_settings();
         let mut login = Vec::new();
         let mut replies = 0;
@@ -339,7 +359,7 @@ impl Inner {
         }
     }
 
-    async fn write(self: Arc<Inner>, mut write: OwnedWriteHalf) {
+    async fn write(self: Arc<Inner>, mut write: impl AsyncWrite + Unpin) {
         let mut batch = Vec::new();
         loop {
             let open = poll_fn(|cx| {
@@ -362,7 +382,7 @@ impl Inner {
         }
     }
 
-    async fn read(self: Arc<Inner>, mut read: OwnedReadHalf, mut buf: Vec<u8>) {
+    async fn read(self: Arc<Inner>, mut read: impl AsyncRead + Unpin, mut buf: Vec<u8>) {
         let mut replies = Vec::new();
         loop {
             let mut used = 0;

@@ -140,13 +140,28 @@ async fn the_guards_wire_logs_in_and_reads_the_configured_database() {
     let h = Harness::bare();
     let _: String = h.redis.cmd(&["CONFIG", "SET", "requirepass", PASSWORD]);
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/3", h.redis.port);
-    let server = h.start_process(&[("redis.url", &url), ("server.workers", "1")]);
+    a_wire_reads_database_3(&h, &url).await;
+}
+
+#[actix_web::test]
+async fn the_guards_wire_goes_over_a_unix_socket() {
+    let socket = std::env::temp_dir().join(format!("wxsession-it-{}.sock", free_port()));
+    let socket = socket.display().to_string();
+    let h = Harness::setup()
+        .redis_args(&["--unixsocket", &socket, "--unixsocketperm", "700"])
+        .instances(0)
+        .start();
+    a_wire_reads_database_3(&h, &format!("unix://{socket}?db=3")).await;
+    let _ = std::fs::remove_file(&socket);
+}
+
+/// A server on `url` (database 3) with one worker: its guard's wire opens in
+/// the background on the first guarded reads, and a read through it restarts
+/// the session's idle lifetime.
+async fn a_wire_reads_database_3(h: &Harness, url: &str) {
+    let server = h.start_process(&[("redis.url", url), ("server.workers", "1")]);
     let id = server.login("ok:wire").await;
-    let mut admin = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    // The wire opens in the background on the first guarded read.
+    let mut admin = redis::Client::open(url).unwrap().get_connection().unwrap();
     let mut wires = 0;
     for _ in 0..50 {
         assert_eq!(server.get_session(&id).await.0, 200);
@@ -161,8 +176,7 @@ async fn the_guards_wire_logs_in_and_reads_the_configured_database() {
         }
         sleep_ms(20).await;
     }
-    assert_eq!(wires, 1, "no wire logged in on db 3");
-    // Reads through it restart the idle lifetime of the session in db 3.
+    assert_eq!(wires, 1, "no wire logged in on db 3 over {url}");
     let key = session_key(&id);
     let _: () = redis::cmd("EXPIRE")
         .arg(&key)
