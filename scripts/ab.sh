@@ -18,6 +18,9 @@
 #     # also the reference's wire mode: its GETEX written by hand on one
 #     # pipelined connection per worker, without redis-rs (what redis-rs's
 #     # per-command machinery costs)
+#   UNIX_SOCKET=1 scripts/ab.sh A B
+#     # the servers reach Redis over a Unix socket (unix://), the reference
+#     # over TCP as always
 #   REFERENCE=/tmp/other/bench_reference scripts/ab.sh A B
 #     # the reference from another build (default: built here, release)
 set -euo pipefail
@@ -33,7 +36,13 @@ use_scratch
 [ -n "${REFERENCE:-}" ] || cargo build --release --quiet --example bench_reference
 reference="${REFERENCE:-target/release/examples/bench_reference}"
 redis_port="$(free_port)"; wx_port="$(free_port)"
-redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" >/dev/null &
+redis_env=(); socket_args=()
+if [ "${UNIX_SOCKET:-0}" = 1 ]; then
+  socket_args=(--unixsocket "$work/redis.sock" --unixsocketperm 700)
+  redis_env=(WXSESSION_REDIS_URL="unix://$work/redis.sock?db=0")
+fi
+redis-server --bind 127.0.0.1 --port "$redis_port" ${socket_args[@]+"${socket_args[@]}"} --save '' --appendonly no \
+  --dir "$work" >/dev/null &
 pids+=($!); redis_pid=$!
 wait_port "$redis_port"
 "$reference" wechat --bind "127.0.0.1:$wx_port" &
@@ -41,12 +50,12 @@ pids+=($!)
 names=(); ports=(); spids=(); idfiles=()
 for i in $(seq $#); do
   port="$(free_port)"
-  SERVER_BINARY="${!i}" start_server "$port"
+  SERVER_BINARY="${!i}" start_server "$port" ${redis_env[@]+"${redis_env[@]}"}
   spids+=($!); ports+=("$port"); names+=("$i:$(basename "${!i}")"); idfiles+=("$work/ids")
 done
 if [ "${FEATURED:-0}" = 1 ]; then
   port="$(free_port)"
-  SERVER_BINARY="$1" start_server "$port" WXSESSION_SESSION_ONE_PER_DEVICE=true
+  SERVER_BINARY="$1" start_server "$port" ${redis_env[@]+"${redis_env[@]}"} WXSESSION_SESSION_ONE_PER_DEVICE=true
   spids+=($!); ports+=("$port"); names+=("1:$(basename "$1")+features"); idfiles+=("$work/ids-featured")
 fi
 if [ "${APPS:-1}" -gt 1 ]; then
@@ -55,7 +64,7 @@ if [ "${APPS:-1}" -gt 1 ]; then
   for i in $(seq 2 "$APPS"); do
     more_apps+=("WXSESSION_APPS_APP${i}_PLATFORM=qq" "WXSESSION_APPS_APP${i}_APPID=11000000$i" "WXSESSION_APPS_APP${i}_MOCK=true")
   done
-  SERVER_BINARY="$1" start_server "$port" "${more_apps[@]}"
+  SERVER_BINARY="$1" start_server "$port" ${redis_env[@]+"${redis_env[@]}"} "${more_apps[@]}"
   spids+=($!); ports+=("$port"); names+=("1:$(basename "$1")+${APPS}apps"); idfiles+=("$work/ids")
 fi
 port="$(free_port)"
