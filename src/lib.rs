@@ -49,9 +49,9 @@
 //!   or a Cluster) that the store, the login-code record and the token share;
 //!   where connections are made (TLS, TCP keepalive: `endpoint`), replaced when
 //!   they close or stall and a command is retried (`link`); the guard's `GETEX`
-//!   on a hand-written pipelined connection, a fast path without TLS
-//!   (`wire`); and `bounded`, the time bound every Redis operation runs under
-//!   (`deadline`).
+//!   on a hand-written pipelined connection, a fast path to a single node
+//!   reached without TLS (`wire`); and `bounded`, the time bound every Redis
+//!   operation runs under (`deadline`).
 //! - [`http`]: routes (public in `routes`, admin in `admin`), the guard (`impl
 //!   FromRequest for Session`, and `Elevated` for routes that need a step-up), request bodies (`JsonBody`), `ErrorCode` and
 //!   `ApiError` (the one table of errors, and the only place they become

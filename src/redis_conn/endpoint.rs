@@ -228,7 +228,13 @@ impl Endpoint {
                 }
             }
         };
-        Ok((!matches!(info.addr(), ConnectionAddr::TcpTls { .. })).then_some(info))
+        let wire_speaks_it = match info.addr() {
+            ConnectionAddr::Tcp(..) => true,
+            #[cfg(unix)]
+            ConnectionAddr::Unix(..) => true,
+            _ => false,
+        };
+        Ok(wire_speaks_it.then_some(info))
     }
 
     pub fn db(&self) -> i64 {

@@ -145,14 +145,24 @@ async fn the_guards_wire_logs_in_and_reads_the_configured_database() {
 
 #[actix_web::test]
 async fn the_guards_wire_goes_over_a_unix_socket() {
-    let socket = std::env::temp_dir().join(format!("wxsession-it-{}.sock", free_port()));
-    let socket = socket.display().to_string();
+    /// Removed however the test ends (Redis, killed, leaves it behind).
+    struct SocketFile(String);
+    impl Drop for SocketFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    // Short (a socket's path has at most 107 bytes) and this process's own.
+    let socket = SocketFile(format!(
+        "/tmp/wxsession-it-{}-{}.sock",
+        std::process::id(),
+        free_port()
+    ));
     let h = Harness::setup()
-        .redis_args(&["--unixsocket", &socket, "--unixsocketperm", "700"])
+        .redis_args(&["--unixsocket", &socket.0, "--unixsocketperm", "700"])
         .instances(0)
         .start();
-    a_wire_reads_database_3(&h, &format!("unix://{socket}?db=3")).await;
-    let _ = std::fs::remove_file(&socket);
+    a_wire_reads_database_3(&h, &format!("unix://{}?db=3", socket.0)).await;
 }
 
 /// A server on `url` (database 3) with one worker: its guard's wire opens in
@@ -392,7 +402,7 @@ async fn tls_one_node_serves_sessions() {
     assert_eq!(send(client().get(h.url("/readyz"))).await.0, 200);
     // Seen by redis-cli over verified TLS: it is the TLS port that holds it.
     assert_eq!(h.redis.cli(&["EXISTS", &session_key(&id)]), "1");
-    // The guard's hand-written connection speaks plain TCP only: over TLS
+    // The guard's hand-written connection does not speak TLS: over TLS
     // every read goes through the link (RESP3), none through a wire (RESP2).
     for _ in 0..10 {
         assert_eq!(h.get_session(&id).await.0, 200);
