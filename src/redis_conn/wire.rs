@@ -10,11 +10,11 @@
 //!
 //! A fast path, never the only one. Only a node reached over plain TCP or a
 //! Unix socket (no TLS, no cluster) gets a wire, connected in the background
-//! (see `link`); and
-//! whatever the wire cannot answer — not connected yet, closed (by the node,
-//! or by a `READONLY` reply after a failover), made before a failover that was
-//! announced, any other error reply — goes the usual way, through the link,
-//! which reconnects and retries as for any other command. A wire that stops
+//! (see `link`); and whatever the wire cannot answer — not connected yet,
+//! closed (by the node, or by a `READONLY` reply after a failover), made
+//! before a failover that was announced, any other error reply — goes the
+//! usual way, through the link, which reconnects and retries as for any other
+//! command. A wire that stops
 //! answering is noticed as the link notices it: two commands given up in a
 //! row after it answered nothing for half the bound, and it is closed (the
 //! commands that waited on it until then fail with the bound, as on a link).
