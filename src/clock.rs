@@ -6,7 +6,7 @@
 //! times that one instance writes to Redis and another compares with its own
 //! "now". On host clocks alone, an instance 5 s ahead would end every session
 //! 5 s before its absolute lifetime. So each process measures the offset of its
-//! host clock from Redis's `TIME` (at start, then every [`RESYNC`]) and every
+//! host clock from Redis's `TIME` (at start, then every `RESYNC`) and every
 //! time here is the host clock plus that offset: one clock for the fleet, the one
 //! Redis also expires keys by. Until the first measurement the offset is 0.
 

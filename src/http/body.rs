@@ -24,7 +24,7 @@ pub trait BodyShape: DeserializeOwned {
 
 /// An extractor for a JSON body of shape `T`: 413 `payload_too_large` past
 /// [`MAX_BODY_BYTES`] (by `Content-Length`, or while reading a chunked body),
-/// 408 `request_timeout` when it has not fully arrived [`BODY_TIMEOUT`] after the
+/// 408 `request_timeout` when it has not fully arrived `BODY_TIMEOUT` after the
 /// headers, 400 `invalid_request` with [`BodyShape::SHAPE`] for anything else amiss.
 ///
 /// Every body of the API is a JSON object: read as a JSON value first, anything

@@ -14,10 +14,10 @@
 //! closed (by the node, or by a `READONLY` reply after a failover), made
 //! before a failover that was announced, any other error reply — goes the
 //! usual way, through the link, which reconnects and retries as for any other
-//! command. A wire that stops
-//! answering is noticed as the link notices it: two commands given up in a
-//! row after it answered nothing for half the bound, and it is closed (the
-//! commands that waited on it until then fail with the bound, as on a link).
+//! command. A wire that stops answering is noticed as the link notices it:
+//! two commands given up in a row after it answered nothing for half the
+//! bound, and it is closed (the commands that waited on it until then fail
+//! with the bound, as on a link).
 
 use std::{
     collections::VecDeque,
