@@ -213,13 +213,6 @@ impl Node {
     }
 }
 
-impl Node {
-    /// This thread's wire to the node, if it has one open (see `wire`).
-    fn wire(self: &Arc<Node>) -> Option<Arc<wire::Wire>> {
-        self.link().wire()
-    }
-}
-
 impl RedisConn {
     /// `GETEX <key> EX <ttl_secs>` (the key given in pieces), the guard's read:
     /// on a single node through this thread's wire when it has one, otherwise
@@ -230,7 +223,7 @@ impl RedisConn {
         ttl_secs: u64,
     ) -> Result<Option<String>, redis::RedisError> {
         if let RedisConn::Node(node) = self {
-            if let Some(wire) = node.wire() {
+            if let Some(wire) = node.link().wire() {
                 if let Some(call) = wire.get_ex(key, ttl_secs) {
                     if let Some(Ok(value)) =
                         call.await.map(|v| v.map(String::from_utf8).transpose())

@@ -232,11 +232,10 @@ impl<'a> SessionKey<'a> {
 impl ToRedisArgs for SessionKey<'_> {
     fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
         let mut arg = out.writer_for_next_arg();
-        // Writing into the command's own buffer cannot fail.
-        let _ = arg
-            .write_all(self.prefix.as_bytes())
-            .and_then(|()| arg.write_all(b"s:"))
-            .and_then(|()| arg.write_all(self.stored_id.as_bytes()));
+        for piece in self.pieces() {
+            // Writing into the command's own buffer cannot fail.
+            let _ = arg.write_all(piece);
+        }
     }
 }
 
